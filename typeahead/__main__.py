@@ -1,0 +1,3 @@
+from typeahead.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""The one typed settings object.
+
+Built once at start-up from ``TYPEAHEAD_*`` environment variables (plus ``REDIS_URL``), then
+overridden by command-line flags, and passed explicitly to whatever needs it. A bad value fails
+loudly with the variable's name; nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from typeahead.errors import ConfigError
+
+ENV_PREFIX = "TYPEAHEAD_"
+# Variables that keep their conventional names instead of the prefix.
+ENV_ALIASES = {"redis_url": "REDIS_URL"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- millisecond tier ------------------------------------------------------------------
+    index_dir: Path = Path("indexes/aol")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    default_k: int = 10
+    max_k: int = 50
+    max_query_chars: int = 200
+    verify_index: bool = True  # checksum every data file when an index is loaded
+    semantic: bool = True  # semantic neighbours in /v1/suggest when the index has vectors
+    results_k: int = 3  # instant results (documents) per suggest call
+    intent_model_dir: Path | None = None  # None: the packaged default model
+    intent_threshold: float | None = None  # None: the threshold stored with the model
+    # --- generation tier -------------------------------------------------------------------
+    redis_url: str | None = None
+    llm_url: str | None = None
+    llm_model: str = "Qwen/Qwen2.5-1.5B-Instruct"
+    llm_api_key: str | None = None
+    llm_connect_timeout_s: float = 2.0
+    llm_read_timeout_s: float = 30.0
+    llm_max_concurrency: int = 16
+    llm_retries: int = 2
+    llm_max_tokens: int = 256
+    job_deadline_s: float = 60.0
+    job_claim_idle_s: float = 30.0  # a job pending this long on a dead worker is reclaimed
+    queue_max_depth: int = 1000
+    cache_ttl_s: int = 7 * 24 * 3600
+    semantic_cache: bool = False
+    semantic_cache_threshold: float = 0.92
+    # --- operations and abuse limits -------------------------------------------------------
+    admin_token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 16 * 1024
+    generate_rate_per_min: int = 30  # per client; 0 disables
+    api_key_header: str = "X-API-Key"
+    log_level: str = "INFO"
+    log_queries: bool = False  # query text in logs only at DEBUG, and only when enabled
+    metrics: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read the environment, then apply non-None ``overrides`` (command-line flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            var = ENV_ALIASES.get(f.name, ENV_PREFIX + f.name.upper())
+            if var in env and env[var] != "":
+                values[f.name] = _parse(var, env[var], hints[f.name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        _require(1 <= self.port <= 65535 or self.port == 0, "port must be 0..65535")
+        _require(1 <= self.workers <= 64, "workers must be 1..64")
+        _require(1 <= self.default_k <= self.max_k, "default_k must be 1..max_k")
+        _require(1 <= self.max_query_chars <= 10_000, "max_query_chars must be 1..10000")
+        _require(self.queue_max_depth >= 1, "queue_max_depth must be >= 1")
+        _require(self.job_deadline_s > 0, "job_deadline_s must be > 0")
+        _require(0.0 < self.semantic_cache_threshold <= 1.0, "semantic_cache_threshold in (0, 1]")
+        if self.intent_threshold is not None:
+            _require(0.0 <= self.intent_threshold <= 1.0, "intent_threshold must be in [0, 1]")
+        _require(self.log_level.upper() in _LEVELS, f"log_level must be one of {sorted(_LEVELS)}")
+
+
+_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid setting: {message}")
+
+
+def _parse(var: str, raw: str, hint: Any) -> Any:
+    """Convert one environment string to the field's type, naming the variable on failure."""
+    text = str(hint)
+    try:
+        if hint is bool or text == "bool":
+            return _parse_bool(raw)
+        if hint is int or text == "int":
+            return int(raw)
+        if hint is float or "float" in text:
+            return float(raw)
+        if "Path" in text:
+            return Path(raw)
+        if "tuple" in text:
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{var}={raw!r} is not a valid value: {exc}") from exc
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true/false")
