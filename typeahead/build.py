@@ -1,0 +1,41 @@
+"""``typeahead build-index``: build every structure the millisecond tier needs."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from typeahead.corpus import FORMATS, read_rows
+from typeahead.errors import ConfigError
+from typeahead.index import BuildOptions, build_index, stderr_progress
+
+
+def add_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="build an index directory from a corpus file",
+                       description="Build an index directory from a TSV/CSV/JSONL corpus "
+                                   "(gzipped or not).")
+    p.add_argument("--corpus", type=Path, required=True, help="TSV, CSV or JSONL file (.gz ok)")
+    p.add_argument("--out", type=Path, required=True, help="index directory to write")
+    p.add_argument("--text-col", default="query", help="column holding the text (default: query)")
+    p.add_argument("--weight-col", default=None,
+                   help="column holding a popularity count (default: count rows)")
+    p.add_argument("--min-count", type=float, default=3.0,
+                   help="privacy floor: entries whose merged count is below it are never served "
+                        "(default: 3)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="override format detection")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not math.isfinite(args.min_count) or args.min_count < 0:
+        raise ConfigError(f"--min-count must be a number >= 0, got {args.min_count}")
+    options = BuildOptions(text_col=args.text_col, weight_col=args.weight_col,
+                           min_count=args.min_count, fmt=args.format)
+    rows = read_rows(args.corpus, text_col=args.text_col, weight_col=args.weight_col,
+                     fmt=args.format)
+    build_index(rows, args.out, options, args.corpus,
+                progress=None if args.quiet else stderr_progress)
+    return 0

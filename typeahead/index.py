@@ -1,0 +1,205 @@
+"""The index directory: building it from a corpus and loading it for serving.
+
+Layout (all arrays are ``.npy`` memory-mapped read-only, so N worker processes share one copy):
+
+- ``manifest.json``: kind, format version, source file and checksum, options, counts, build
+  time and the size and sha256 of every data file.
+- ``display.bin`` / ``display.off.npy``: the text shown to users, by entry id.
+- ``keys.bin`` / ``keys.off.npy``: normalised matching keys, by entry id.
+- ``weights.npy``: merged popularity, by entry id (ids are popularity ranks: 0 is the top).
+- ``prefix.*.npy``: sorted whole keys (``typeahead.prefix``); ``words.*.npy``: sorted word-start
+  suffixes; ``fuzzy.json``: the typo vocabulary.
+
+Entries whose merged weight is below ``min_count`` are dropped before anything is written:
+they are never served, by any path.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from typeahead import __version__
+from typeahead.corpus import Row
+from typeahead.errors import ArtifactError, DataError
+from typeahead.fuzzy import FuzzyVocab
+from typeahead.lexical import LexicalData, LexicalEngine, StringTable
+from typeahead.manifest import (
+    atomic_directory,
+    describe_files,
+    read_manifest,
+    sha256_file,
+    verify_files,
+    write_manifest,
+)
+from typeahead.normalize import display_form, normalize
+from typeahead.prefix import PrefixArray, build_prefix_array, load_array
+
+KIND = "typeahead-index"
+FORMAT_VERSION = 1
+Progress = Callable[[str], None]
+
+
+def stderr_progress(message: str) -> None:
+    print(f"build-index: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class BuildOptions:
+    text_col: str
+    weight_col: str | None
+    min_count: float = 3.0
+    fmt: str | None = None
+
+
+@dataclass
+class _Merged:
+    weight: float = 0.0
+    displays: dict[str, float] = field(default_factory=dict)
+
+
+def merge_rows(rows: Iterable[Row], progress: Progress | None = None) -> tuple[
+        dict[str, _Merged], dict[str, int]]:
+    """Group rows by normalised key, summing weights; the most weighted display form wins."""
+    merged: dict[str, _Merged] = {}
+    counts = {"rows": 0, "empty": 0}
+    for row in rows:
+        counts["rows"] += 1
+        if progress and counts["rows"] % 200_000 == 0:
+            progress(f"read {counts['rows']:,} rows")
+        key = normalize(row.text)
+        if not key:
+            counts["empty"] += 1
+            continue
+        m = merged.get(key)
+        if m is None:
+            m = merged[key] = _Merged()
+        m.weight += row.weight
+        shown = display_form(row.text)
+        m.displays[shown] = m.displays.get(shown, 0.0) + row.weight
+    return merged, counts
+
+
+def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: Path,
+                progress: Progress | None = stderr_progress) -> dict[str, Any]:
+    started = time.time()
+    merged, counts = merge_rows(rows, progress)
+    served = sorted(
+        ((k, m) for k, m in merged.items() if m.weight >= options.min_count),
+        key=lambda km: (-km[1].weight, km[0]),
+    )
+    if not served:
+        raise DataError(f"{source}: no entry reaches --min-count {options.min_count:g}")
+    if progress:
+        progress(f"{len(merged):,} distinct, {len(served):,} at or above the floor; indexing")
+    with atomic_directory(out) as tmp:
+        files = _write_lexical(tmp, served, progress)
+        manifest = {
+            "kind": KIND,
+            "format_version": FORMAT_VERSION,
+            "typeahead_version": __version__,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": round(time.time() - started, 3),
+            "source": {"path": str(source), "sha256": sha256_file(source),
+                       "bytes": source.stat().st_size},
+            "options": {"text_col": options.text_col, "weight_col": options.weight_col,
+                        "min_count": options.min_count, "format": options.fmt},
+            "normalization": "nfkc+casefold+strip-accents+collapse-whitespace",
+            "counts": {"rows": counts["rows"], "empty": counts["empty"],
+                       "distinct": len(merged), "below_floor": len(merged) - len(served),
+                       "entries": len(served)},
+            "files": describe_files(tmp, files),
+        }
+        write_manifest(tmp, manifest)
+    if progress:
+        progress(f"wrote {out} ({len(served):,} entries) in {time.time() - started:.1f}s")
+    return manifest
+
+
+def _write_lexical(tmp: Path, served: list[tuple[str, _Merged]], progress: Progress | None
+                   ) -> list[Path]:
+    keys = [k for k, _ in served]
+    displays = [max(m.displays.items(), key=lambda kv: (kv[1], kv[0]))[0] for _, m in served]
+    files = StringTable.write(displays, tmp / "display.bin", tmp / "display.off.npy")
+    files += StringTable.write(keys, tmp / "keys.bin", tmp / "keys.off.npy")
+    weights = np.array([m.weight for _, m in served], dtype=np.float64)
+    np.save(tmp / "weights.npy", weights)
+    np.save(tmp / "popularity.npy", popularity(weights))
+    files += [tmp / "weights.npy", tmp / "popularity.npy"]
+    ids = np.arange(len(keys), dtype=np.int32)
+    files += build_prefix_array([k.encode("utf-8") for k in keys], ids).save(tmp, "prefix")
+    if progress:
+        progress("prefix array done; word index")
+    suffixes, owners = word_suffixes(keys)
+    files += build_prefix_array(suffixes, np.array(owners, dtype=np.int32)).save(tmp, "words")
+    vocab = FuzzyVocab.build(w for k in keys for w in k.split(" "))
+    files.append(vocab.save(tmp / "fuzzy.json"))
+    return files
+
+
+def popularity(weights: np.ndarray) -> np.ndarray:
+    """log1p(weight) scaled by the top entry's, kept below 1 so tiers never overlap."""
+    top = max(float(weights.max()) if len(weights) else 1.0, 1e-9)
+    return (np.log1p(weights) / (np.log1p(top) * 1.0001)).astype(np.float32)
+
+
+def word_suffixes(keys: list[str]) -> tuple[list[bytes], list[int]]:
+    suffixes: list[bytes] = []
+    owners: list[int] = []
+    for entry, key in enumerate(keys):
+        raw = key.encode("utf-8")
+        start = 0
+        while True:
+            suffixes.append(raw[start:])
+            owners.append(entry)
+            nxt = raw.find(b" ", start)
+            if nxt < 0:
+                break
+            start = nxt + 1
+    return suffixes, owners
+
+
+@dataclass(frozen=True)
+class LoadedIndex:
+    path: Path
+    manifest: dict[str, Any]
+    lexical: LexicalEngine
+    load_seconds: float
+
+    @property
+    def entries(self) -> int:
+        return len(self.lexical)
+
+
+def load_index(path: Path, *, verify: bool = True) -> LoadedIndex:
+    """Open an index directory, checking its manifest; raises ArtifactError on any problem."""
+    started = time.perf_counter()
+    manifest = read_manifest(path, kind=KIND, version=FORMAT_VERSION)
+    verify_files(path, manifest, checksums=verify)
+    try:
+        data = LexicalData(
+            display=StringTable(path / "display.bin", path / "display.off.npy"),
+            keys=StringTable(path / "keys.bin", path / "keys.off.npy"),
+            weights=load_array(path / "weights.npy"),
+            popularity=load_array(path / "popularity.npy"),
+            prefixes=PrefixArray.load(path, "prefix"),
+            words=PrefixArray.load(path, "words"),
+            vocab=FuzzyVocab.load(path / "fuzzy.json"),
+        )
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot load index data: {exc}") from exc
+    _check_shapes(path, manifest, data)
+    return LoadedIndex(path, manifest, LexicalEngine(data), time.perf_counter() - started)
+
+
+def _check_shapes(path: Path, manifest: dict[str, Any], data: LexicalData) -> None:
+    n = manifest.get("counts", {}).get("entries")
+    sizes = {len(data.display), len(data.keys), len(data.weights), len(data.popularity)}
+    if sizes != {n}:
+        raise ArtifactError(f"{path}: data files disagree with the manifest's entry count {n}")

@@ -1,0 +1,229 @@
+"""The lexical engine: prefix, any-order word and typo-tolerant completion. Pure: no I/O.
+
+Ranking tiers, best first (the ``score`` is ``(tier + popularity) / 3``, so it falls in [0, 1]
+and never increases down the list):
+
+2. ``prefix``: the whole normalised input is a prefix of the completion ("new yo" ->
+   "new york").
+1. ``prefix`` (word match): every typed word is a prefix of a distinct word of the completion, in
+   any order ("york new", "times" -> "new york times").
+0. ``fuzzy``: as above after correcting the last typed word within its typo allowance.
+
+Within a tier, popularity decides (``log1p(weight)`` scaled to [0, 1)). Entry ids are
+popularity ranks, so "most popular" means "smallest id".
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Container
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from typeahead.fuzzy import FuzzyVocab
+from typeahead.normalize import normalize
+from typeahead.prefix import KEY_BYTES, PrefixArray, load_array
+
+WORD_SCAN_LIMIT = 4096  # entries scanned exhaustively for any-order matches
+Span = tuple[int, int]
+
+
+class Suggestion(NamedTuple):
+    id: int
+    text: str
+    score: float
+    source: str
+    spans: tuple[Span, ...]
+
+
+# A candidate before its text is fetched (score, source, spans): only the final top k are
+# materialised. A plain tuple: this is built for every candidate on the hot path.
+_Hit = tuple[float, str, tuple[Span, ...]]
+
+
+class StringTable:
+    """UTF-8 strings in one memory-mapped blob with an offsets array."""
+
+    def __init__(self, blob: Path, offsets: Path) -> None:
+        with open(blob, "rb") as fh:
+            size = fh.seek(0, 2)
+            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self._off = load_array(offsets)
+
+    def __len__(self) -> int:
+        return int(self._off.shape[0]) - 1
+
+    def __getitem__(self, i: int) -> str:
+        a, b = self._off[i : i + 2].tolist()
+        return self._mm[a:b].decode("utf-8")
+
+    def many(self, ids: list[int]) -> list[str]:
+        """Several strings with two vectorised offset lookups instead of 2 per string."""
+        idx = np.array(ids, dtype=np.int64)
+        starts = self._off[idx].tolist()
+        ends = self._off[idx + 1].tolist()
+        mm = self._mm
+        return [mm[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)]
+
+    @staticmethod
+    def write(strings: list[str], blob: Path, offsets: Path) -> list[Path]:
+        encoded = [s.encode("utf-8") for s in strings]
+        off = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=off[1:])
+        blob.write_bytes(b"".join(encoded))
+        np.save(offsets, off)
+        return [blob, offsets]
+
+
+@dataclass(frozen=True)
+class LexicalData:
+    display: StringTable
+    keys: StringTable
+    weights: npt.NDArray[np.float64]
+    popularity: npt.NDArray[np.float32]  # log1p(weight) / log1p(top weight), in [0, 1)
+    prefixes: PrefixArray  # whole keys
+    words: PrefixArray  # every word-start suffix of every key
+    vocab: FuzzyVocab
+
+
+class LexicalEngine:
+    def __init__(self, data: LexicalData) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data.display)
+
+    def suggest(self, query: str, k: int) -> list[Suggestion]:
+        key = normalize(query)
+        if not key:
+            return []
+        # A trailing space means the last word is complete: "new " should not offer "newark".
+        complete = query[-1].isspace()
+        found: dict[int, _Hit] = {}
+        self._exact(key + " " if complete else key, k, found, tier=2)
+        words = key.split(" ")
+        if len(found) < k:
+            self._any_order(words, k, found, tier=1)
+        if len(found) < k and not complete:
+            self._fuzzy(words, k, found)
+        return self.materialise(found, k)
+
+    def materialise(self, found: dict[int, _Hit], k: int) -> list[Suggestion]:
+        best = sorted(found.items(), key=lambda item: -item[1][0])[:k]
+        if not best:
+            return []
+        texts = self.data.display.many([entry for entry, _ in best])
+        return [
+            Suggestion(entry, text, score, source, map_spans(spans, text))
+            for (entry, (score, source, spans)), text in zip(best, texts, strict=True)
+        ]
+
+    # --- tiers ------------------------------------------------------------------------------
+
+    def _exact(self, key: str, k: int, found: dict[int, _Hit], *, tier: int,
+               source: str = "prefix", dist: int = 0, skip: Container[int] = ()) -> None:
+        raw = key.encode("utf-8")
+        lo, hi = self.data.prefixes.span(raw)
+        if lo == hi:
+            return
+        entries = [
+            e for e in self.data.prefixes.top(lo, hi, k + len(found))
+            if e not in found and e not in skip
+        ]
+        if len(raw) > KEY_BYTES:  # keys are indexed on 32 bytes: check the rest
+            entries = [e for e in entries if self.data.keys[e].startswith(key)]
+        spans = ((0, len(key)),)
+        entries = entries[: k - len(found)]
+        pops = self.data.popularity[entries].tolist()
+        base, scale = tier / 3, 1 / (3 * (1 + dist))
+        for entry, pop in zip(entries, pops, strict=True):
+            found[entry] = (base + pop * scale, source, spans)
+
+    def _any_order(self, words: list[str], k: int, found: dict[int, _Hit], *, tier: int,
+                   source: str = "prefix", dist: int = 0, skip: Container[int] = ()) -> None:
+        spans = [self.data.words.span(w.encode("utf-8")) for w in words]
+        if any(lo == hi for lo, hi in spans):
+            return
+        lo, hi = min(spans, key=lambda s: s[1] - s[0])
+        for entry in self.data.words.candidates(lo, hi, WORD_SCAN_LIMIT):
+            if entry in found or entry in skip:
+                continue
+            matched = match_words(words, self.data.keys[entry])
+            if matched is not None:
+                found[entry] = self._hit(entry, tier, source, matched, dist)
+                if len(found) >= k:
+                    return
+
+    def _fuzzy(self, words: list[str], k: int, found: dict[int, _Hit]) -> None:
+        # Every correction contributes, then popularity (discounted by distance) decides:
+        # stopping at the first correction that fills k would let a rare spelling win.
+        fuzzy: dict[int, _Hit] = {}
+        for corr in self.data.vocab.corrections(words[-1]):
+            fixed = [*words[:-1], corr.prefix]
+            batch: dict[int, _Hit] = {}
+            self._exact(" ".join(fixed), k, batch, tier=0, source="fuzzy", dist=corr.distance,
+                        skip=found)
+            self._any_order(fixed, k, batch, tier=0, source="fuzzy", dist=corr.distance,
+                            skip=found)
+            for entry, hit in batch.items():
+                if entry not in fuzzy or fuzzy[entry][0] < hit[0]:
+                    fuzzy[entry] = hit
+        for entry, hit in sorted(fuzzy.items(), key=lambda item: -item[1][0])[: k - len(found)]:
+            found[entry] = hit
+
+    def _hit(self, entry: int, tier: int, source: str, spans: tuple[Span, ...], dist: int) -> _Hit:
+        pop = float(self.data.popularity[entry]) / (1 + dist)
+        return ((tier + pop) / 3, source, spans)
+
+
+def match_words(typed: list[str], key: str) -> tuple[Span, ...] | None:
+    """Spans (in ``key``) where each typed word prefixes a distinct word, or None."""
+    starts: list[tuple[int, str]] = []
+    pos = 0
+    for w in key.split(" "):
+        starts.append((pos, w))
+        pos += len(w) + 1
+    used: set[int] = set()
+    spans: list[Span] = []
+    # Longest typed words first, so a short word cannot steal the only word a long one fits.
+    for t in sorted(typed, key=len, reverse=True):
+        hit = next((i for i, (_, w) in enumerate(starts) if i not in used and w.startswith(t)),
+                   None)
+        if hit is None:
+            return None
+        used.add(hit)
+        spans.append((starts[hit][0], starts[hit][0] + len(t)))
+    return tuple(sorted(spans))
+
+
+def map_spans(spans: tuple[Span, ...], text: str) -> tuple[Span, ...]:
+    """Translate spans on the normalised key to spans on the display text."""
+    if text.isascii():  # display forms are whitespace-collapsed: the key is text.lower()
+        return spans
+    index = _key_to_text_index(text)
+    last = len(text)
+    return tuple(
+        (index[a] if a < len(index) else last, index[b] if b < len(index) else last)
+        for a, b in spans
+    )
+
+
+def _key_to_text_index(text: str) -> list[int]:
+    """index[i] = position in ``text`` of the character that produced key character i."""
+    index: list[int] = []
+    prev_space = True
+    for pos, ch in enumerate(text):
+        piece = normalize(ch) if not ch.isspace() else " "
+        if piece == " ":
+            if prev_space:
+                continue
+            prev_space = True
+        elif piece:
+            prev_space = False
+        index.extend([pos] * len(piece))
+    index.append(len(text))
+    return index

@@ -1,0 +1,106 @@
+"""Manifests for built artefacts: what built them, from what, and checksums of every file.
+
+Loading an artefact reads its manifest first and refuses anything missing, corrupt or built
+by an incompatible format version, with one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from typeahead.errors import ArtifactError
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe_files(directory: Path, paths: list[Path]) -> dict[str, dict[str, Any]]:
+    return {
+        str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(paths)
+    }
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
+    path = directory / MANIFEST
+    path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    return path
+
+
+def read_manifest(directory: Path, *, kind: str, version: int) -> dict[str, Any]:
+    """Read and check ``directory/manifest.json`` for an artefact of ``kind`` and ``version``."""
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: no such {kind} directory")
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{directory}: not a {kind}: {MANIFEST} is missing")
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: corrupt manifest ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("kind") != kind:
+        raise ArtifactError(f"{path}: not a {kind} manifest (kind={_get(manifest, 'kind')!r})")
+    found = manifest.get("format_version")
+    if found != version:
+        raise ArtifactError(
+            f"{directory}: {kind} format version {found!r} is not supported "
+            f"(this build reads version {version}); rebuild it"
+        )
+    return manifest
+
+
+def verify_files(directory: Path, manifest: dict[str, Any], *, checksums: bool) -> None:
+    """Every listed file must exist with its recorded size (and checksum when asked)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ArtifactError(f"{directory}: manifest lists no data files")
+    for name, meta in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise ArtifactError(f"{directory}: data file {name} is missing")
+        if path.stat().st_size != meta.get("bytes"):
+            raise ArtifactError(f"{directory}: data file {name} has the wrong size (truncated?)")
+        if checksums and sha256_file(path) != meta.get("sha256"):
+            raise ArtifactError(f"{directory}: data file {name} is corrupt (checksum mismatch)")
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+@contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Build into a temporary sibling and swap it in only on success.
+
+    A failed build leaves whatever was at ``target`` untouched; a reader never sees a
+    half-written directory.
+    """
+    target = target.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,51 @@
+"""Query normalisation: the one definition of "the same text" for matching.
+
+Matching keys are NFKC-normalised, case-folded, accent-free, control-free and have single
+spaces. The display form keeps the user's casing and accents. The ASCII fast path matters:
+this runs on every keystroke and must cost well under a microsecond for typical input.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+_ASCII_CONTROLS = {i: " " for i in range(32)} | {127: " "}
+
+
+def normalize(text: str) -> str:
+    """Return the matching key for ``text``; idempotent: normalize(normalize(x)) == normalize(x)."""
+    if text.isascii():
+        if not text.isprintable():
+            text = text.translate(_ASCII_CONTROLS)
+        return " ".join(text.lower().split())
+    return _normalize_unicode(text)
+
+
+def _normalize_unicode(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    # Decompose, drop combining marks (accents), recompose; then casefold again because
+    # recomposition can produce characters whose fold differs (e.g. from NFKC compatibility forms).
+    decomposed = unicodedata.normalize("NFD", text)
+    stripped = "".join(c for c in decomposed if not _drop(c))
+    out = unicodedata.normalize("NFKC", stripped).casefold()
+    if out != stripped:
+        out = "".join(c for c in unicodedata.normalize("NFD", out) if not _drop(c))
+        out = unicodedata.normalize("NFC", out)
+    return " ".join(_spaces(out).split())
+
+
+def _drop(ch: str) -> bool:
+    cat = unicodedata.category(ch)
+    # Mn: combining accents. Cf/Cc/Cs/Co/Cn: format, control and unassigned code points,
+    # which are invisible and would make two identical-looking queries differ.
+    return cat == "Mn" or (cat[0] == "C" and ch not in "\t\n\r")
+
+
+def _spaces(text: str) -> str:
+    return "".join(" " if (c.isspace() or unicodedata.category(c) == "Zs") else c for c in text)
+
+
+def display_form(text: str) -> str:
+    """The text as shown to users: original casing and accents, whitespace collapsed."""
+    text = unicodedata.normalize("NFC", text)
+    return " ".join("".join(" " if unicodedata.category(c)[0] == "C" else c for c in text).split())

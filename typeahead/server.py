@@ -1,0 +1,176 @@
+"""``typeahead serve``: the HTTP API in one or several processes on one port.
+
+With ``--workers N`` a small supervisor starts N processes that each bind the port with
+SO_REUSEPORT (the kernel spreads connections) and map the same index files, so the index is in
+memory once. The supervisor restarts a worker that dies, forwards SIGHUP (reload) and stops
+them all on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from typeahead.app import create_app, load_service
+from typeahead.errors import ConfigError
+from typeahead.settings import Settings
+
+log = logging.getLogger("typeahead.server")
+RESTART_BACKOFF_S = 1.0
+
+
+def add_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="run the HTTP API", description="Run the HTTP API.")
+    p.add_argument("--index", type=Path, default=None, help="index directory")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(index_dir=args.index, host=args.host, port=args.port,
+                             workers=args.workers)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    configure_logging(settings)
+    # Fail fast, with one line, on a missing or broken index before any process starts.
+    load_service(settings)
+    if settings.workers == 1:
+        serve_one(settings, None)
+        return 0
+    if settings.port == 0:
+        raise ConfigError("--workers > 1 needs a fixed --port (they share it)")
+    return Supervisor(settings).run()
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(message)s")
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def serve_one(settings: Settings, worker_id: int | None) -> None:
+    """Run one API process until SIGTERM/SIGINT."""
+    runner = _event_loop_runner()
+    runner(_serve(settings, reuse_port=worker_id is not None))
+
+
+def _event_loop_runner() -> Any:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional (not on every platform)
+        return asyncio.run
+    return uvloop.run
+
+
+async def _serve(settings: Settings, *, reuse_port: bool) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    sock = bind_socket(settings.host, settings.port, reuse_port=reuse_port)
+    site = web.SockSite(runner, sock)
+    await site.start()
+    host, port = sock.getsockname()[:2]
+    log.info("typeahead serving on http://%s:%s (pid %s)", host, port, os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _worker_main(settings: Settings, worker_id: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+    configure_logging(settings)
+    serve_one(settings, worker_id)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ctx = multiprocessing.get_context("spawn")
+        self.procs: dict[int, Any] = {}
+        self.stopping = False
+
+    def run(self) -> int:
+        # Hold the port with a reuse-port socket so a port conflict fails here, once.
+        guard = bind_socket(self.settings.host, self.settings.port, reuse_port=True)
+        try:
+            signal.signal(signal.SIGTERM, self._stop)
+            signal.signal(signal.SIGINT, self._stop)
+            signal.signal(signal.SIGHUP, self._forward)
+            for wid in range(self.settings.workers):
+                self._start(wid)
+            guard.close()
+            self._watch()
+        finally:
+            guard.close()
+            self._terminate_all()
+        return 0
+
+    def _start(self, wid: int) -> None:
+        proc = self.ctx.Process(target=_worker_main, args=(self.settings, wid),
+                                name=f"typeahead-api-{wid}", daemon=True)
+        proc.start()
+        self.procs[wid] = proc
+
+    def _watch(self) -> None:
+        while not self.stopping:
+            time.sleep(0.2)
+            for wid, proc in list(self.procs.items()):
+                if not proc.is_alive() and not self.stopping:
+                    log.warning("api worker %s (pid %s) exited with %s; restarting",
+                                wid, proc.pid, proc.exitcode)
+                    time.sleep(RESTART_BACKOFF_S / 4)
+                    self._start(wid)
+
+    def _stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def _forward(self, *_: Any) -> None:
+        for proc in self.procs.values():
+            if proc.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGHUP)
+
+    def _terminate_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self.procs.values():
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
