@@ -66,7 +66,8 @@ class RedisServer:
                 if not up:
                     return
             time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not come {'up' if up else 'down'}")
+        state = "up" if up else "down"
+        raise RuntimeError(f"redis-server on port {self.port} did not come {state}")
 
 
 def start_redis() -> RedisServer:

@@ -7,6 +7,7 @@ status its class carries; nothing a client sends can produce a 500.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,9 +36,9 @@ from typeahead.suggest import SuggestService
 log = logging.getLogger("typeahead.http")
 
 SETTINGS = web.AppKey("settings", Settings)
-SERVICE = web.AppKey("service", "ServiceHolder")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 class ServiceHolder:
@@ -50,6 +51,9 @@ class ServiceHolder:
         if self.current is None:
             raise ServiceUnavailable("the index is not loaded yet", code="not_ready")
         return self.current
+
+
+SERVICE: web.AppKey[ServiceHolder] = web.AppKey("service")
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -104,7 +108,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     rid = request.headers.get(REQUEST_ID_HEADER, "")
     if not (0 < len(rid) <= 64 and rid.isascii() and rid.isprintable()):
         rid = uuid.uuid4().hex
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     response = await handler(request)
     response.headers[REQUEST_ID_HEADER] = rid
     return response
@@ -177,6 +181,7 @@ async def readyz(request: web.Request) -> web.Response:
     index = service.index
     return json_response({
         "status": "ready",
+        "pid": os.getpid(),
         "index": {"path": str(index.path), "entries": index.entries,
                   "built_at": index.manifest.get("built_at")},
     })

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import orjson
 
@@ -45,7 +45,7 @@ def open_text(path: Path) -> IO[str]:
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a file")
-    raw: IO[bytes] = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
     return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
 
 
@@ -75,12 +75,11 @@ def read_rows(
 def _delimited(path: Path, sep: str) -> Iterator[tuple[int, dict[str, Any]]]:
     with open_text(path) as fh:
         # TSV query logs contain stray quotes; only CSV follows quoting rules.
-        quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+        quoting: Literal[0, 3] = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
         reader = csv.DictReader(fh, delimiter=sep, quoting=quoting)
         if not reader.fieldnames:
             raise DataError(f"{path}: empty file (no header row)")
-        for i, rec in enumerate(reader, start=2):
-            yield i, rec
+        yield from enumerate(reader, start=2)
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -121,7 +120,8 @@ def _weight(path: Path, line: int, value: Any, col: str) -> float:
     except (TypeError, ValueError):
         raise DataError(f"{path}:{line}: column {col!r} is not a number: {value!r}") from None
     if not math.isfinite(w) or w < 0:
-        raise DataError(f"{path}:{line}: column {col!r} must be a finite number >= 0, got {value!r}")
+        raise DataError(f"{path}:{line}: column {col!r} must be a finite number >= 0, "
+                        f"got {value!r}")
     return w
 
 

@@ -92,7 +92,7 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
     merged, counts = merge_rows(rows, progress)
     served = sorted(
         ((k, m) for k, m in merged.items() if m.weight >= options.min_count),
-        key=lambda km: (-km[1].weight, km[0]),
+        key=lambda km: (-km[1].weight, len(km[0]), km[0]),
     )
     if not served:
         raise DataError(f"{source}: no entry reaches --min-count {options.min_count:g}")

@@ -36,16 +36,29 @@ def _normalize_unicode(text: str) -> str:
 
 def _drop(ch: str) -> bool:
     cat = unicodedata.category(ch)
-    # Mn: combining accents. Cf/Cc/Cs/Co/Cn: format, control and unassigned code points,
-    # which are invisible and would make two identical-looking queries differ.
-    return cat == "Mn" or (cat[0] == "C" and ch not in "\t\n\r")
+    # Mn: combining accents. Cf/Cs/Co/Cn: format, surrogate, private and unassigned code
+    # points, invisible, would make two identical-looking queries differ. Controls (Cc) are
+    # kept here and become spaces below, as on the ASCII path.
+    return cat == "Mn" or cat in _INVISIBLE
+
+
+_INVISIBLE = {"Cf", "Cs", "Co", "Cn"}
 
 
 def _spaces(text: str) -> str:
-    return "".join(" " if (c.isspace() or unicodedata.category(c) == "Zs") else c for c in text)
+    return "".join(" " if (c.isspace() or unicodedata.category(c) in ("Zs", "Cc")) else c
+                   for c in text)
 
 
 def display_form(text: str) -> str:
     """The text as shown to users: original casing and accents, whitespace collapsed."""
     text = unicodedata.normalize("NFC", text)
-    return " ".join("".join(" " if unicodedata.category(c)[0] == "C" else c for c in text).split())
+    return " ".join("".join(_display_char(c) for c in text).split())
+
+
+def _display_char(ch: str) -> str:
+    cat = unicodedata.category(ch)
+    if cat == "Cc":
+        return " "
+    # Format characters stay (emoji joiners); unassigned/private/surrogates carry nothing.
+    return "" if cat in ("Cs", "Co", "Cn") else ch

@@ -104,7 +104,8 @@ def build_prefix_array(keys: list[bytes], ids: npt.NDArray[np.int32]) -> PrefixA
     los, his = _heavy_intervals(lcp, len(arr))
     topk_off, topk = _top_ids(ids, los, his)
     n1 = len(arr) + 1
-    node_index = {int(lo) * n1 + int(hi): i for i, (lo, hi) in enumerate(zip(los, his, strict=True))}
+    pairs = zip(los.tolist(), his.tolist(), strict=True)
+    node_index = {lo * n1 + hi: i for i, (lo, hi) in enumerate(pairs)}
     return PrefixArray(arr, ids, node_index, topk_off, topk)
 
 

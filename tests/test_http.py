@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.lexical_fixtures import build_small_index
+from typeahead.app import create_app
+from typeahead.settings import Settings
+from typeahead.suggest import SuggestService
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[TestClient]:
+    index = build_small_index(tmp_path)
+    app = create_app(Settings(), SuggestService(index=index))
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+async def error_of(resp) -> str:  # type: ignore[no-untyped-def]
+    body = await resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["message"]
+    return str(body["error"]["code"])
+
+
+async def test_suggest_contract_fields(client: TestClient) -> None:
+    resp = await client.get("/v1/suggest", params={"q": "new y", "k": "2"})
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["query"] == "new y"
+    assert [s["text"] for s in body["suggestions"]] == ["new york times", "new york city"]
+    for s in body["suggestions"]:
+        assert set(s) >= {"text", "score", "source"} and s["source"] == "prefix"
+        assert s["matches"] == [[0, 5]]
+    assert body["results"] == [] and body["intent"] is None and body["offer_generate"] is False
+    assert resp.headers["X-Request-ID"]
+
+
+async def test_default_k_and_unicode(client: TestClient) -> None:
+    body = await (await client.get("/v1/suggest", params={"q": "café"})).json()
+    assert body["suggestions"][0]["text"] == "Café Crème Paris"
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [
+        ("", 400, "missing_parameter"),
+        ("?q=", 400, "missing_parameter"),
+        ("?q=%20%20", 400, "missing_parameter"),
+        ("?q=" + "a" * 201, 400, "query_too_long"),
+        ("?q=a&k=0", 400, "invalid_parameter"),
+        ("?q=a&k=51", 400, "invalid_parameter"),
+        ("?q=a&k=ten", 400, "invalid_parameter"),
+        ("?q=a&k=1e3", 400, "invalid_parameter"),
+        ("?q=%ff%fe", 400, "invalid_encoding"),
+        ("?q=%00abc", 400, "invalid_parameter"),
+    ],
+)
+async def test_suggest_bad_input(client: TestClient, query: str, status: int, code: str) -> None:
+    resp = await client.get("/v1/suggest" + query)
+    assert resp.status == status
+    assert await error_of(resp) == code
+
+
+async def test_exactly_200_characters_is_fine(client: TestClient) -> None:
+    resp = await client.get("/v1/suggest", params={"q": "n" * 200})
+    assert resp.status == 200
+
+
+async def test_unknown_route_and_wrong_method(client: TestClient) -> None:
+    resp = await client.get("/v2/nothing")
+    assert resp.status == 404 and await error_of(resp) == "not_found"
+    resp = await client.post("/v1/suggest", data=b"x")
+    assert resp.status == 405 and await error_of(resp) == "method_not_allowed"
+    assert resp.headers["Allow"] == "GET"
+
+
+async def test_health_and_readiness(client: TestClient) -> None:
+    assert (await client.get("/healthz")).status == 200
+    resp = await client.get("/readyz")
+    body = await resp.json()
+    assert resp.status == 200 and body["index"]["entries"] > 0
+
+
+async def test_not_ready_without_index(tmp_path: Path) -> None:
+    from typeahead.app import SERVICE
+
+    # A service-less app whose loader never ran: the state of a worker still starting up.
+    app = create_app(Settings(index_dir=tmp_path / "missing"), SuggestService.__new__(
+        SuggestService))
+    app[SERVICE].current = None
+    async with TestClient(TestServer(app)) as c:
+        resp = await c.get("/readyz")
+        assert resp.status == 503 and await error_of(resp) == "not_ready"
+        assert resp.headers["Retry-After"]
+        assert (await c.get("/healthz")).status == 200
+
+
+async def test_request_id_is_echoed_when_sane(client: TestClient) -> None:
+    resp = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert resp.headers["X-Request-ID"] == "abc-123"
+    resp = await client.get("/healthz", headers={"X-Request-ID": "x" * 200})
+    assert resp.headers["X-Request-ID"] != "x" * 200

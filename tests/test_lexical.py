@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.lexical_fixtures import build_small_index
+from typeahead.index import LoadedIndex
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> LoadedIndex:
+    return build_small_index(tmp_path_factory.mktemp("lex"))
+
+
+def texts(index: LoadedIndex, q: str, k: int = 10) -> list[str]:
+    return [s.text for s in index.lexical.suggest(q, k)]
+
+
+def test_prefix_ranked_by_popularity(index: LoadedIndex) -> None:
+    assert texts(index, "new")[:4] == ["new york times", "new york city", "new jersey",
+                                       "newark airport"]
+
+
+def test_duplicates_merge_and_keep_the_most_common_display(index: LoadedIndex) -> None:
+    got = texts(index, "new york t")
+    assert got.count("new york times") == 1
+    assert "NEW YORK TIMES" not in got
+
+
+def test_top_k_is_respected(index: LoadedIndex) -> None:
+    assert len(texts(index, "n", 2)) == 2
+
+
+def test_any_order_words_rank_below_in_order(index: LoadedIndex) -> None:
+    got = index.lexical.suggest("york new", 10)
+    # "york new" is itself a (rare) completion: in-order first, then any-order matches.
+    assert got[0].text == "york new"
+    assert [s.text for s in got[1:3]] == ["new york times", "new york city"]
+    assert all(s.score < got[0].score for s in got[1:])
+
+
+def test_single_word_matches_inside_the_completion(index: LoadedIndex) -> None:
+    assert "new york times" in texts(index, "tim")
+    assert texts(index, "tim")[0] == "the times of india" or "new york times" in texts(index, "tim")
+
+
+def test_typo_tolerance_on_last_word(index: LoadedIndex) -> None:
+    got = index.lexical.suggest("mapqeust", 5)
+    assert got and got[0].text == "mapquest" and got[0].source == "fuzzy"
+    assert index.lexical.suggest("wikipedai", 3)[0].text == "wikipedia"
+
+
+def test_typo_allowance_grows_with_length(index: LoadedIndex) -> None:
+    assert texts(index, "amzn") == []  # 4 letters: one typo allowed, "amzn"->"amaz" needs 2
+    assert texts(index, "amazn")[0] == "amazon"  # one deletion
+    assert texts(index, "goo") == ["google", "google maps"]
+    assert texts(index, "gxo") == []  # 3 letters: no typo tolerance
+
+
+def test_fuzzy_ranks_below_exact(index: LoadedIndex) -> None:
+    got = index.lexical.suggest("new yorc", 10)
+    sources = [s.source for s in got]
+    assert "fuzzy" in sources
+    assert sources == sorted(sources, key=lambda s: s == "fuzzy")
+
+
+def test_trailing_space_prefers_the_complete_word(index: LoadedIndex) -> None:
+    got = index.lexical.suggest("new ", 10)
+    in_order = [s.text for s in got if s.text.startswith("new ")]
+    assert [s.text for s in got[: len(in_order)]] == in_order
+    # "newark" still matches word-by-word ("new" prefixes "newark"), but only below them.
+    assert [s.text for s in got].index("newark airport") >= len(in_order)
+
+
+def test_privacy_floor_never_served(index: LoadedIndex) -> None:
+    assert texts(index, "private") == []
+    assert texts(index, "privat perso") == []
+    assert texts(index, "person") == []
+
+
+def test_normalised_matching_keeps_display(index: LoadedIndex) -> None:
+    got = index.lexical.suggest("CAFE cre", 3)
+    assert got[0].text == "Café Crème Paris"
+    assert got[0].spans == ((0, 8),)
+
+
+def test_non_latin_and_emoji(index: LoadedIndex) -> None:
+    assert texts(index, "東京") == ["東京 タワー"]
+    assert texts(index, "タワ") == ["東京 タワー"]
+    assert texts(index, "😀") == ["😀 emoji search"]
+
+
+def test_spans_mark_matched_words(index: LoadedIndex) -> None:
+    got = {s.text: s.spans for s in index.lexical.suggest("york ne", 10)}
+    assert got["new york times"] == ((0, 2), (4, 8))
+
+
+def test_empty_and_very_long_input(index: LoadedIndex) -> None:
+    assert texts(index, "") == []
+    assert texts(index, "   ") == []
+    assert texts(index, "new york times " * 20) == []
+    assert texts(index, "x" * 10_000) == []
+
+
+def test_no_duplicate_suggestions_across_tiers(index: LoadedIndex) -> None:
+    for q in ["new", "york n", "new yorc", "tim", "goog"]:
+        got = texts(index, q)
+        assert len(got) == len(set(got)), q
+
+
+def test_scores_never_increase_down_the_list(index: LoadedIndex) -> None:
+    for q in ["new", "york new", "new yorc", "amazn"]:
+        scores = [s.score for s in index.lexical.suggest(q, 10)]
+        assert scores == sorted(scores, reverse=True)
+        assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_large_ranges_use_precomputed_top(tmp_path: Path) -> None:
+    rows = [(f"query {i:04d}", 10_000 - i) for i in range(500)]
+    idx = build_small_index(tmp_path, rows)
+    got = [s.text for s in idx.lexical.suggest("query", 5)]
+    assert got == [f"query {i:04d}" for i in range(5)]
+    got = [s.text for s in idx.lexical.suggest("query 01", 3)]
+    assert got == ["query 0100", "query 0101", "query 0102"]
+
+
+def test_prefixes_longer_than_the_key_width(tmp_path: Path) -> None:
+    long_a = "a" * 40 + " first"
+    long_b = "a" * 40 + " second"
+    idx = build_small_index(tmp_path, [(long_a, 10), (long_b, 5)])
+    assert [s.text for s in idx.lexical.suggest("a" * 40 + " s", 5)] == [long_b]
