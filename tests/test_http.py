@@ -15,7 +15,7 @@ from typeahead.suggest import SuggestService
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[TestClient]:
     index = build_small_index(tmp_path)
-    app = create_app(Settings(), SuggestService(index=index))
+    app = create_app(Settings(generation=False), SuggestService(index=index))
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -90,7 +90,8 @@ async def test_not_ready_without_index(tmp_path: Path) -> None:
     from typeahead.app import SERVICE
 
     # A service-less app whose loader never ran: the state of a worker still starting up.
-    app = create_app(Settings(index_dir=tmp_path / "missing"), SuggestService.__new__(
+    app = create_app(Settings(index_dir=tmp_path / "missing", generation=False),
+                     SuggestService.__new__(
         SuggestService))
     app[SERVICE].current = None
     async with TestClient(TestServer(app)) as c:

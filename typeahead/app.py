@@ -208,6 +208,10 @@ def create_app(settings: Settings, service: SuggestService | None = None) -> web
     app.router.add_get("/v1/suggest", suggest, allow_head=False)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
+    if settings.generation:
+        from typeahead.generate_routes import setup_generation
+
+        setup_generation(app, settings)
     if service is None:
         app.cleanup_ctx.append(_load_index_ctx)
     return app

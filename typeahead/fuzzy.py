@@ -1,31 +1,41 @@
 """Typo tolerance on the last typed word.
 
 As Algolia does, a word of 4 to 7 characters may carry one typo and a word of 8 or more two
-(a transposition counts as one: OSA distance). Like Meilisearch we assume the first letter is
-right, which keeps each search to one small bucket of the vocabulary.
+(a transposition counts as one: OSA distance). The typed word is an unfinished prefix, so we
+match it against *prefixes* of vocabulary words, not whole words.
 
-The vocabulary holds, for each length L, the distinct L-character prefixes of the words of
-served entries, sorted. A typed word of length m is compared with the prefixes of lengths
-m-d .. m+d that start with its first letter; a close prefix is then searched like any typed
-prefix. Only served entries feed the vocabulary, so a correction never reveals a query below
-the privacy floor.
+Candidates come from a symmetric-delete index (the SymSpell idea): every prefix of every
+vocabulary word (lengths 3 to 18) is stored under a hash of itself and of each string obtained
+by deleting one of its characters. A typed word within one edit of a prefix shares one of those
+strings with it, so a lookup is a handful of hashes and one vectorised binary search, whatever
+the vocabulary size. For two typos the typed word's two-deletes are looked up too; this finds
+every pair of edits in which the vocabulary side needs at most one deletion (two extra or
+substituted letters, a letter missing plus one wrong, ...), the common cases, while keeping the
+index linear in the vocabulary. Every candidate is verified with the exact OSA distance.
+
+The arrays are memory-mapped like the rest of the index. Only served entries feed the
+vocabulary, so a correction never reveals a query below the privacy floor.
 """
 
 from __future__ import annotations
 
-import bisect
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-from rapidfuzz import process
+import numpy as np
+import numpy.typing as npt
 from rapidfuzz.distance import OSA
+
+from typeahead.mapped import StringTable, load_array
 
 MIN_LEN = 4  # shorter words get no typo tolerance
 TWO_TYPOS_LEN = 8
 MAX_LEN = 16  # longer typed words are matched on their first 16 characters
-MAX_CORRECTIONS = 8
+MIN_PREFIX = MIN_LEN - 1
+MAX_PREFIX = MAX_LEN + 2
+MAX_CORRECTIONS = 12
 
 
 def max_typos(length: int) -> int:
@@ -34,59 +44,86 @@ def max_typos(length: int) -> int:
     return 1 if length < TWO_TYPOS_LEN else 2
 
 
+def _key(text: str) -> int:
+    raw = text.encode("utf-8")
+    # crc32 is stable across processes (unlike hash()) and cheap; collisions are harmless
+    # because every candidate is verified. The length byte splits most crc collisions.
+    return (zlib.crc32(raw) << 8) | (len(raw) & 0xFF)
+
+
+def _deletes(text: str) -> set[str]:
+    return {text[:i] + text[i + 1 :] for i in range(len(text))}
+
+
 @dataclass(frozen=True)
 class Correction:
     prefix: str
     distance: int
 
 
-@dataclass(frozen=True)
 class FuzzyVocab:
-    by_length: dict[int, list[str]]
+    FILES = ("fuzzy.hashes.npy", "fuzzy.pids.npy", "fuzzy.prefixes.bin", "fuzzy.prefixes.off.npy")
+
+    def __init__(self, hashes: npt.NDArray[np.uint64], pids: npt.NDArray[np.int32],
+                 prefixes: StringTable) -> None:
+        self.hashes = hashes
+        self.pids = pids
+        self.prefixes = prefixes
 
     def corrections(self, word: str) -> list[Correction]:
         """Vocabulary prefixes within the allowed distance of ``word``, best first."""
         word = word[:MAX_LEN]
         d = max_typos(len(word))
-        if d == 0:
+        if d == 0 or len(self.hashes) == 0:
             return []
-        best: dict[str, int] = {}
-        for length in range(len(word) - d, len(word) + d + 1):
-            for cand, dist in self._close(word, length, d):
-                if cand != word and dist < best.get(cand, d + 1):
-                    best[cand] = dist
-        ranked = sorted(best.items(), key=lambda kv: (kv[1], abs(len(kv[0]) - len(word)), kv[0]))
-        return [Correction(p, dist) for p, dist in ranked[:MAX_CORRECTIONS]]
+        variants = {word} | _deletes(word)
+        if d == 2:
+            variants |= {x for v in _deletes(word) for x in _deletes(v)}
+        keys = np.fromiter((_key(v) for v in variants), dtype=np.uint64, count=len(variants))
+        lo = np.searchsorted(self.hashes, keys, side="left")
+        hi = np.searchsorted(self.hashes, keys, side="right")
+        pids: set[int] = set()
+        for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+            if a < b:
+                pids.update(self.pids[a:b].tolist())
+        return self._verify(word, d, pids)
 
-    def _close(self, word: str, length: int, d: int) -> Iterable[tuple[str, int]]:
-        bucket = self.by_length.get(length)
-        if not bucket:
-            return []
-        first = word[0]
-        lo = bisect.bisect_left(bucket, first)
-        hi = bisect.bisect_left(bucket, first + "\U0010ffff", lo)
-        if lo == hi:
-            return []
-        found = process.extract(
-            word, bucket[lo:hi], scorer=OSA.distance, score_cutoff=d, limit=None
-        )
-        return [(cand, int(dist)) for cand, dist, _ in found]
+    def _verify(self, word: str, d: int, pids: Iterable[int]) -> list[Correction]:
+        found = []
+        for pid in pids:
+            cand = self.prefixes[pid]
+            if cand == word:
+                continue
+            dist = OSA.distance(word, cand, score_cutoff=d)
+            if dist <= d:
+                found.append((dist, abs(len(cand) - len(word)), cand))
+        found.sort()
+        return [Correction(c, dist) for dist, _, c in found[:MAX_CORRECTIONS]]
 
     # --- build and persistence --------------------------------------------------------------
 
-    @classmethod
-    def build(cls, words: Iterable[str]) -> FuzzyVocab:
-        prefixes: dict[int, set[str]] = {}
-        for w in set(words):
-            for length in range(MIN_LEN - 1, min(len(w), MAX_LEN + 2) + 1):
-                prefixes.setdefault(length, set()).add(w[:length])
-        return cls({length: sorted(s) for length, s in prefixes.items()})
+    @staticmethod
+    def build(words: Iterable[str], directory: Path) -> list[Path]:
+        prefixes = sorted({w[:n] for w in set(words)
+                           for n in range(MIN_PREFIX, min(len(w), MAX_PREFIX) + 1)})
+        keys: list[int] = []
+        owners: list[int] = []
+        for pid, p in enumerate(prefixes):
+            for v in {p} | _deletes(p):
+                keys.append(_key(v))
+                owners.append(pid)
+        hashes = np.array(keys, dtype=np.uint64)
+        order = np.argsort(hashes, kind="stable")
+        np.save(directory / "fuzzy.hashes.npy", hashes[order])
+        np.save(directory / "fuzzy.pids.npy", np.array(owners, dtype=np.int32)[order])
+        StringTable.write(prefixes, directory / "fuzzy.prefixes.bin",
+                          directory / "fuzzy.prefixes.off.npy")
+        return [directory / name for name in FuzzyVocab.FILES]
 
-    def save(self, path: Path) -> Path:
-        path.write_bytes(orjson.dumps({str(n): words for n, words in self.by_length.items()}))
-        return path
-
     @classmethod
-    def load(cls, path: Path) -> FuzzyVocab:
-        raw = orjson.loads(path.read_bytes())
-        return cls({int(n): words for n, words in raw.items()})
+    def load(cls, directory: Path) -> FuzzyVocab:
+        return cls(load_array(directory / "fuzzy.hashes.npy"),
+                   load_array(directory / "fuzzy.pids.npy"),
+                   StringTable(directory / "fuzzy.prefixes.bin",
+                               directory / "fuzzy.prefixes.off.npy"))
+

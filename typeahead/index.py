@@ -8,7 +8,7 @@ Layout (all arrays are ``.npy`` memory-mapped read-only, so N worker processes s
 - ``keys.bin`` / ``keys.off.npy``: normalised matching keys, by entry id.
 - ``weights.npy``: merged popularity, by entry id (ids are popularity ranks: 0 is the top).
 - ``prefix.*.npy``: sorted whole keys (``typeahead.prefix``); ``words.*.npy``: sorted word-start
-  suffixes; ``fuzzy.json``: the typo vocabulary.
+  suffixes; ``fuzzy.*``: the typo index (``typeahead.fuzzy``).
 
 Entries whose merged weight is below ``min_count`` are dropped before anything is written:
 they are never served, by any path.
@@ -29,7 +29,7 @@ from typeahead import __version__
 from typeahead.corpus import Row
 from typeahead.errors import ArtifactError, DataError
 from typeahead.fuzzy import FuzzyVocab
-from typeahead.lexical import LexicalData, LexicalEngine, StringTable
+from typeahead.lexical import LexicalData, LexicalEngine
 from typeahead.manifest import (
     atomic_directory,
     describe_files,
@@ -38,8 +38,9 @@ from typeahead.manifest import (
     verify_files,
     write_manifest,
 )
+from typeahead.mapped import StringTable, load_array
 from typeahead.normalize import display_form, normalize
-from typeahead.prefix import PrefixArray, build_prefix_array, load_array
+from typeahead.prefix import PrefixArray, build_prefix_array
 
 KIND = "typeahead-index"
 FORMAT_VERSION = 1
@@ -138,8 +139,7 @@ def _write_lexical(tmp: Path, served: list[tuple[str, _Merged]], progress: Progr
         progress("prefix array done; word index")
     suffixes, owners = word_suffixes(keys)
     files += build_prefix_array(suffixes, np.array(owners, dtype=np.int32)).save(tmp, "words")
-    vocab = FuzzyVocab.build(w for k in keys for w in k.split(" "))
-    files.append(vocab.save(tmp / "fuzzy.json"))
+    files += FuzzyVocab.build((w for k in keys for w in k.split(" ")), tmp)
     return files
 
 
@@ -190,7 +190,7 @@ def load_index(path: Path, *, verify: bool = True) -> LoadedIndex:
             popularity=load_array(path / "popularity.npy"),
             prefixes=PrefixArray.load(path, "prefix"),
             words=PrefixArray.load(path, "words"),
-            vocab=FuzzyVocab.load(path / "fuzzy.json"),
+            vocab=FuzzyVocab.load(path),
         )
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: cannot load index data: {exc}") from exc

@@ -15,20 +15,19 @@ popularity ranks, so "most popular" means "smallest id".
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Container
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from typeahead.fuzzy import FuzzyVocab
+from typeahead.mapped import StringTable
 from typeahead.normalize import normalize
-from typeahead.prefix import KEY_BYTES, PrefixArray, load_array
+from typeahead.prefix import KEY_BYTES, PrefixArray
 
-WORD_SCAN_LIMIT = 4096  # entries scanned exhaustively for any-order matches
+WORD_SCAN_LIMIT = 256  # ranges up to this size are scanned whole for any-order matches
 Span = tuple[int, int]
 
 
@@ -43,40 +42,6 @@ class Suggestion(NamedTuple):
 # A candidate before its text is fetched (score, source, spans): only the final top k are
 # materialised. A plain tuple: this is built for every candidate on the hot path.
 _Hit = tuple[float, str, tuple[Span, ...]]
-
-
-class StringTable:
-    """UTF-8 strings in one memory-mapped blob with an offsets array."""
-
-    def __init__(self, blob: Path, offsets: Path) -> None:
-        with open(blob, "rb") as fh:
-            size = fh.seek(0, 2)
-            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        self._off = load_array(offsets)
-
-    def __len__(self) -> int:
-        return int(self._off.shape[0]) - 1
-
-    def __getitem__(self, i: int) -> str:
-        a, b = self._off[i : i + 2].tolist()
-        return self._mm[a:b].decode("utf-8")
-
-    def many(self, ids: list[int]) -> list[str]:
-        """Several strings with two vectorised offset lookups instead of 2 per string."""
-        idx = np.array(ids, dtype=np.int64)
-        starts = self._off[idx].tolist()
-        ends = self._off[idx + 1].tolist()
-        mm = self._mm
-        return [mm[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)]
-
-    @staticmethod
-    def write(strings: list[str], blob: Path, offsets: Path) -> list[Path]:
-        encoded = [s.encode("utf-8") for s in strings]
-        off = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(e) for e in encoded], out=off[1:])
-        blob.write_bytes(b"".join(encoded))
-        np.save(offsets, off)
-        return [blob, offsets]
 
 
 @dataclass(frozen=True)
@@ -97,7 +62,8 @@ class LexicalEngine:
     def __len__(self) -> int:
         return len(self.data.display)
 
-    def suggest(self, query: str, k: int) -> list[Suggestion]:
+    def suggest(self, query: str, k: int, *, fallback: bool = True) -> list[Suggestion]:
+        """Top ``k`` completions; ``fallback=False`` stops after the in-order prefix tier."""
         key = normalize(query)
         if not key:
             return []
@@ -105,6 +71,8 @@ class LexicalEngine:
         complete = query[-1].isspace()
         found: dict[int, _Hit] = {}
         self._exact(key + " " if complete else key, k, found, tier=2)
+        if not fallback:
+            return self.materialise(found, k)
         words = key.split(" ")
         if len(found) < k:
             self._any_order(words, k, found, tier=1)
@@ -149,10 +117,15 @@ class LexicalEngine:
         if any(lo == hi for lo, hi in spans):
             return
         lo, hi = min(spans, key=lambda s: s[1] - s[0])
+        needles = [" " + w for w in words]
         for entry in self.data.words.candidates(lo, hi, WORD_SCAN_LIMIT):
             if entry in found or entry in skip:
                 continue
-            matched = match_words(words, self.data.keys[entry])
+            key = self.data.keys[entry]
+            padded = " " + key
+            if not all(needle in padded for needle in needles):  # cheap reject before matching
+                continue
+            matched = match_words(words, key)
             if matched is not None:
                 found[entry] = self._hit(entry, tier, source, matched, dist)
                 if len(found) >= k:
@@ -167,8 +140,9 @@ class LexicalEngine:
             batch: dict[int, _Hit] = {}
             self._exact(" ".join(fixed), k, batch, tier=0, source="fuzzy", dist=corr.distance,
                         skip=found)
-            self._any_order(fixed, k, batch, tier=0, source="fuzzy", dist=corr.distance,
-                            skip=found)
+            if len(fixed) > 1:  # a lone word already had its word-start matches above
+                self._any_order(fixed, k, batch, tier=0, source="fuzzy", dist=corr.distance,
+                                skip=found)
             for entry, hit in batch.items():
                 if entry not in fuzzy or fuzzy[entry][0] < hit[0]:
                     fuzzy[entry] = hit

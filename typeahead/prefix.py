@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from typeahead.mapped import load_array
 
 KEY_BYTES = 32  # longer prefixes are range-searched on their first 32 bytes, then verified
 SMALL_RANGE = 64  # ranges up to this size are ranked at query time
@@ -84,15 +85,6 @@ class PrefixArray:
         arr = {p: load_array(directory / f"{name}.{p}.npy") for p in cls.FILES}
         node_index = {int(v): i for i, v in enumerate(arr["nodes"].tolist())}
         return cls(arr["keys"], arr["ids"], node_index, arr["topk_off"], arr["topk"])
-
-
-def load_array(path: Path) -> npt.NDArray[Any]:
-    """Memory-map an .npy file read-only, as a plain ndarray.
-
-    ``np.memmap`` implements indexing in Python; on the hot path that costs more than the
-    search itself, so the mapping is viewed as a base ndarray (which keeps the map alive).
-    """
-    return np.load(path, mmap_mode="r").view(np.ndarray)
 
 
 def build_prefix_array(keys: list[bytes], ids: npt.NDArray[np.int32]) -> PrefixArray:

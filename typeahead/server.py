@@ -14,10 +14,14 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +59,48 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if settings.port == 0:
         raise ConfigError("--workers > 1 needs a fixed --port (they share it)")
-    return Supervisor(settings).run()
+    with contextlib.ExitStack() as stack:
+        if settings.generation and not settings.redis_url:
+            # Several API processes must see one job queue: share one embedded Redis and run
+            # one generation worker beside them (a single process embeds its own instead).
+            settings = stack.enter_context(embedded_generation(settings))
+        return Supervisor(settings).run()
+
+
+@contextlib.contextmanager
+def embedded_generation(settings: Settings) -> Iterator[Settings]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ConfigError("no REDIS_URL and no redis-server binary: set REDIS_URL or "
+                          "TYPEAHEAD_GENERATION=false")
+    workdir = Path(tempfile.mkdtemp(prefix="typeahead-redis-"))
+    sock = workdir / "redis.sock"
+    redis = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        _wait_for(sock)
+        url = f"unix://{sock}"
+        env = {**os.environ, "REDIS_URL": url}
+        worker = subprocess.Popen([sys.executable, "-m", "typeahead", "worker", "--index",
+                                   str(settings.index_dir)], env=env)
+        yield settings.replace(redis_url=url)
+    finally:
+        for proc in (worker, redis):
+            if proc is not None:
+                proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise ConfigError("the embedded redis-server did not start")
+        time.sleep(0.05)
 
 
 def configure_logging(settings: Settings) -> None:

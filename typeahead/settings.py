@@ -37,6 +37,7 @@ class Settings:
     intent_model_dir: Path | None = None  # None: the packaged default model
     intent_threshold: float | None = None  # None: the threshold stored with the model
     # --- generation tier -------------------------------------------------------------------
+    generation: bool = True  # false: a suggest-only API (no /v1/generate routes)
     redis_url: str | None = None
     llm_url: str | None = None
     llm_model: str = "Qwen/Qwen2.5-1.5B-Instruct"

@@ -1,0 +1,291 @@
+"""Benchmarks of the generation tier (prints tables; a few minutes on a laptop).
+
+1. cached: POST /v1/generate for cached queries at a fixed arrival rate (open loop; latency
+   is measured from each request's scheduled send time, so a stalled server cannot hide).
+2. overhead: time to first token seen by a client (POST, then the event stream) minus the
+   vLLM stand-in's own time to first token, per request, run one at a time.
+3. semantic: precision and hit rate of the semantic cache on SQuAD questions (two questions
+   on the same paragraph count as a correct match), per similarity threshold.
+
+Redis, the API, a worker and the stand-in run as separate processes.
+Usage: python bench/bench_generate.py [--rate 500] [--duration 10] [--overhead-n 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DOCS_DIR = Path("/work/shared/data/docs")
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+# --- child processes ------------------------------------------------------------------------
+
+
+async def serve_api(port: int) -> None:
+    from aiohttp import web
+
+    from tests.gen_support import api_app
+    from typeahead.settings import Settings
+
+    runner = web.AppRunner(api_app(Settings.from_env()), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+
+
+async def serve_standin(port: int, ttft_s: float) -> None:
+    from aiohttp import web
+
+    from tests.vllm_standin import StandIn
+
+    standin = StandIn(ttft_s=ttft_s)
+    app = standin.app()
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"calls": standin.calls, "ttfts": standin.ttfts})
+
+    app.router.add_get("/stats", stats)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+
+
+def child(role: str, port: int, env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, "--role", role, "--port", str(port), *extra],
+                            env=env, cwd=ROOT)
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_child(args: argparse.Namespace) -> None:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        if args.role == "api":
+            runner.run(serve_api(args.port))
+        else:
+            runner.run(serve_standin(args.port, args.ttft))
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+async def wait_up(session: Any, url: str) -> None:
+    for _ in range(200):
+        try:
+            async with session.get(url) as resp:
+                await resp.read()
+                return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def generate(session: Any, base: str, query: str) -> dict[str, Any]:
+    async with session.post(base + "/v1/generate", json={"query": query}) as resp:
+        return {**orjson.loads(await resp.read()), "http": resp.status}
+
+
+async def first_token(session: Any, base: str, path: str) -> float:
+    async with session.get(base + path) as resp:
+        async for raw in resp.content:
+            if raw.startswith(b"event: token"):
+                return time.perf_counter()
+    raise RuntimeError("stream ended without a token")
+
+
+async def drain(session: Any, base: str, path: str) -> None:
+    async with session.get(base + path) as resp:
+        async for raw in resp.content:
+            if raw.startswith((b"event: done", b"event: error")):
+                return
+
+
+async def cached_phase(base: str, rate: float, duration: float) -> dict[str, Any]:
+    import aiohttp
+
+    queries = [f"what is cached query number {i}" for i in range(50)]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+        for q in queries:  # fill the cache
+            body = await generate(session, base, q)
+            if body["http"] == 202:
+                await drain(session, base, body["stream_url"])
+        n = int(rate * duration)
+        lat: list[float] = []
+        errors = 0
+        lag: list[float] = []
+        start = time.perf_counter() + 0.1
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            scheduled = start + i / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            lag.append(time.perf_counter() - scheduled)
+            body = await generate(session, base, queries[i % len(queries)])
+            lat.append(time.perf_counter() - scheduled)
+            errors += body["http"] != 200 or not body.get("cached")
+
+        tasks = []
+        for i in range(n):  # tasks are created on schedule, not all at once
+            await asyncio.sleep(max(0.0, start + i / rate - 0.002 - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return {"n": n, "p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat), "errors": errors,
+            "lag_p99": pct(lag, 99)}
+
+
+async def overhead_phase(base: str, standin: str, n: int) -> dict[str, Any]:
+    import aiohttp
+
+    client: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for i in range(n):
+            t0 = time.perf_counter()
+            body = await generate(session, base, f"uncached overhead query {i} {time.time()}")
+            t1 = await first_token(session, base, body["stream_url"])
+            client.append(t1 - t0)
+            await drain(session, base, body["stream_url"])
+        async with session.get(standin + "/stats") as resp:
+            stats = orjson.loads(await resp.read())
+    own = stats["ttfts"][-n:]
+    over = [c - s for c, s in zip(client, own, strict=True)]
+    return {"n": n, "calls": stats["calls"], "client_p50": pct(client, 50),
+            "standin_p50": pct(own, 50), "p50": pct(over, 50), "p99": pct(over, 99)}
+
+
+# --- semantic cache precision ----------------------------------------------------------------
+
+
+def semantic_phase(thresholds: list[float]) -> tuple[str, list[dict[str, float]]]:
+    from typeahead.summarize import load_embedder
+
+    path = DOCS_DIR / "squad2_dev_questions.jsonl.gz"
+    with gzip.open(path, "rt") as fh:
+        rows = [orjson.loads(line) for line in fh]
+    groups: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        groups[r["paragraph_id"]].append(r["question"])
+    questions = [q for qs in groups.values() for q in qs]
+    para = [p for p, qs in groups.items() for _ in qs]
+    embedder = load_embedder()
+    vecs = embedder.encode(questions).astype(np.float32)
+    sims = vecs @ vecs.T
+    np.fill_diagonal(sims, -1.0)
+    nearest = sims.argmax(axis=1)
+    best = sims[np.arange(len(questions)), nearest]
+    same = np.array([para[i] == para[j] for i, j in enumerate(nearest)])
+    out = []
+    for t in thresholds:
+        hit = best >= t
+        out.append({"threshold": t, "hit_rate": float(hit.mean()),
+                    "precision": float(same[hit].mean()) if hit.any() else float("nan")})
+    return embedder.fingerprint, out
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    from tests.redis_server import free_port as fp
+
+    return fp()
+
+
+async def load_phases(args: argparse.Namespace, api: str, standin: str) -> tuple[Any, Any]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        await wait_up(session, standin + "/stats")
+        await wait_up(session, api + "/v1/generate/" + "0" * 32)
+    cached = await cached_phase(api, args.rate, args.duration)
+    overhead = await overhead_phase(api, standin, args.overhead_n)
+    return cached, overhead
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--overhead-n", type=int, default=200)
+    parser.add_argument("--ttft", type=float, default=0.05, help="stand-in time to first token")
+    parser.add_argument("--role", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        run_child(args)
+        return 0
+    from tests.redis_server import start_redis
+
+    redis = start_redis()
+    api_port, standin_port = free_port(), free_port()
+    standin = f"http://127.0.0.1:{standin_port}"
+    env = dict(os.environ, REDIS_URL=redis.url, TYPEAHEAD_LLM_URL=standin + "/v1",
+               TYPEAHEAD_LOG_LEVEL="WARNING", TYPEAHEAD_QUEUE_MAX_DEPTH="100000")
+    docs = DOCS_DIR / "squad2_dev_wikipedia_paragraphs.jsonl.gz"
+    procs = [child("standin", standin_port, env, "--ttft", str(args.ttft)),
+             child("api", api_port, env),
+             subprocess.Popen([sys.executable, "-m", "typeahead", "worker", "--docs", str(docs)],
+                              env=env, cwd=ROOT)]
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            cached, overhead = runner.run(
+                load_phases(args, f"http://127.0.0.1:{api_port}", standin))
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+        redis.stop()
+    fingerprint, semantic = semantic_phase([0.80, 0.85, 0.90, 0.92, 0.95, 0.98])
+    print_tables(args, cached, overhead, fingerprint, semantic)
+    ok = cached["p99"] <= 0.003 and overhead["p99"] <= 0.003 and cached["errors"] == 0
+    return 0 if ok else 1
+
+
+def print_tables(args: argparse.Namespace, cached: dict[str, Any], overhead: dict[str, Any],
+                 fingerprint: str, semantic: list[dict[str, float]]) -> None:
+    ms = 1000.0
+    print(f"\ncached POST /v1/generate, open loop {args.rate:.0f} req/s for {args.duration:.0f} s")
+    print("| n | p50 ms | p99 ms | max ms | errors | sender lag p99 ms | target p99 |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {cached['n']} | {cached['p50'] * ms:.2f} | {cached['p99'] * ms:.2f} | "
+          f"{cached['max'] * ms:.2f} | {cached['errors']} | {cached['lag_p99'] * ms:.2f} | 3 ms |")
+    print(f"\noverhead over the stand-in's time to first token ({args.ttft * ms:.0f} ms)")
+    print("| n | upstream calls | client TTFT p50 ms | stand-in TTFT p50 ms | overhead p50 ms "
+          "| overhead p99 ms | target p99 |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {overhead['n']} | {overhead['calls']} | {overhead['client_p50'] * ms:.2f} | "
+          f"{overhead['standin_p50'] * ms:.2f} | {overhead['p50'] * ms:.2f} | "
+          f"{overhead['p99'] * ms:.2f} | 3 ms |")
+    print(f"\nsemantic cache on SQuAD questions (embedder {fingerprint}); a hit is correct when "
+          "the nearest cached question asks about the same paragraph")
+    print("| threshold | hit rate | precision |")
+    print("|---|---|---|")
+    for row in semantic:
+        print(f"| {row['threshold']:.2f} | {row['hit_rate']:.3f} | {row['precision']:.3f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Shared helpers for the generation-tier tests: an app with an error middleware, a worker
+task, the vLLM stand-in on a real port, and an SSE reader."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.vllm_standin import StandIn
+from typeahead.errors import TypeaheadError
+from typeahead.generate_routes import setup_generation
+from typeahead.jobs import Jobs, connect
+from typeahead.llm import Backend, make_backend
+from typeahead.prompt import Doc
+from typeahead.settings import Settings
+from typeahead.summarize import HashingEmbedder
+from typeahead.worker import VectorDocs, Worker
+
+DOCS = [
+    Doc("paris", "Paris", "Paris is the capital and largest city of France. It lies on the Seine. "
+        "The city is known for the Eiffel Tower, which was built in 1889."),
+    Doc("rhine", "Rhine", "The Rhine is a river that flows from the Swiss Alps to the North Sea. "
+        "It forms part of the border between France and Germany."),
+    Doc("oxygen", "Oxygen", "Oxygen is a chemical element with symbol O and atomic number 8. "
+        "It is a highly reactive nonmetal and an oxidizing agent."),
+]
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except TypeaheadError as exc:
+        body = {"error": {"code": exc.code, "message": exc.message}}
+        return web.Response(body=orjson.dumps(body), status=exc.status,
+                            content_type="application/json", headers=exc.headers())
+
+
+def settings_for(redis_url: str | None, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {"redis_url": redis_url, "job_claim_idle_s": 0.5,
+                            "job_deadline_s": 10.0}
+    base.update(overrides)
+    return Settings.from_env(environ={}, **base)
+
+
+def api_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    setup_generation(app, settings)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
+    client: TestClient[Any, Any] = TestClient(TestServer(api_app(settings)))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@contextlib.asynccontextmanager
+async def standin_server(standin: StandIn) -> AsyncIterator[str]:
+    server = TestServer(standin.app())
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def worker_task(
+    settings: Settings, *, name: str = "w1", backend: Backend | None = None,
+    concurrency: int = 4, **kwargs: Any,
+) -> AsyncIterator[Worker]:
+    assert settings.redis_url is not None
+    redis = connect(settings.redis_url, read_timeout_s=5.0)
+    embedder = HashingEmbedder()
+    backend = backend or make_backend(settings, embedder)
+    worker = Worker(Jobs(redis), backend, VectorDocs(DOCS, embedder), settings, name=name,
+                    concurrency=concurrency, **kwargs)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await backend.close()
+        await redis.aclose()
+
+
+async def read_sse(
+    client: TestClient[Any, Any], path: str, *, on_event: Callable[[str, str], None] | None = None,
+) -> list[tuple[str, str]]:
+    """Every (event, data) of an event stream until done or error; comments skipped."""
+    events: list[tuple[str, str]] = []
+    async with client.get(path) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        name, data = "message", list[str]()
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\r\n")
+            if line == "":
+                if data:
+                    events.append((name, "\n".join(data)))
+                    if on_event is not None:
+                        on_event(name, "\n".join(data))
+                    if name in ("done", "error"):
+                        break
+                name, data = "message", []
+            elif line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+    return events
+
+
+def text_of(events: list[tuple[str, str]]) -> str:
+    """The text a client shows: tokens, restarted at every reset."""
+    text = ""
+    for name, data in events:
+        if name == "reset":
+            text = ""
+        elif name == "token":
+            text += data
+    return text

@@ -1,0 +1,126 @@
+"""The summary cache on Redis: exact (by job id) and, optionally, semantic (by query vector).
+
+Values are JSON (orjson), never pickle, under the versioned keys of ``typeahead.keys``. The
+exact cache is written by the worker in the same atomic step that marks a job done (see
+``typeahead.jobs``); this module reads it. The semantic cache maps a paraphrase to a cached
+answer when the student embeddings of the two queries have cosine similarity at or above a
+threshold. Its precision is measured in ``bench/bench_generate.py``; it is off by default.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+
+from typeahead import keys
+
+
+def encode_result(
+    job_id: str, query: str, summary: str, sources: Sequence[dict[str, Any]], model: str,
+    prompt_version: str,
+) -> bytes:
+    return orjson.dumps({
+        "id": job_id, "query": query, "summary": summary, "sources": list(sources),
+        "model": model, "prompt_version": prompt_version, "created": time.time(),
+    })
+
+
+def decode_result(raw: bytes | str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None  # a corrupt entry is a miss, never a 500
+    return value if isinstance(value, dict) else None
+
+
+async def get_summary(redis: aioredis.Redis, job_id: str) -> dict[str, Any] | None:
+    return decode_result(await redis.get(keys.summary(job_id)))
+
+
+class QueryEmbedder(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class SemanticCache:
+    """Nearest cached query by cosine; a local mirror of the vectors is refreshed incrementally.
+
+    Every API process keeps the vectors in memory (at most ``keys.SEMANTIC_MAX_ENTRIES``), and
+    fetches only those added since its last refresh, at most once per ``refresh_s``.
+    """
+
+    def __init__(
+        self, redis: aioredis.Redis, embedder: QueryEmbedder, model_key: str, threshold: float,
+        *, refresh_s: float = 1.0,
+    ) -> None:
+        self.redis = redis
+        self.embedder = embedder
+        self.vec_key = keys.semantic_vectors(model_key)
+        self.ord_key = keys.semantic_order(model_key)
+        self.threshold = threshold
+        self.refresh_s = refresh_s
+        self._vectors: dict[str, np.ndarray] = {}
+        self._ids: list[str] = []
+        self._matrix: np.ndarray | None = None
+        self._since = 0.0
+        self._checked = 0.0
+
+    async def add(self, job_id: str, query: str) -> None:
+        vec = self.embedder.encode([query])[0].astype(np.float32)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.vec_key, job_id, vec.tobytes())
+            pipe.zadd(self.ord_key, {job_id: time.time()})
+            await pipe.execute()
+        await self._trim()
+
+    async def _trim(self) -> None:
+        excess = await self.redis.zcard(self.ord_key) - keys.SEMANTIC_MAX_ENTRIES
+        if excess > 0:
+            old = await self.redis.zrange(self.ord_key, 0, excess - 1)
+            if old:
+                await self.redis.hdel(self.vec_key, *old)
+                await self.redis.zrem(self.ord_key, *old)
+
+    async def lookup(self, query: str) -> tuple[str, float] | None:
+        """(job id, similarity) of the nearest cached query at or above the threshold."""
+        await self._refresh()
+        if self._matrix is None or not self._ids:
+            return None
+        vec = self.embedder.encode([query])[0].astype(np.float32)
+        sims = self._matrix @ vec
+        best = int(np.argmax(sims))
+        if float(sims[best]) < self.threshold:
+            return None
+        return self._ids[best], float(sims[best])
+
+    def forget(self, job_id: str) -> None:
+        if self._vectors.pop(job_id, None) is not None:
+            self._rebuild()
+
+    async def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.refresh_s:
+            return
+        self._checked = now
+        fresh: Any = await self.redis.zrangebyscore(
+            self.ord_key, self._since, "+inf", withscores=True,
+        )
+        new_ids = [m.decode() if isinstance(m, bytes) else m for m, _ in fresh]
+        if not new_ids:
+            return
+        self._since = max(score for _, score in fresh)
+        raw: Any = await self.redis.hmget(self.vec_key, new_ids)
+        for job_id, blob in zip(new_ids, raw, strict=True):
+            if blob is not None:
+                self._vectors[job_id] = np.frombuffer(blob, dtype=np.float32)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._ids = list(self._vectors)
+        self._matrix = np.stack([self._vectors[i] for i in self._ids]) if self._ids else None

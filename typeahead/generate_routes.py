@@ -1,0 +1,328 @@
+"""HTTP routes of the generation tier: submit, poll, and stream a summary.
+
+``setup_generation(app, settings)`` adds the three routes and a cleanup context that owns the
+Redis clients and, when ``REDIS_URL`` is unset, an embedded ``redis-server`` plus an in-process
+worker (so one machine runs everything). Errors are raised as ``TypeaheadError`` subclasses and
+rendered by the application's error middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from typeahead.cache import SemanticCache, get_summary
+from typeahead.errors import (
+    InvalidBody,
+    InvalidParameter,
+    MissingParameter,
+    NotFound,
+    PayloadTooLarge,
+    QueryTooLong,
+    ServiceUnavailable,
+)
+from typeahead.jobs import REDIS_DOWN, Event, Jobs, RedisGuard, connect, job_id, valid_job_id
+from typeahead.llm import Backend, make_backend
+from typeahead.prompt import PROMPT_VERSION
+from typeahead.settings import Settings
+from typeahead.summarize import Embedder, load_embedder
+
+STREAM_BLOCK_MS = 1000  # also the keep-alive period of an idle event stream
+QUEUE_FULL_RETRY_S = 2.0
+
+
+@dataclass
+class Generation:
+    settings: Settings
+    redis: aioredis.Redis  # short timeouts: every request path
+    stream_redis: aioredis.Redis  # blocking reads of event streams
+    jobs: Jobs
+    stream_jobs: Jobs
+    guard: RedisGuard
+    model_id: str
+    semantic: SemanticCache | None = None
+
+
+GENERATION = web.AppKey("generation", Generation)
+
+
+def setup_generation(app: web.Application, settings: Settings) -> None:
+    app.router.add_post("/v1/generate", post_generate)
+    app.router.add_get("/v1/generate/{id}", get_generate)
+    app.router.add_get("/v1/generate/{id}/stream", stream_generate)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        async with generation_context(settings) as gen:
+            app[GENERATION] = gen
+            yield
+
+    app.cleanup_ctx.append(lifetime)
+
+
+@contextlib.asynccontextmanager
+async def generation_context(
+    settings: Settings, *, embedder: Embedder | None = None, backend: Backend | None = None,
+) -> AsyncIterator[Generation]:
+    """Redis clients (and, without REDIS_URL, an embedded Redis and worker) for the app's life."""
+    embedder = embedder if embedder is not None or settings.llm_url else load_embedder()
+    backend = backend if backend is not None else make_backend(settings, embedder)
+    async with contextlib.AsyncExitStack() as stack:
+        url: str = (settings.redis_url if settings.redis_url
+                    else await stack.enter_async_context(_embedded_redis()))
+        gen = _open(settings, url, backend.model_id, embedder)
+        stack.push_async_callback(gen.stream_redis.aclose)
+        stack.push_async_callback(gen.redis.aclose)
+        if not settings.redis_url:
+            await stack.enter_async_context(_embedded_worker(settings, url, backend, embedder))
+        yield gen
+
+
+def _open(settings: Settings, url: str, model_id: str, embedder: Embedder | None) -> Generation:
+    redis = connect(url, read_timeout_s=1.0)
+    stream_redis = connect(url, read_timeout_s=STREAM_BLOCK_MS / 1000 + 2.0)
+    semantic = None
+    if settings.semantic_cache and embedder is not None:
+        semantic = SemanticCache(redis, embedder, f"{model_id}:{PROMPT_VERSION}",
+                                 settings.semantic_cache_threshold)
+    return Generation(settings, redis, stream_redis, Jobs(redis), Jobs(stream_redis),
+                      RedisGuard(), model_id, semantic)
+
+
+@contextlib.asynccontextmanager
+async def _embedded_redis() -> AsyncIterator[str]:
+    """A private redis-server on a Unix socket, for the single-machine set-up."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServiceUnavailable("generation needs REDIS_URL (no redis-server binary found)")
+    workdir = tempfile.mkdtemp(prefix="typeahead-redis-")
+    sock = Path(workdir) / "redis.sock"
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no",
+         "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        yield f"unix://{sock}"
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _embedded_worker(
+    settings: Settings, url: str, backend: Backend, embedder: Embedder | None,
+) -> AsyncIterator[None]:
+    from typeahead.worker import Worker, load_retriever, semantic_cache
+
+    embedder = embedder or load_embedder()
+    retriever = load_retriever(settings.index_dir, None, embedder)
+    redis = connect(url, read_timeout_s=5.0)
+    stop = asyncio.Event()
+    worker = Worker(Jobs(redis), backend, retriever, settings, name="embedded",
+                    semantic=semantic_cache(settings, redis, embedder, backend.model_id))
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await backend.close()
+        await redis.aclose()
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+async def read_query(request: web.Request, settings: Settings) -> str:
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise PayloadTooLarge(f"request body over {settings.max_body_bytes} bytes")
+    raw = await request.read()
+    if len(raw) > settings.max_body_bytes:
+        raise PayloadTooLarge(f"request body over {settings.max_body_bytes} bytes")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody("request body is not valid JSON") from exc
+    if not isinstance(body, dict) or "query" not in body:
+        raise MissingParameter('request body must be a JSON object with a "query" field')
+    query = body["query"]
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidParameter('"query" must be a non-empty string')
+    query = " ".join(query.split())
+    if len(query) > settings.max_query_chars:
+        raise QueryTooLong(f"query is over {settings.max_query_chars} characters")
+    return query
+
+
+def _done(job: str, result: dict[str, Any], *, cached: bool) -> web.Response:
+    payload = {
+        "id": job, "status": "done", "summary": result.get("summary", ""),
+        "sources": result.get("sources", []), "cached": cached,
+    }
+    return _json(payload)
+
+
+async def post_generate(request: web.Request) -> web.Response:
+    gen = request.app[GENERATION]
+    query = await read_query(request, gen.settings)
+    job = job_id(query, PROMPT_VERSION, gen.model_id)
+    cached = await gen.guard(lambda: get_summary(gen.redis, job))
+    if cached is not None:
+        return _done(job, cached, cached=True)
+    semantic = await _semantic_hit(gen, query)
+    if semantic is not None:
+        return _done(semantic[0], semantic[1], cached=True)
+    sub = await gen.guard(lambda: gen.jobs.submit(
+        job, query, deadline_s=gen.settings.job_deadline_s,
+        max_depth=gen.settings.queue_max_depth,
+    ))
+    if sub.outcome == "full":
+        raise ServiceUnavailable("the generation queue is full; retry shortly",
+                                 code="queue_full", retry_after=QUEUE_FULL_RETRY_S)
+    if sub.outcome == "done" and sub.result is not None:
+        return _done(job, sub.result, cached=True)
+    stream_url = f"/v1/generate/{job}/stream"
+    return _json({"id": job, "status": sub.status, "stream_url": stream_url}, status=202)
+
+
+async def _semantic_hit(gen: Generation, query: str) -> tuple[str, dict[str, Any]] | None:
+    semantic = gen.semantic
+    if semantic is None:
+        return None
+    hit = await gen.guard(lambda: semantic.lookup(query))
+    if hit is None:
+        return None
+    result = await gen.guard(lambda: get_summary(gen.redis, hit[0]))
+    if result is None:
+        semantic.forget(hit[0])  # expired: a miss
+        return None
+    return hit[0], result
+
+
+def _job_param(request: web.Request) -> str:
+    job = request.match_info["id"]
+    if not valid_job_id(job):
+        raise NotFound(f"no generation job with id {job[:40]!r}")
+    return job
+
+
+async def get_generate(request: web.Request) -> web.Response:
+    gen = request.app[GENERATION]
+    job = _job_param(request)
+    record = await gen.guard(lambda: gen.jobs.record(job))
+    if not record:
+        cached = await gen.guard(lambda: get_summary(gen.redis, job))
+        if cached is None:
+            raise NotFound(f"no generation job with id {job!r}")
+        return _done(job, cached, cached=True)
+    return _json(status_payload(job, record))
+
+
+def status_payload(job: str, record: dict[str, str]) -> dict[str, Any]:
+    status = record.get("status", "queued")
+    payload: dict[str, Any] = {"id": job, "status": status}
+    if status == "done" and record.get("result"):
+        result = orjson.loads(record["result"])
+        payload.update(summary=result.get("summary", ""), sources=result.get("sources", []))
+    elif status == "failed":
+        payload["error"] = record.get("error", "generation failed")
+    return payload
+
+
+# --- the event stream -----------------------------------------------------------------------
+
+
+def sse(event: str, data: str, event_id: str | None = None) -> bytes:
+    lines = [f"id: {event_id}"] if event_id else []
+    lines.append(f"event: {event}")
+    lines.extend(f"data: {line}" for line in data.split("\n"))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def after_last_reset(events: Sequence[Event]) -> list[Event]:
+    """A late joiner needs only the current attempt's text: drop what a reset superseded."""
+    for i in range(len(events) - 1, -1, -1):
+        if events[i].type == "reset":
+            return list(events[i + 1 :])
+    return list(events)
+
+
+async def stream_generate(request: web.Request) -> web.StreamResponse:
+    gen = request.app[GENERATION]
+    job = _job_param(request)
+    record = await gen.guard(lambda: gen.jobs.record(job))
+    cached = None if record else await gen.guard(lambda: get_summary(gen.redis, job))
+    if not record and cached is None:
+        raise NotFound(f"no generation job with id {job!r}")
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",  # a proxy must pass tokens through, not buffer them
+    })
+    await resp.prepare(request)
+    with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+        if cached is not None:
+            await resp.write(sse("done", orjson.dumps(cached).decode()))
+        else:
+            await _pump(gen, job, resp, request.headers.get("Last-Event-ID", "0-0"))
+    return resp
+
+
+async def _pump(gen: Generation, job: str, resp: web.StreamResponse, last: str) -> None:
+    first = last == "0-0"
+    while True:
+        try:
+            events = await gen.stream_jobs.events(job, last, block_ms=STREAM_BLOCK_MS)
+        except REDIS_DOWN:
+            await resp.write(sse("error", "the generation store (Redis) became unreachable"))
+            return
+        if first:
+            events, first = after_last_reset(events), False
+        if not events:
+            ending = await _idle_check(gen, job)
+            await resp.write(ending if ending is not None else b": keep-alive\n\n")
+            if ending is not None:
+                return
+            continue
+        for ev in events:
+            await resp.write(sse(ev.type, ev.data, ev.id))
+            last = ev.id
+            if ev.type in ("done", "error"):
+                return
+
+
+async def _idle_check(gen: Generation, job: str) -> bytes | None:
+    """The final event for a job that will produce no more events, else None."""
+    try:
+        record = await gen.jobs.record(job)
+    except REDIS_DOWN:
+        return sse("error", "the generation store (Redis) became unreachable")
+    if not record:
+        return sse("error", "the job expired or was lost")
+    status = record.get("status")
+    if status == "failed":
+        return sse("error", record.get("error", "generation failed"))
+    if status == "done" and record.get("result"):
+        return sse("done", record["result"])
+    if time.time() > float(record.get("deadline", 0)) + 5.0:
+        return sse("error", "deadline exceeded: no worker finished the job in time")
+    return None

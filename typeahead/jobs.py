@@ -1,0 +1,304 @@
+"""The generation job queue on Redis Streams, and each job's record and token stream.
+
+* One stream (``keys.QUEUE``) read by every worker through one consumer group. An entry is
+  acknowledged (and deleted, so that the stream's length is the queue depth) only after the
+  job's result is stored; an entry left pending by a dead worker is reclaimed with
+  ``XAUTOCLAIM`` once idle for ``job_claim_idle_s``. Live workers keep their entries fresh.
+* Job ids derive from the normalised query, the prompt version and the model, so identical
+  requests share one job (single-flight): enqueueing is one Lua script that joins a queued or
+  running job, returns a finished one, refuses when the queue is full, or enqueues.
+* Every state change of a job is a Lua script guarded by the job's attempt counter, so a worker
+  that was presumed dead and superseded can neither append tokens nor complete the job: a job
+  completes exactly once.
+* Each job has an event stream (token, reset, done, error). Listeners read it from the start,
+  so a late joiner gets the text so far and then the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from typeahead import keys
+from typeahead.errors import ServerError, ServiceUnavailable
+from typeahead.normalize import normalize
+
+T = TypeVar("T")
+
+JOB_ID_CHARS = 32
+
+
+def job_id(query: str, prompt_version: str, model_id: str) -> str:
+    """Deterministic id: identical (normalised) queries for one prompt and model coalesce."""
+    material = "\x00".join((normalize(query), prompt_version, model_id)).encode()
+    return hashlib.sha256(material).hexdigest()[:JOB_ID_CHARS]
+
+
+def valid_job_id(value: str) -> bool:
+    return len(value) == JOB_ID_CHARS and all(c in "0123456789abcdef" for c in value)
+
+
+def connect(url: str, *, read_timeout_s: float = 1.0) -> aioredis.Redis:
+    """A client that fails fast when Redis is down and reconnects by itself when it is back.
+
+    One immediate retry (no backoff) replaces a pooled connection that died with a restart;
+    there is no reconnect loop, so a request never waits on a dead Redis.
+    """
+    return aioredis.Redis.from_url(
+        url, socket_connect_timeout=0.5, socket_timeout=read_timeout_s,
+        retry=Retry(NoBackoff(), 1), health_check_interval=0,
+    )
+
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+class RedisGuard:
+    """Maps Redis failures to 503, and fails fast for a moment after one (a circuit breaker).
+
+    While open, requests are answered 503 without touching the network; afterwards the next
+    request tries Redis again, so the API recovers without a restart.
+    """
+
+    def __init__(self, open_s: float = 0.5) -> None:
+        self.open_s = open_s
+        self._down_until = 0.0
+
+    async def __call__(self, make: Callable[[], Awaitable[T]]) -> T:
+        if time.monotonic() < self._down_until:
+            raise self._unavailable()
+        try:
+            return await make()
+        except REDIS_DOWN as exc:
+            self._down_until = time.monotonic() + self.open_s
+            raise self._unavailable() from exc
+        except RedisError as exc:
+            raise ServerError(f"redis error: {exc}") from exc
+
+    @staticmethod
+    def _unavailable() -> ServiceUnavailable:
+        return ServiceUnavailable(
+            "the generation store (Redis) is unreachable; retry shortly",
+            code="dependency_unavailable", retry_after=1.0,
+        )
+
+
+# --- Lua: every job state change, atomic and attempt-guarded --------------------------------
+
+# KEYS: job, tokens, queue. ARGV: id, query, now, deadline, max_depth, job_ttl, stale_grace
+_ENQUEUE = """
+local st = redis.call('HGET', KEYS[1], 'status')
+local now = tonumber(ARGV[3])
+if st == 'queued' or st == 'running' then
+  local dl = tonumber(redis.call('HGET', KEYS[1], 'deadline') or '0')
+  if dl + tonumber(ARGV[7]) > now then return {'joined', st} end
+end
+if st == 'done' then return {'done', redis.call('HGET', KEYS[1], 'result') or ''} end
+if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[5]) then return {'full', ''} end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'query', ARGV[2], 'status', 'queued',
+  'created', ARGV[3], 'deadline', ARGV[4], 'attempt', 0, 'completions', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('XADD', KEYS[3], '*', 'id', ARGV[1])
+return {'new', 'queued'}
+"""
+
+# KEYS: job, tokens. ARGV: worker, now, max_attempts, job_ttl.
+# Returns the new attempt number, or 0 when there is nothing to do (gone, done, failed),
+# or -1 when the job was failed here (deadline passed, too many attempts).
+_START = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if st ~= 'queued' and st ~= 'running' then return 0 end
+local function fail(msg)
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', msg)
+  redis.call('XADD', KEYS[2], '*', 't', 'error', 'd', msg)
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  return -1
+end
+if tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[1], 'deadline')) then
+  return fail('deadline exceeded before a worker could finish the job')
+end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+if attempt > tonumber(ARGV[3]) then return fail('gave up after ' .. ARGV[3] .. ' attempts') end
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1])
+if attempt > 1 then
+  redis.call('XADD', KEYS[2], '*', 't', 'reset', 'd', tostring(attempt))
+end
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return attempt
+"""
+
+# KEYS: job, tokens. ARGV: attempt, piece.
+_TOKEN = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('XADD', KEYS[2], '*', 't', 'token', 'd', ARGV[2])
+return 1
+"""
+
+# KEYS: job, tokens, summary. ARGV: attempt, result_json, cache_ttl, job_ttl.
+_COMPLETE = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'done', 'result', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'completions', 1)
+redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
+redis.call('XADD', KEYS[2], '*', 't', 'done', 'd', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+# KEYS: job, tokens. ARGV: attempt, message, job_ttl.
+_FAIL = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2])
+redis.call('XADD', KEYS[2], '*', 't', 'error', 'd', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What enqueueing produced: a new or joined job, a finished result, or a full queue."""
+
+    outcome: str  # "new", "joined", "done", "full"
+    status: str
+    result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str  # the event stream entry id, usable as an SSE id / Last-Event-ID
+    type: str  # "token", "reset", "done", "error"
+    data: str
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Jobs:
+    """The Redis protocol of the job queue, shared by the API and the workers."""
+
+    def __init__(self, redis: aioredis.Redis, *, job_ttl_s: int = keys.JOB_TTL_S) -> None:
+        self.redis = redis
+        self.job_ttl_s = job_ttl_s
+        self._enqueue = redis.register_script(_ENQUEUE)
+        self._start = redis.register_script(_START)
+        self._token = redis.register_script(_TOKEN)
+        self._complete = redis.register_script(_COMPLETE)
+        self._fail = redis.register_script(_FAIL)
+
+    # --- API side ---------------------------------------------------------------------------
+
+    async def submit(
+        self, job: str, query: str, *, deadline_s: float, max_depth: int,
+    ) -> Submission:
+        now = time.time()
+        outcome, detail = await self._enqueue(
+            keys=[keys.job(job), keys.tokens(job), keys.QUEUE],
+            args=[job, query, now, now + deadline_s, max_depth, self.job_ttl_s,
+                  keys.STALE_GRACE_S],
+        )
+        outcome, detail = _text(outcome), _text(detail)
+        if outcome == "done":
+            return Submission("done", "done", orjson.loads(detail) if detail else None)
+        return Submission(outcome, detail or outcome)
+
+    async def record(self, job: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(keys.job(job))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def depth(self) -> int:
+        return int(await self.redis.xlen(keys.QUEUE))
+
+    async def events(self, job: str, after: str, *, block_ms: int, count: int = 512) -> list[Event]:
+        """Events after stream id ``after`` ("0-0": from the start), waiting up to block_ms."""
+        reply: Any = await self.redis.xread({keys.tokens(job): after}, count=count, block=block_ms)
+        out: list[Event] = []
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                f = {_text(k): v for k, v in fields.items()}
+                out.append(Event(_text(entry_id), _text(f.get("t", b"")), _text(f.get("d", b""))))
+        return out
+
+    # --- worker side ------------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        try:
+            # Id 0: a group (re)created after Redis lost it still sees entries added meanwhile.
+            await self.redis.xgroup_create(keys.QUEUE, keys.GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, consumer: str, *, count: int, block_ms: int) -> list[tuple[str, str]]:
+        """New entries for this consumer: (entry id, job id)."""
+        reply: Any = await self.redis.xreadgroup(
+            keys.GROUP, consumer, {keys.QUEUE: ">"}, count=count, block=block_ms,
+        )
+        return [
+            (_text(eid), _text(fields.get(b"id", b"")))
+            for _s, entries in reply or () for eid, fields in entries
+        ]
+
+    async def reclaim(
+        self, consumer: str, *, min_idle_s: float, count: int,
+    ) -> list[tuple[str, str]]:
+        """Entries pending longer than min_idle_s on any consumer (presumed dead) become ours."""
+        reply: Any = await self.redis.xautoclaim(
+            keys.QUEUE, keys.GROUP, consumer, int(min_idle_s * 1000), "0-0", count=count,
+        )
+        claimed, deleted = reply[1], (reply[2] if len(reply) > 2 else [])
+        if deleted:
+            await self.redis.xack(keys.QUEUE, keys.GROUP, *deleted)
+        return [
+            (_text(eid), _text(fields.get(b"id", b"")))
+            for eid, fields in claimed if fields is not None
+        ]
+
+    async def touch(self, consumer: str, entry: str) -> None:
+        """Reset an entry's idle time: this worker is alive and still on it."""
+        await self.redis.xclaim(keys.QUEUE, keys.GROUP, consumer, 0, [entry], justid=True)
+
+    async def ack(self, entry: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(keys.QUEUE, keys.GROUP, entry)
+            pipe.xdel(keys.QUEUE, entry)
+            await pipe.execute()
+
+    async def start(self, job: str, consumer: str, *, max_attempts: int = keys.MAX_ATTEMPTS) -> int:
+        return int(await self._start(
+            keys=[keys.job(job), keys.tokens(job)],
+            args=[consumer, time.time(), max_attempts, self.job_ttl_s],
+        ))
+
+    async def token(self, job: str, attempt: int, piece: str) -> bool:
+        reply = await self._token(keys=[keys.job(job), keys.tokens(job)], args=[attempt, piece])
+        return bool(reply)
+
+    async def complete(self, job: str, attempt: int, result: bytes, *, cache_ttl_s: int) -> bool:
+        return bool(await self._complete(
+            keys=[keys.job(job), keys.tokens(job), keys.summary(job)],
+            args=[attempt, result, cache_ttl_s, self.job_ttl_s],
+        ))
+
+    async def fail(self, job: str, attempt: int, message: str) -> bool:
+        return bool(await self._fail(
+            keys=[keys.job(job), keys.tokens(job)], args=[attempt, message, self.job_ttl_s],
+        ))

@@ -1,0 +1,53 @@
+"""Every Redis key, prefix and TTL the generation tier uses, in one place.
+
+The schema version is part of the prefix: a change to any value's layout bumps ``SCHEMA`` so
+that old and new processes never read each other's records. Keys that hold a generated answer
+also carry the model and prompt version (through the job id), so a new model or prompt never
+serves a stale answer.
+"""
+
+from __future__ import annotations
+
+SCHEMA = "v1"
+PREFIX = f"typeahead:gen:{SCHEMA}:"
+
+# The job queue: one Redis Stream shared by every worker through one consumer group.
+QUEUE = PREFIX + "queue"
+GROUP = "workers"
+
+# A finished job's record and its token stream stay readable this long (late pollers, late
+# stream joiners); the summary itself lives on in the cache for ``Settings.cache_ttl_s``.
+JOB_TTL_S = 3600
+# A queued or running job whose deadline passed this long ago is considered lost (its worker
+# and every reclaimer died) and may be enqueued again.
+STALE_GRACE_S = 5.0
+# A job reclaimed more often than this fails instead of crashing worker after worker.
+MAX_ATTEMPTS = 3
+
+# Semantic cache: at most this many query vectors are kept; older ones are trimmed first.
+SEMANTIC_MAX_ENTRIES = 10_000
+
+
+def job(job_id: str) -> str:
+    """Hash with the job's status, query, deadline, attempt counter and result."""
+    return f"{PREFIX}job:{job_id}"
+
+
+def tokens(job_id: str) -> str:
+    """Stream of the job's events (token, reset, done, error), read by every listener."""
+    return f"{PREFIX}tokens:{job_id}"
+
+
+def summary(job_id: str) -> str:
+    """Cached result (summary and sources) of a finished job; JSON, TTL ``cache_ttl_s``."""
+    return f"{PREFIX}summary:{job_id}"
+
+
+def semantic_vectors(model_key: str) -> str:
+    """Hash job id -> float32 query vector, for the semantic cache of one model and prompt."""
+    return f"{PREFIX}semvec:{model_key}"
+
+
+def semantic_order(model_key: str) -> str:
+    """Sorted set job id -> insertion time, so the oldest vectors can be trimmed."""
+    return f"{PREFIX}semord:{model_key}"

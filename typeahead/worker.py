@@ -1,0 +1,357 @@
+"""``typeahead worker``: runs generation jobs from the Redis queue.
+
+Any number of workers may run, on any host, against one Redis. Each reads new jobs through
+the consumer group, reclaims jobs left pending by dead workers, and keeps the jobs it is
+working on fresh (so a slow job is not mistaken for a dead one). A job's entry is acknowledged
+only after its result is stored, or after it failed for good (deadline, upstream error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import logging
+import os
+import signal
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+
+from typeahead import keys
+from typeahead.cache import SemanticCache, encode_result
+from typeahead.errors import ConfigError, DataError, TypeaheadError
+from typeahead.jobs import REDIS_DOWN, Jobs, connect
+from typeahead.llm import Backend, make_backend
+from typeahead.prompt import PROMPT_VERSION, Doc
+from typeahead.settings import Settings
+from typeahead.summarize import Embedder, load_embedder
+
+log = logging.getLogger("typeahead.worker")
+
+DOCS_PER_SUMMARY = 3
+SNIPPET_CHARS = 200
+
+
+class Retriever(Protocol):
+    """Grounding documents for a query (``typeahead.docs`` provides the real one)."""
+
+    def search(self, query: str, k: int) -> Sequence[Any]: ...
+
+
+class VectorDocs:
+    """A small in-memory document index: cosine over embeddings of title and text."""
+
+    def __init__(self, docs: Sequence[Doc], embedder: Embedder) -> None:
+        self.docs = list(docs)
+        self.embedder = embedder
+        texts = [f"{d.title}. {d.text}" for d in self.docs]
+        self.matrix = embedder.encode(texts).astype(np.float32) if texts else None
+
+    def search(self, query: str, k: int) -> list[Doc]:
+        if self.matrix is None:
+            return []
+        sims = self.matrix @ self.embedder.encode([query])[0]
+        top = np.argsort(-sims)[:k]
+        return [_with_score(self.docs[i], float(sims[i])) for i in top]
+
+
+def _with_score(doc: Doc, score: float) -> Doc:
+    return Doc(doc.id, doc.title, doc.text, score)
+
+
+def read_docs_jsonl(path: Path) -> list[Doc]:
+    """Documents from JSON lines with ``id`` (or ``paragraph_id``), ``title`` and ``text``."""
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            rows = [orjson.loads(line) for line in fh if line.strip()]
+    except (OSError, orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read documents from {path}: {exc}") from exc
+    try:
+        return [
+            Doc(str(r.get("id") or r["paragraph_id"]), str(r.get("title", "")), str(r["text"]))
+            for r in rows
+        ]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: every line needs id (or paragraph_id) and text") from exc
+
+
+def as_doc(item: Any) -> Doc:
+    """Adapt a search hit of any shape (our Doc, the docs index's hit, a dict) to a Doc."""
+    if isinstance(item, Doc):
+        return item
+    get = item.get if isinstance(item, dict) else lambda name, d=None: getattr(item, name, d)
+    text = get("text") or get("snippet") or ""
+    return Doc(str(get("id", "")), str(get("title", "") or ""), str(text), float(get("score", 0.0)))
+
+
+class DocsIndexRetriever:
+    """Adapts ``typeahead.docs.DocsIndex`` (whose hits carry a snippet) to full-text Docs."""
+
+    def __init__(self, index: Any, texts: dict[str, tuple[str, str]]) -> None:
+        self.index = index
+        self.texts = texts
+
+    def search(self, query: str, k: int) -> list[Doc]:
+        out = []
+        for hit in self.index.search(query, k):
+            title, text = self.texts.get(str(hit.id), (hit.title, hit.snippet))
+            out.append(Doc(str(hit.id), title, text, float(hit.score)))
+        return out
+
+
+def _docs_index(index_dir: Path, embedder: Embedder) -> Retriever | None:
+    """The documents engineer's index under DIR/docs, when it and the student load."""
+    try:
+        from typeahead.docs import DocsIndex, docs_dir
+        from typeahead.student import Student
+    except ImportError:
+        return None
+    if not isinstance(embedder, Student):
+        return None
+    try:
+        root = docs_dir(index_dir)
+        index = DocsIndex.load(root, embedder)
+    except TypeaheadError as exc:
+        log.warning("documents index not usable: %s", exc.message)
+        return None
+    texts = {d.id: (d.title, d.text) for d in read_docs_jsonl(root / "docs.jsonl")}
+    return DocsIndexRetriever(index, texts)
+
+
+def load_retriever(index_dir: Path | None, docs_file: Path | None, embedder: Embedder) -> Retriever:
+    """Grounding documents: an explicit JSON-lines file, else the index's documents."""
+    if docs_file is not None:
+        return VectorDocs(read_docs_jsonl(docs_file), embedder)
+    if index_dir is not None:
+        found = _docs_index(index_dir, embedder)
+        if found is not None:
+            return found
+        plain = index_dir / "docs" / "docs.jsonl"
+        if plain.is_file():
+            return VectorDocs(read_docs_jsonl(plain), embedder)
+    log.warning("no grounding documents found; summaries will say so")
+    return VectorDocs([], embedder)
+
+
+def sources_of(docs: Sequence[Doc]) -> list[dict[str, Any]]:
+    return [
+        {"n": n, "id": d.id, "title": d.title, "snippet": d.text[:SNIPPET_CHARS], "score": d.score}
+        for n, d in enumerate(docs, start=1)
+    ]
+
+
+class Superseded(Exception):
+    """Another worker reclaimed this job: stop quietly and leave the entry to it."""
+
+
+class Worker:
+    def __init__(
+        self, jobs: Jobs, backend: Backend, retriever: Retriever, settings: Settings, *,
+        name: str | None = None, concurrency: int = 4, semantic: SemanticCache | None = None,
+    ) -> None:
+        self.jobs = jobs
+        self.backend = backend
+        self.retriever = retriever
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.semantic = semantic
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.completed = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read, reclaim and process jobs until ``stop`` is set."""
+        reclaimer = asyncio.create_task(self._reclaim_loop(stop))
+        try:
+            await self._read_loop(stop)
+        finally:
+            reclaimer.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(reclaimer, *self._tasks, return_exceptions=True)
+
+    async def _read_loop(self, stop: asyncio.Event) -> None:
+        group_ready = False
+        while not stop.is_set():
+            await self._slots.acquire()
+            try:
+                if not group_ready:
+                    await self.jobs.ensure_group()
+                    group_ready = True
+                entries = await self.jobs.read(self.name, count=1, block_ms=500)
+            except REDIS_DOWN as exc:
+                self._slots.release()
+                log.warning("redis unavailable (%s); retrying", exc)
+                group_ready = False
+                await _sleep_unless(stop, 0.5)
+                continue
+            except Exception as exc:
+                self._slots.release()
+                if "NOGROUP" not in str(exc):
+                    raise
+                group_ready = False  # Redis lost the group (restart): create it again
+                continue
+            if not entries:
+                self._slots.release()
+            for entry, job in entries:
+                self._spawn(entry, job)
+
+    async def _reclaim_loop(self, stop: asyncio.Event) -> None:
+        idle = self.settings.job_claim_idle_s
+        while not stop.is_set():
+            await _sleep_unless(stop, max(idle / 2, 0.05))
+            try:
+                claimed = await self.jobs.reclaim(self.name, min_idle_s=idle, count=4)
+            except REDIS_DOWN:
+                continue
+            except Exception as exc:
+                log.debug("reclaim failed: %s", exc)
+                continue
+            for entry, job in claimed:
+                log.info("reclaimed job %s from a presumed-dead worker", job)
+                await self._slots.acquire()
+                self._spawn(entry, job)
+
+    def _spawn(self, entry: str, job: str) -> None:
+        task = asyncio.create_task(self._guarded(entry, job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, entry: str, job: str) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(entry))
+        try:
+            await self.process(entry, job)
+        except Superseded:
+            log.info("job %s was reclaimed by another worker; dropping it", job)
+        except REDIS_DOWN as exc:
+            # The entry stays pending; it is reclaimed once Redis is back.
+            log.warning("redis failed during job %s: %s", job, exc)
+        finally:
+            heartbeat.cancel()
+            self._slots.release()
+
+    async def _heartbeat(self, entry: str) -> None:
+        period = max(self.settings.job_claim_idle_s / 3, 0.05)
+        while True:
+            await asyncio.sleep(period)
+            with contextlib.suppress(Exception):
+                await self.jobs.touch(self.name, entry)
+
+    async def process(self, entry: str, job: str) -> None:
+        attempt = await self.jobs.start(job, self.name) if job else 0
+        if attempt <= 0:
+            await self.jobs.ack(entry)  # done, failed or gone: nothing left to do
+            return
+        record = await self.jobs.record(job)
+        remaining = float(record.get("deadline", 0)) - _now()
+        try:
+            async with asyncio.timeout(max(remaining, 0.001)):
+                result = await self._generate(job, attempt, record.get("query", ""))
+        except TimeoutError:
+            await self._fail(entry, job, attempt, "deadline exceeded while generating")
+            return
+        except TypeaheadError as exc:
+            await self._fail(entry, job, attempt, exc.message)
+            return
+        if not await self.jobs.complete(
+            job, attempt, result, cache_ttl_s=self.settings.cache_ttl_s,
+        ):
+            raise Superseded(job)
+        self.completed += 1
+        await self.jobs.ack(entry)
+        if self.semantic is not None:
+            await self.semantic.add(job, record.get("query", ""))
+
+    async def _generate(self, job: str, attempt: int, query: str) -> bytes:
+        docs = [as_doc(d) for d in self.retriever.search(query, DOCS_PER_SUMMARY)]
+        parts: list[str] = []
+        async with contextlib.aclosing(self.backend.generate(query, docs)) as stream:
+            async for piece in stream:
+                if not await self.jobs.token(job, attempt, piece):
+                    raise Superseded(job)
+                parts.append(piece)
+        return encode_result(
+            job, query, "".join(parts).strip(), sources_of(docs), self.backend.model_id,
+            PROMPT_VERSION,
+        )
+
+    async def _fail(self, entry: str, job: str, attempt: int, message: str) -> None:
+        log.warning("job %s failed: %s", job, message)
+        if not await self.jobs.fail(job, attempt, message):
+            raise Superseded(job)
+        await self.jobs.ack(entry)
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def add_parser(subparsers: Any, name: str) -> None:
+    p = subparsers.add_parser(name, help="run a generation worker against REDIS_URL")
+    p.add_argument("--index", type=Path, help="index directory (grounding documents in DIR/docs)")
+    p.add_argument("--docs", type=Path, help="grounding documents as JSON lines (id, title, text)")
+    p.add_argument("--concurrency", type=int, default=4, help="jobs processed at once")
+    p.add_argument("--name", help="consumer name (default: host-pid)")
+    p.set_defaults(func=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(index_dir=args.index)
+    if not settings.redis_url:
+        raise ConfigError("the worker needs REDIS_URL (the queue it reads)")
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be >= 1")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(message)s")
+    embedder = load_embedder()
+    retriever = load_retriever(settings.index_dir, args.docs, embedder)
+    return await serve_worker(settings, make_backend(settings, embedder), retriever, embedder,
+                              name=args.name, concurrency=args.concurrency)
+
+
+def semantic_cache(
+    settings: Settings, redis: aioredis.Redis, embedder: Embedder, model_id: str,
+) -> SemanticCache | None:
+    if not settings.semantic_cache:
+        return None
+    return SemanticCache(redis, embedder, f"{model_id}:{PROMPT_VERSION}",
+                         settings.semantic_cache_threshold)
+
+
+async def serve_worker(
+    settings: Settings, backend: Backend, retriever: Retriever, embedder: Embedder, *,
+    name: str | None = None, concurrency: int = 4,
+) -> int:
+    assert settings.redis_url is not None
+    redis = connect(settings.redis_url, read_timeout_s=5.0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    worker = Worker(Jobs(redis), backend, retriever, settings, name=name, concurrency=concurrency,
+                    semantic=semantic_cache(settings, redis, embedder, backend.model_id))
+    log.info("worker %s reading %s (model %s)", worker.name, keys.QUEUE, backend.model_id)
+    try:
+        await worker.run(stop)
+    finally:
+        await backend.close()
+        await redis.aclose()
+    return 0
