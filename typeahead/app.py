@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from typeahead.errors import (
+    ArtifactError,
     InvalidEncoding,
     InvalidParameter,
     MethodNotAllowed,
@@ -191,8 +192,32 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def load_service(settings: Settings, index_dir: Path | None = None) -> SuggestService:
-    index: LoadedIndex = load_index(index_dir or settings.index_dir, verify=settings.verify_index)
-    return SuggestService(index=index)
+    """Load an index with its semantic layer and the intent model into a ready service."""
+    index: LoadedIndex = load_index(index_dir or settings.index_dir,
+                                    verify=settings.verify_index, semantic=settings.semantic)
+    return SuggestService(index=index, intent=load_intent(settings, index),
+                          intent_threshold=settings.intent_threshold,
+                          semantic=settings.semantic, results_k=settings.results_k)
+
+
+def load_intent(settings: Settings, index: LoadedIndex) -> Any:
+    """The intent classifier, sharing the index's student; None when no model is installed.
+
+    An explicitly configured model that fails to load is an error; a missing packaged default
+    only disables the generate button.
+    """
+    try:
+        from typeahead.intent import IntentClassifier
+    except ImportError:
+        return None
+    student = index.semantic.student if index.semantic is not None else None
+    try:
+        return IntentClassifier.load(settings.intent_model_dir, student=student)
+    except ArtifactError:
+        if settings.intent_model_dir is not None:
+            raise
+        log.warning("no intent model: offer_generate stays false")
+        return None
 
 
 def create_app(settings: Settings, service: SuggestService | None = None) -> web.Application:

@@ -25,6 +25,17 @@ def add_parser(sub: Any, name: str) -> None:
                    help="privacy floor: entries whose merged count is below it are never served "
                         "(default: 3)")
     p.add_argument("--format", choices=FORMATS, default=None, help="override format detection")
+    p.add_argument("--docs", type=Path, default=None,
+                   help="documents for instant results: JSONL with id, title, text (.gz ok)")
+    p.add_argument("--docs-id-field", default=None,
+                   help="document id field (default: id, or paragraph_id for SQuAD files)")
+    p.add_argument("--student", type=Path, default=None,
+                   help="student model directory (default: the packaged student)")
+    p.add_argument("--vectors", action=argparse.BooleanOptionalAction, default=None,
+                   help="embed entries for semantic suggestions (default: when a student is "
+                        "available)")
+    p.add_argument("--vector-factory", choices=("flat", "hnsw", "ivf"), default=None,
+                   help="FAISS index for entry vectors (default: hnsw, see bench/bench_vector.py)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
 
@@ -32,8 +43,12 @@ def add_parser(sub: Any, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if not math.isfinite(args.min_count) or args.min_count < 0:
         raise ConfigError(f"--min-count must be a number >= 0, got {args.min_count}")
+    if args.docs is not None and not args.docs.is_file():
+        raise ConfigError(f"--docs {args.docs}: no such file")
     options = BuildOptions(text_col=args.text_col, weight_col=args.weight_col,
-                           min_count=args.min_count, fmt=args.format)
+                           min_count=args.min_count, fmt=args.format, vectors=args.vectors,
+                           vector_factory=args.vector_factory, student_dir=args.student,
+                           docs=args.docs, docs_id_field=args.docs_id_field)
     rows = read_rows(args.corpus, text_col=args.text_col, weight_col=args.weight_col,
                      fmt=args.format)
     build_index(rows, args.out, options, args.corpus,

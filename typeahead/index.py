@@ -41,6 +41,7 @@ from typeahead.manifest import (
 from typeahead.mapped import StringTable, load_array
 from typeahead.normalize import display_form, normalize
 from typeahead.prefix import PrefixArray, build_prefix_array
+from typeahead.semantic import SemanticLayer, load_semantic
 
 KIND = "typeahead-index"
 FORMAT_VERSION = 1
@@ -57,12 +58,22 @@ class BuildOptions:
     weight_col: str | None
     min_count: float = 3.0
     fmt: str | None = None
+    # Semantic layer: entry vectors (None: when a student model is available) and documents.
+    vectors: bool | None = False
+    vector_factory: str | None = None
+    student_dir: Path | None = None
+    docs: Path | None = None
+    docs_id_field: str | None = None
 
 
 @dataclass
 class _Merged:
     weight: float = 0.0
     displays: dict[str, float] = field(default_factory=dict)
+
+    def display(self) -> str:
+        """The most weighted way the text was written (ties: the later in sort order)."""
+        return max(self.displays.items(), key=lambda kv: (kv[1], kv[0]))[0]
 
 
 def merge_rows(rows: Iterable[Row], progress: Progress | None = None) -> tuple[
@@ -101,6 +112,7 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
         progress(f"{len(merged):,} distinct, {len(served):,} at or above the floor; indexing")
     with atomic_directory(out) as tmp:
         files = _write_lexical(tmp, served, progress)
+        semantic = _write_semantic(tmp, served, options, progress)
         manifest = {
             "kind": KIND,
             "format_version": FORMAT_VERSION,
@@ -116,6 +128,7 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
                        "distinct": len(merged), "below_floor": len(merged) - len(served),
                        "entries": len(served)},
             "files": describe_files(tmp, files),
+            "semantic": semantic,
         }
         write_manifest(tmp, manifest)
     if progress:
@@ -126,7 +139,7 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
 def _write_lexical(tmp: Path, served: list[tuple[str, _Merged]], progress: Progress | None
                    ) -> list[Path]:
     keys = [k for k, _ in served]
-    displays = [max(m.displays.items(), key=lambda kv: (kv[1], kv[0]))[0] for _, m in served]
+    displays = [m.display() for _, m in served]
     files = StringTable.write(displays, tmp / "display.bin", tmp / "display.off.npy")
     files += StringTable.write(keys, tmp / "keys.bin", tmp / "keys.off.npy")
     weights = np.array([m.weight for _, m in served], dtype=np.float64)
@@ -147,6 +160,35 @@ def popularity(weights: np.ndarray) -> np.ndarray:
     """log1p(weight) scaled by the top entry's, kept below 1 so tiers never overlap."""
     top = max(float(weights.max()) if len(weights) else 1.0, 1e-9)
     return (np.log1p(weights) / (np.log1p(top) * 1.0001)).astype(np.float32)
+
+
+def _write_semantic(tmp: Path, served: list[tuple[str, _Merged]], options: BuildOptions,
+                    progress: Progress | None) -> dict[str, Any] | None:
+    vectors = options.vectors
+    if vectors is None:
+        vectors = _student_available(options.student_dir)
+        if not vectors and progress:
+            progress("no student model found: building without entry vectors")
+    if not vectors and options.docs is None:
+        return None
+    from typeahead.semantic import build_semantic
+
+    if progress:
+        progress("embedding entries and documents with the student")
+    texts = [m.display() for _, m in served]
+    return build_semantic(tmp, texts, docs=options.docs, docs_id_field=options.docs_id_field,
+                          student_dir=options.student_dir, factory=options.vector_factory,
+                          vectors=vectors)
+
+
+def _student_available(student_dir: Path | None) -> bool:
+    try:
+        from typeahead.student import Student
+
+        Student.load(student_dir)
+    except (ImportError, ArtifactError):
+        return False
+    return True
 
 
 def word_suffixes(keys: list[str]) -> tuple[list[bytes], list[int]]:
@@ -171,14 +213,18 @@ class LoadedIndex:
     manifest: dict[str, Any]
     lexical: LexicalEngine
     load_seconds: float
+    semantic: SemanticLayer | None = None
 
     @property
     def entries(self) -> int:
         return len(self.lexical)
 
 
-def load_index(path: Path, *, verify: bool = True) -> LoadedIndex:
-    """Open an index directory, checking its manifest; raises ArtifactError on any problem."""
+def load_index(path: Path, *, verify: bool = True, semantic: bool = True,
+               student_dir: Path | None = None) -> LoadedIndex:
+    """Open an index directory, checking its manifest; raises ArtifactError on any problem.
+
+    ``semantic=False`` skips the vectors and documents (and so the student model)."""
     started = time.perf_counter()
     manifest = read_manifest(path, kind=KIND, version=FORMAT_VERSION)
     verify_files(path, manifest, checksums=verify)
@@ -195,7 +241,9 @@ def load_index(path: Path, *, verify: bool = True) -> LoadedIndex:
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: cannot load index data: {exc}") from exc
     _check_shapes(path, manifest, data)
-    return LoadedIndex(path, manifest, LexicalEngine(data), time.perf_counter() - started)
+    layer = load_semantic(path, len(data.display), student_dir, verify=verify) \
+        if semantic else None
+    return LoadedIndex(path, manifest, LexicalEngine(data), time.perf_counter() - started, layer)
 
 
 def _check_shapes(path: Path, manifest: dict[str, Any], data: LexicalData) -> None:

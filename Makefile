@@ -1,0 +1,58 @@
+# typeahead: every command a new machine needs. Python 3.11+, redis-server for the tests.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared
+AOL := $(SHARED)/data/typeahead/aol2006_q1m_counts.tsv.gz
+DOCS := $(SHARED)/data/docs/squad2_dev_wikipedia_paragraphs.jsonl.gz
+INDEX ?= indexes/aol
+HOST ?= 127.0.0.1
+PORT ?= 8080
+WORKERS ?= 2
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup setup-dev index run test lint typecheck unit bench slo chaos clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Serving needs no torch: the student model runs on numpy + tokenizers.
+setup: $(BIN)/python
+	$(BIN)/pip install -q -e '.[loadtest]'
+
+# Tests also exercise distillation, so they need the training extra (torch 2.13.0 CPU build).
+setup-dev: $(BIN)/python
+	$(BIN)/pip install -q -e '.[loadtest,train,dev]'
+
+# The served index: AOL queries with count >= 3 (the privacy floor) plus the SQuAD documents.
+$(INDEX)/manifest.json: | setup
+	$(BIN)/typeahead build-index --corpus $(AOL) --text-col query --weight-col count_total \
+		--min-count 3 --docs $(DOCS) --out $(INDEX)
+
+index: $(INDEX)/manifest.json
+
+run: setup index
+	$(BIN)/typeahead serve --index $(INDEX) --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+lint:
+	$(BIN)/ruff check typeahead loadtest tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+unit:
+	$(BIN)/pytest -q
+
+test: setup-dev
+	$(MAKE) lint typecheck unit
+
+bench: setup index
+	$(BIN)/python bench/bench_lexical.py
+	$(BIN)/python bench/bench_http.py --index $(INDEX)
+
+slo: setup index
+	$(BIN)/python -m loadtest suite --index $(INDEX)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,155 @@
+"""Sending one planned request and recording what happened to it.
+
+Latency is always measured from the request's *intended* send time (the schedule), not from
+when it actually went out, on ``time.perf_counter`` (uvloop's ``loop.time()`` only has
+millisecond resolution), so time the request spent waiting on the generator or on a stalled
+server counts against the server (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urljoin
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from loadtest.stats import Stats
+
+_JSON = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    base: str  # e.g. http://127.0.0.1:8080
+    stream_timeout_s: float = 60.0
+    follow_streams: bool = True
+
+
+class RequestFailed(Exception):
+    """A request ended in an error of ``kind`` (recorded, never raised out of ``send``).
+
+    Errors of a planned request count under its kind (``suggest``, ``generate``, ``plain``):
+    a failed generate never said whether it was cached.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class Client:
+    def __init__(self, session: aiohttp.ClientSession, target: Target, stats: Stats, t0: float):
+        self.session = session
+        self.target = target
+        self.stats = stats
+        self.t0 = t0
+        self.in_flight = 0  # raised by the scheduler at launch, lowered when the task ends
+
+    def _elapsed_us(self, intended: float) -> float:
+        return (time.perf_counter() - intended) * 1e6
+
+    def _ok(self, cls: str, intended: float) -> None:
+        self.stats.record(cls, self._elapsed_us(intended), intended - self.t0)
+
+    async def send(self, intended: float, kind: str, payload: str) -> None:
+        self.stats.record_lag(self._elapsed_us(intended))
+        self.stats.sent += 1
+        try:
+            if kind == "suggest":
+                await self._get("suggest", self._url("/v1/suggest?q=" + quote(payload)), intended)
+            elif kind == "generate":
+                await self._generate(payload, intended)
+            else:
+                await self._get("plain", self._url(payload), intended)
+        except RequestFailed as exc:
+            self.stats.record_error(kind, exc.kind)
+        except TimeoutError:
+            self.stats.record_error(kind, "timeout")
+        except aiohttp.ClientConnectorError:
+            self.stats.record_error(kind, "connect")
+        except (aiohttp.ClientError, OSError) as exc:
+            self.stats.record_error(kind, _client_kind(exc))
+        finally:
+            self.in_flight -= 1
+
+    def _url(self, path_or_url: str) -> URL:
+        # encoded=True: the URL is already quoted; yarl would otherwise re-parse every call.
+        return URL(urljoin(self.target.base, path_or_url), encoded=True)
+
+    async def _get(self, cls: str, url: URL, intended: float) -> None:
+        async with self.session.get(url) as resp:
+            await resp.read()
+            self.stats.responded += 1
+            if resp.status != 200:
+                raise RequestFailed(f"http_{resp.status}")
+        self._ok(cls, intended)
+
+    async def _generate(self, query: str, intended: float) -> None:
+        url = self._url("/v1/generate")
+        body = orjson.dumps({"query": query})
+        async with self.session.post(url, data=body, headers=_JSON) as resp:
+            body = await resp.read()
+            self.stats.responded += 1
+            if resp.status not in (200, 202):
+                raise RequestFailed(f"http_{resp.status}")
+        answer = _json_object(body)
+        if resp.status == 200 and answer.get("cached") is True:
+            self._ok("generate_cached", intended)
+            return
+        self._ok("generate_new", intended)
+        stream_url = answer.get("stream_url")
+        if resp.status == 202 and self.target.follow_streams:
+            if not isinstance(stream_url, str):
+                raise RequestFailed("bad_response")
+            await self._follow_stream(stream_url, intended)
+
+    async def _follow_stream(self, stream_url: str, intended: float) -> None:
+        """Reads the SSE stream: the first ``event: token`` and the final ``event: done``."""
+        try:
+            async with asyncio.timeout(self.target.stream_timeout_s):
+                await self._read_stream(self._url(stream_url), intended)
+        except RequestFailed as exc:
+            self.stats.record_error("stream_done", exc.kind)
+        except TimeoutError:
+            self.stats.record_error("stream_done", "stream_timeout")
+
+    async def _read_stream(self, url: URL, intended: float) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=self.target.stream_timeout_s)
+        async with self.session.get(url, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise RequestFailed(f"stream_http_{resp.status}")
+            first = True
+            async for raw in resp.content:
+                event = raw.strip().replace(b" ", b"")
+                if event == b"event:token" and first:
+                    first = False
+                    self._ok("stream_first_token", intended)
+                elif event == b"event:done":
+                    self._ok("stream_done", intended)
+                    return
+                elif event == b"event:error":
+                    raise RequestFailed("stream_error")
+        raise RequestFailed("stream_incomplete")
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RequestFailed("bad_response") from None
+    if not isinstance(answer, dict):
+        raise RequestFailed("bad_response")
+    return answer
+
+
+def _client_kind(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "disconnected"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "bad_payload"
+    return "connection"

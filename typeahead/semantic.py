@@ -1,0 +1,92 @@
+"""The semantic half of the millisecond tier: student embeddings over FAISS.
+
+An index directory may carry ``vectors/`` (one student vector per served entry, row i = entry
+id i) and ``docs/`` (documents for instant results). Both record the fingerprint of the student
+that built them; loading them with another student is refused. Only served entries are
+embedded, so a semantic neighbour is never below the privacy floor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from typeahead.errors import ArtifactError
+
+VECTORS_DIR = "vectors"
+DOCS_DIR = "docs"
+# Tuned on the AOL split (bench/bench_hybrid.py): below this cosine a neighbour is more often
+# noise than a useful completion.
+MIN_SIMILARITY = 0.75
+NEIGHBOURS = 20
+
+
+@dataclass(frozen=True)
+class SemanticLayer:
+    student: Any  # typeahead.student.Student
+    entries: Any | None  # typeahead.vector.VectorIndex over served entries
+    docs: Any | None  # typeahead.docs.DocsIndex
+    min_similarity: float = MIN_SIMILARITY
+
+    def encode(self, text: str) -> npt.NDArray[np.float32]:
+        return np.asarray(self.student.encode([text]), dtype=np.float32)
+
+    def neighbours(self, vector: npt.NDArray[np.float32], k: int) -> list[tuple[int, float]]:
+        """Served entries closest to ``vector``: (entry id, cosine), best first."""
+        if self.entries is None or not vector.any():
+            return []
+        scores, ids = self.entries.search(vector, k)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
+                if i >= 0 and s >= self.min_similarity]
+
+    def results(self, query: str, k: int) -> list[dict[str, Any]]:
+        if self.docs is None:
+            return []
+        return [{"id": r.id, "title": r.title, "snippet": r.snippet, "score": r.score}
+                for r in self.docs.search(query, k, partial=True)]
+
+
+def load_semantic(index_dir: Path, entries: int, student_dir: Path | None = None, *,
+                  verify: bool = True) -> SemanticLayer | None:
+    """The semantic layer of an index, or None when it has neither vectors nor documents."""
+    has_vectors = (index_dir / VECTORS_DIR).is_dir()
+    has_docs = (index_dir / DOCS_DIR).is_dir()
+    if not (has_vectors or has_docs):
+        return None
+    from typeahead.docs import DocsIndex
+    from typeahead.student import Student
+    from typeahead.vector import VectorIndex
+
+    student = Student.load(student_dir)
+    vectors = VectorIndex.load(index_dir / VECTORS_DIR, student, verify=verify) \
+        if has_vectors else None
+    if vectors is not None and vectors.count != entries:
+        raise ArtifactError(f"{index_dir}: {vectors.count} entry vectors for {entries} entries; "
+                            "rebuild the index")
+    docs = DocsIndex.load(index_dir / DOCS_DIR, student, verify=verify) if has_docs else None
+    return SemanticLayer(student, vectors, docs)
+
+
+def build_semantic(out: Path, texts: list[str], *, docs: Path | None, docs_id_field: str | None,
+                   student_dir: Path | None, factory: str | None, vectors: bool
+                   ) -> dict[str, Any]:
+    """Write ``vectors/`` and ``docs/`` into a index being built; returns manifest fields."""
+    from typeahead.docs import build_docs_index
+    from typeahead.student import Student
+    from typeahead.vector import DEFAULT_FACTORY, build_vector_index
+
+    student = Student.load(student_dir)
+    info: dict[str, Any] = {"student": {"fingerprint": student.fingerprint, "dim": student.dim}}
+    if vectors:
+        chosen = factory or DEFAULT_FACTORY
+        index = build_vector_index(texts, student, out / VECTORS_DIR, chosen)
+        info["vectors"] = {"factory": chosen, "count": index.count}
+    if docs is not None:
+        manifest = build_docs_index(docs, out / DOCS_DIR, student, id_field=docs_id_field)
+        info["docs"] = {"source": str(docs), "count": manifest["count"],
+                        "source_sha256": manifest["source_sha256"]}
+    return info
