@@ -21,9 +21,13 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/pip install -q -e '.[loadtest]'
 
-# Tests also exercise distillation, so they need the training extra (torch 2.13.0 CPU build).
+# Tests also exercise distillation, so they need the training extra (torch 2.13.0 CPU build),
+# and drive the demo page in Debian's chromium (installed here when missing and we are root).
 setup-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[loadtest,train,dev]'
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium not installed: the browser test will be skipped"
 
 # The served index: AOL queries with count >= 3 (the privacy floor) plus the SQuAD documents.
 $(INDEX)/manifest.json: | setup

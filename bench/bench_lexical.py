@@ -22,10 +22,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import AOL, ROOT, print_table, summary_us  # noqa: E402
-from typeahead.corpus import Row, read_rows  # noqa: E402
-from typeahead.index import BuildOptions, LoadedIndex, build_index, load_index  # noqa: E402
-from typeahead.normalize import normalize  # noqa: E402
+from bench.common import AOL, ROOT, print_table, summary_us
+from typeahead.corpus import Row, read_rows
+from typeahead.index import BuildOptions, LoadedIndex, build_index, load_index
+from typeahead.normalize import normalize
 
 
 def held_out(n: int, seed: int = 7) -> list[str]:

@@ -6,6 +6,8 @@ status its class carries; nothing a client sends can produce a 500.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -18,6 +20,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
+from typeahead import logs, metrics
 from typeahead.errors import (
     ArtifactError,
     InvalidEncoding,
@@ -31,6 +34,10 @@ from typeahead.errors import (
     TypeaheadError,
 )
 from typeahead.index import LoadedIndex, load_index
+from typeahead.limits import limits_middleware, setup_limits
+from typeahead.openapi import spec as openapi_spec
+from typeahead.readiness import READINESS, Readiness
+from typeahead.reload import RELOADER, ReloadControl, Reloader, admin_reload, record_index
 from typeahead.settings import Settings
 from typeahead.suggest import SuggestService
 
@@ -106,13 +113,48 @@ def _snake(text: str) -> str:
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, latency metrics and the access log line, around everything else."""
+    started = time.perf_counter()
     rid = request.headers.get(REQUEST_ID_HEADER, "")
     if not (0 < len(rid) <= 64 and rid.isascii() and rid.isprintable()):
         rid = uuid.uuid4().hex
     request[REQUEST_ID] = rid
-    response = await handler(request)
-    response.headers[REQUEST_ID_HEADER] = rid
-    return response
+    token = logs.REQUEST_ID.set(rid)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # redirects, which the error middleware lets through
+        status = exc.status
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        route = _route_of(request)
+        metrics.get().observe_request(route, request.method, status, elapsed)
+        if route == "/v1/generate" and status in (200, 202):
+            metrics.get().cache_result(hit=status == 200)
+        logs.access(request.method, route, request.path, status, elapsed,
+                    _logged_query(request))
+        logs.REQUEST_ID.reset(token)
+
+
+def _route_of(request: web.Request) -> str:
+    """The route's template (``/v1/generate/{id}``), so ids never become label values."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _logged_query(request: web.Request) -> str | None:
+    if not logs.log_queries(request.app[SETTINGS]):
+        return None
+    return request.query.get("q")
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    # Here rather than in the middleware: streamed responses send their headers early.
+    response.headers[REQUEST_ID_HEADER] = request.get(REQUEST_ID, "")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
 # --- parameters -----------------------------------------------------------------------------
@@ -167,8 +209,7 @@ async def suggest(request: web.Request) -> web.Response:
     k = parse_k(params, settings)
     started = time.perf_counter_ns()
     body = request.app[SERVICE].get().suggest(q, k)
-    body["took_us"] = (time.perf_counter_ns() - started) // 1000
-    return json_response(body)
+    return json_response({**body, "took_us": (time.perf_counter_ns() - started) // 1000})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -179,13 +220,56 @@ async def readyz(request: web.Request) -> web.Response:
     service = request.app[SERVICE].current
     if service is None:
         raise ServiceUnavailable("the index is not loaded yet", code="not_ready")
+    checks = {"index": "ok", **await _dependency_checks(request.app)}
+    failed = [reason for reason in checks.values() if reason != "ok"]
+    if failed:
+        raise ServiceUnavailable("not ready: " + "; ".join(failed), code="not_ready")
     index = service.index
     return json_response({
         "status": "ready",
         "pid": os.getpid(),
         "index": {"path": str(index.path), "entries": index.entries,
                   "built_at": index.manifest.get("built_at")},
+        "checks": checks,
     })
+
+
+async def _dependency_checks(app: web.Application) -> dict[str, str]:
+    settings = app[SETTINGS]
+    probes = app[READINESS]
+    checks: dict[str, str] = {}
+    if settings.generation:
+        from typeahead.generate_routes import GENERATION
+
+        gen = app.get(GENERATION)
+        reason = "generation store not started" if gen is None else await probes.redis(gen.redis)
+        checks["redis"] = reason or "ok"
+    if settings.llm_url:
+        checks["llm"] = await probes.llm() or "ok"
+    return checks
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    m = metrics.get()
+    m.sample_memory("api")
+    await _sample_queue_depth(request.app, m)
+    return web.Response(body=m.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+async def _sample_queue_depth(app: web.Application, m: metrics.Metrics) -> None:
+    if not app[SETTINGS].generation:
+        return
+    from typeahead.generate_routes import GENERATION
+
+    gen = app.get(GENERATION)
+    if gen is None:
+        return
+    with contextlib.suppress(Exception):  # Redis down: keep the last value, still answer
+        m.queue_depth.set(await asyncio.wait_for(gen.jobs.depth(), 0.5))
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    return json_response(openapi_spec(request.app[SETTINGS]))
 
 
 # --- application ----------------------------------------------------------------------------
@@ -197,7 +281,8 @@ def load_service(settings: Settings, index_dir: Path | None = None) -> SuggestSe
                                     verify=settings.verify_index, semantic=settings.semantic)
     return SuggestService(index=index, intent=load_intent(settings, index),
                           intent_threshold=settings.intent_threshold,
-                          semantic=settings.semantic, results_k=settings.results_k)
+                          semantic=settings.semantic, results_k=settings.results_k,
+                          cache_size=settings.suggest_cache_size)
 
 
 def load_intent(settings: Settings, index: LoadedIndex) -> Any:
@@ -220,28 +305,60 @@ def load_intent(settings: Settings, index: LoadedIndex) -> Any:
         return None
 
 
-def create_app(settings: Settings, service: SuggestService | None = None) -> web.Application:
-    """Build the app; the index is loaded at start-up unless a ready ``service`` is given."""
+def create_app(settings: Settings, service: SuggestService | None = None, *,
+               reload_control: Path | None = None) -> web.Application:
+    """Build the app; the index is loaded at start-up unless a ready ``service`` is given.
+
+    ``reload_control`` is the supervisor's directory that keeps several worker processes on
+    one index across reloads (see ``typeahead.reload``).
+    """
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[request_id_middleware, error_middleware, limits_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     holder = ServiceHolder()
     holder.current = service
     app[SERVICE] = holder
+    control = ReloadControl(reload_control) if reload_control is not None else None
+    app[RELOADER] = Reloader(settings, holder, load_service, control)
+    app[READINESS] = Readiness(settings)
+    app.on_response_prepare.append(_on_prepare)
+    setup_limits(app, settings)
     app.router.add_get("/v1/suggest", suggest, allow_head=False)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
+    app.router.add_get("/openapi.json", openapi_handler, allow_head=False)
+    app.router.add_post("/admin/reload", admin_reload)
+    if settings.metrics:
+        app.router.add_get("/metrics", metrics_handler, allow_head=False)
+    from typeahead.demo import setup_demo
+
+    setup_demo(app)
     if settings.generation:
         from typeahead.generate_routes import setup_generation
 
         setup_generation(app, settings)
     if service is None:
         app.cleanup_ctx.append(_load_index_ctx)
+    else:
+        record_index(service)
+    app.cleanup_ctx.append(_background_ctx)
     return app
 
 
 async def _load_index_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[SERVICE].current = load_service(app[SETTINGS])
+    reloader = app[RELOADER]
+    service = load_service(app[SETTINGS], reloader.initial_dir())
+    app[SERVICE].current = service
+    record_index(service)
     yield
+
+
+async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
+    sampler = asyncio.create_task(metrics.sample_forever("api"))
+    yield
+    sampler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
+    await app[READINESS].close()

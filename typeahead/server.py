@@ -2,8 +2,13 @@
 
 With ``--workers N`` a small supervisor starts N processes that each bind the port with
 SO_REUSEPORT (the kernel spreads connections) and map the same index files, so the index is in
-memory once. The supervisor restarts a worker that dies, forwards SIGHUP (reload) and stops
-them all on SIGTERM/SIGINT.
+memory once. The supervisor restarts a worker that dies, relays reloads (SIGHUP from an
+operator, SIGUSR1 from a worker that took ``POST /admin/reload``; see ``typeahead.reload``)
+and stops them all on SIGTERM/SIGINT.
+
+It also owns a run directory: ``control/`` for reloads and ``metrics/``, the
+``PROMETHEUS_MULTIPROC_DIR`` every process writes its samples to, so that ``GET /metrics`` on
+any worker shows the totals of all of them (``typeahead.metrics``).
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from typing import Any
 
 from aiohttp import web
 
+from typeahead import logs, metrics
 from typeahead.app import create_app, load_service
 from typeahead.errors import ConfigError
+from typeahead.reload import BROADCAST_SIGNAL, RELOADER, ReloadControl
 from typeahead.settings import Settings
 
 log = logging.getLogger("typeahead.server")
@@ -60,11 +67,32 @@ def run(args: argparse.Namespace) -> int:
     if settings.port == 0:
         raise ConfigError("--workers > 1 needs a fixed --port (they share it)")
     with contextlib.ExitStack() as stack:
+        rundir = stack.enter_context(run_directory())
         if settings.generation and not settings.redis_url:
             # Several API processes must see one job queue: share one embedded Redis and run
             # one generation worker beside them (a single process embeds its own instead).
             settings = stack.enter_context(embedded_generation(settings))
-        return Supervisor(settings).run()
+        return Supervisor(settings, rundir / "control").run()
+
+
+@contextlib.contextmanager
+def run_directory() -> Iterator[Path]:
+    """The supervisor's run directory; sets PROMETHEUS_MULTIPROC_DIR before any child starts.
+
+    An operator's own PROMETHEUS_MULTIPROC_DIR is honoured (and emptied of old samples).
+    """
+    root = Path(tempfile.mkdtemp(prefix="typeahead-run-"))
+    (root / "control").mkdir()
+    preset = os.environ.get(metrics.MULTIPROC_ENV)
+    metrics_dir = Path(preset) if preset else root / "metrics"
+    metrics.prepare_multiprocess_dir(metrics_dir)
+    os.environ[metrics.MULTIPROC_ENV] = str(metrics_dir)
+    try:
+        yield root
+    finally:
+        if preset is None:
+            os.environ.pop(metrics.MULTIPROC_ENV, None)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -104,8 +132,7 @@ def _wait_for(path: Path, timeout: float = 10.0) -> None:
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(message)s")
+    logs.configure(settings)
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -124,10 +151,13 @@ def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def serve_one(settings: Settings, worker_id: int | None) -> None:
-    """Run one API process until SIGTERM/SIGINT."""
+def serve_one(settings: Settings, sock: socket.socket | None = None,
+              control: Path | None = None) -> None:
+    """Run one API process until SIGTERM/SIGINT; SIGHUP reloads the index.
+
+    ``sock`` is the supervisor's listening socket, shared by every worker."""
     runner = _event_loop_runner()
-    runner(_serve(settings, reuse_port=worker_id is not None))
+    runner(_serve(settings, sock=sock, control=control))
 
 
 def _event_loop_runner() -> Any:
@@ -138,11 +168,13 @@ def _event_loop_runner() -> Any:
     return uvloop.run
 
 
-async def _serve(settings: Settings, *, reuse_port: bool) -> None:
-    app = create_app(settings)
+async def _serve(settings: Settings, *, sock: socket.socket | None,
+                 control: Path | None = None) -> None:
+    app = create_app(settings, reload_control=control)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    sock = bind_socket(settings.host, settings.port, reuse_port=reuse_port)
+    if sock is None:
+        sock = bind_socket(settings.host, settings.port, reuse_port=False)
     site = web.SockSite(runner, sock)
     await site.start()
     host, port = sock.getsockname()[:2]
@@ -151,46 +183,67 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloader = app[RELOADER]
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = asyncio.create_task(reloader.on_sighup())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await reloader.ready()
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
 
 
-def _worker_main(settings: Settings, worker_id: int) -> None:
+def _worker_main(settings: Settings, sock: socket.socket, control: Path | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+    # Until the event loop handles it, a reload signal must not kill a starting worker (it
+    # loads the current target anyway and catches up once ready).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(settings)
-    serve_one(settings, worker_id)
+    serve_one(settings, sock, control)
 
 
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, control: Path | None = None) -> None:
         self.settings = settings
+        self.control_dir = control
+        self.control = ReloadControl(control) if control is not None else None
         self.ctx = multiprocessing.get_context("spawn")
         self.procs: dict[int, Any] = {}
         self.stopping = False
 
     def run(self) -> int:
-        # Hold the port with a reuse-port socket so a port conflict fails here, once.
-        guard = bind_socket(self.settings.host, self.settings.port, reuse_port=True)
+        # One listening socket (one accept queue) inherited by every worker: when a worker
+        # dies, connections waiting to be accepted stay queued for the others, where a socket
+        # per worker would take its queue down with it (the kernel resets those). SO_REUSEPORT
+        # stays on so a second supervisor can bind beside this one for a rolling restart.
+        self.sock = bind_socket(self.settings.host, self.settings.port, reuse_port=True)
         try:
             signal.signal(signal.SIGTERM, self._stop)
             signal.signal(signal.SIGINT, self._stop)
-            signal.signal(signal.SIGHUP, self._forward)
+            signal.signal(signal.SIGHUP, self._operator_reload)
+            signal.signal(BROADCAST_SIGNAL, self._forward)
             for wid in range(self.settings.workers):
                 self._start(wid)
-            guard.close()
             self._watch()
         finally:
-            guard.close()
             self._terminate_all()
+            self.sock.close()
         return 0
 
     def _start(self, wid: int) -> None:
-        proc = self.ctx.Process(target=_worker_main, args=(self.settings, wid),
+        proc = self.ctx.Process(target=_worker_main,
+                                args=(self.settings, self.sock, self.control_dir),
                                 name=f"typeahead-api-{wid}", daemon=True)
         proc.start()
         self.procs[wid] = proc
+        if self.control is not None:
+            self.control.write_workers([p.pid for p in self.procs.values() if p.pid])
 
     def _watch(self) -> None:
         while not self.stopping:
@@ -199,11 +252,26 @@ class Supervisor:
                 if not proc.is_alive() and not self.stopping:
                     log.warning("api worker %s (pid %s) exited with %s; restarting",
                                 wid, proc.pid, proc.exitcode)
+                    self._forget(proc.pid)
                     time.sleep(RESTART_BACKOFF_S / 4)
                     self._start(wid)
 
+    def _forget(self, pid: int | None) -> None:
+        if pid is None:
+            return
+        metrics.mark_dead(pid)
+        if self.control is not None:
+            self.control.forget(pid)
+
     def _stop(self, *_: Any) -> None:
         self.stopping = True
+
+    def _operator_reload(self, *_: Any) -> None:
+        """SIGHUP: every worker re-reads the current target (a symlink may point elsewhere)."""
+        if self.control is not None:
+            current = self.control.read_target()
+            self.control.write_target(current.index if current else self.settings.index_dir)
+        self._forward()
 
     def _forward(self, *_: Any) -> None:
         for proc in self.procs.values():

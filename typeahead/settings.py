@@ -34,6 +34,7 @@ class Settings:
     verify_index: bool = True  # checksum every data file when an index is loaded
     semantic: bool = True  # semantic neighbours in /v1/suggest when the index has vectors
     results_k: int = 3  # instant results (documents) per suggest call
+    suggest_cache_size: int = 50_000  # per-process LRU of whole answers; 0 disables
     intent_model_dir: Path | None = None  # None: the packaged default model
     intent_threshold: float | None = None  # None: the threshold stored with the model
     # --- generation tier -------------------------------------------------------------------

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +25,7 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
-from typeahead import keys
+from typeahead import keys, logs, metrics
 from typeahead.cache import SemanticCache, encode_result
 from typeahead.errors import ConfigError, DataError, TypeaheadError
 from typeahead.jobs import REDIS_DOWN, Jobs, connect
@@ -252,15 +253,19 @@ class Worker:
             return
         record = await self.jobs.record(job)
         remaining = float(record.get("deadline", 0)) - _now()
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(max(remaining, 0.001)):
                 result = await self._generate(job, attempt, record.get("query", ""))
         except TimeoutError:
+            metrics.get().job_done("deadline", time.perf_counter() - started)
             await self._fail(entry, job, attempt, "deadline exceeded while generating")
             return
         except TypeaheadError as exc:
+            metrics.get().job_done("failed", time.perf_counter() - started)
             await self._fail(entry, job, attempt, exc.message)
             return
+        metrics.get().job_done("done", time.perf_counter() - started)
         if not await self.jobs.complete(
             job, attempt, result, cache_ttl_s=self.settings.cache_ttl_s,
         ):
@@ -273,8 +278,11 @@ class Worker:
     async def _generate(self, job: str, attempt: int, query: str) -> bytes:
         docs = [as_doc(d) for d in self.retriever.search(query, DOCS_PER_SUMMARY)]
         parts: list[str] = []
+        asked = time.perf_counter()
         async with contextlib.aclosing(self.backend.generate(query, docs)) as stream:
             async for piece in stream:
+                if not parts:
+                    metrics.get().first_token(self.backend.model_id, time.perf_counter() - asked)
                 if not await self.jobs.token(job, attempt, piece):
                     raise Superseded(job)
                 parts.append(piece)
@@ -319,7 +327,7 @@ async def run(args: argparse.Namespace) -> int:
         raise ConfigError("the worker needs REDIS_URL (the queue it reads)")
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be >= 1")
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(message)s")
+    logs.configure(settings)
     embedder = load_embedder()
     retriever = load_retriever(settings.index_dir, args.docs, embedder)
     return await serve_worker(settings, make_backend(settings, embedder), retriever, embedder,
@@ -349,9 +357,11 @@ async def serve_worker(
     worker = Worker(Jobs(redis), backend, retriever, settings, name=name, concurrency=concurrency,
                     semantic=semantic_cache(settings, redis, embedder, backend.model_id))
     log.info("worker %s reading %s (model %s)", worker.name, keys.QUEUE, backend.model_id)
+    sampler = asyncio.create_task(metrics.sample_forever("worker"))
     try:
         await worker.run(stop)
     finally:
+        sampler.cancel()
         await backend.close()
         await redis.aclose()
     return 0

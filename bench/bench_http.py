@@ -1,0 +1,146 @@
+"""``/v1/suggest`` over HTTP at fixed arrival rates (open loop), plus peak throughput.
+
+Starts ``typeahead serve`` (suggest only, N workers) on a free port, then drives it with the
+project's load tester (``python -m loadtest run``, open model, latency from the scheduled send
+time) with prefixes of held-out AOL queries, and with wrk (if installed) for peak throughput.
+
+    python bench/bench_http.py --index indexes/aol [--rates 1000,3000] [--duration 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import AOL, print_table
+from typeahead.corpus import read_rows
+from typeahead.normalize import normalize
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prefixes_file(n: int, out: Path, seed: int = 5) -> Path:
+    queries = [normalize(r.text) for r in read_rows(AOL, text_col="query",
+                                                    weight_col="count_rows_800001_999999")
+               if r.weight > 0]
+    rng = random.Random(seed)
+    rng.shuffle(queries)
+    values = [q[: rng.randint(2, 8)] for q in queries[:n] if len(q) > 2]
+    out.write_text("\n".join(urllib.request.quote(v) for v in values) + "\n", encoding="utf-8")
+    return out
+
+
+def start_server(index: Path, port: int, workers: int, env: dict[str, str]
+                 ) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "typeahead", "serve", "--index", str(index),
+                             "--port", str(port), "--workers", str(workers)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit("server did not become ready")
+
+
+def run_rate(base: str, values: Path, rate: int, duration: int, procs: int, tmp: Path
+             ) -> dict[str, Any]:
+    report = tmp / f"r{rate}.json"
+    cmd = [sys.executable, "-m", "loadtest", "run", "--target", base, "--url",
+           "/v1/suggest?q={value}", "--values", str(values), "--rate", str(rate),
+           "--duration", f"{duration}s", "--procs", str(procs), "--report", str(report),
+           "--quiet", "--max-lag", "5ms", "--slo", "errors<0.1%"]
+    rc = subprocess.run(cmd, check=False).returncode
+    data = json.loads(report.read_text()) if report.exists() else {}
+    data["exit"] = rc
+    return dict(data)
+
+
+def wrk_peak(base: str, seconds: int) -> float | None:
+    if shutil.which("wrk") is None:
+        return None
+    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s",
+                          f"{base}/v1/suggest?q=new%20y"], capture_output=True, text=True,
+                         check=False).stdout
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--index", type=Path, default=Path("indexes/aol"))
+    ap.add_argument("--rates", default="1000,3000")
+    ap.add_argument("--duration", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--procs", type=int, default=2, help="load generator processes")
+    ap.add_argument("--semantic", action="store_true", help="keep semantic + results on")
+    args = ap.parse_args()
+    env = {**os.environ, "TYPEAHEAD_GENERATION": "false"}
+    if not args.semantic:
+        env.update(TYPEAHEAD_SEMANTIC="false", TYPEAHEAD_RESULTS_K="0")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        values = prefixes_file(20_000, tmp / "prefixes.txt")
+        server = start_server(args.index, port, args.workers, env)
+        try:
+            for rate in (int(r) for r in args.rates.split(",")):
+                rep = run_rate(base, values, rate, args.duration, args.procs, tmp)
+                rows.append(_row(rate, rep))
+            peak = wrk_peak(base, 10)
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    print_table(f"/v1/suggest over HTTP ({args.workers} workers, open loop, ms)",
+                ["target rate", "achieved", "n", "p50", "p90", "p99", "p99.9", "max", "errors",
+                 "gen lag p99", "verdict"], rows)
+    print(f"\npeak throughput (wrk, 2 threads, 64 connections): "
+          f"{peak:,.0f} req/s" if peak else "\nwrk not installed: no peak figure")
+    return 0
+
+
+def _row(rate: int, rep: dict[str, Any]) -> list[object]:
+    cls = rep.get("classes", {}).get("plain") or rep.get("all", {})
+    rates = rep.get("rates", {})
+    lag = rep.get("generator_lag", {})
+
+    def ms(key: str) -> object:
+        value = cls.get(key)
+        return round(value / 1000, 3) if isinstance(value, (int, float)) else "?"
+
+    return [rate, rates.get("answered_per_s", "?"), cls.get("count", "?"), ms("p50_us"),
+            ms("p90_us"), ms("p99_us"), ms("p99_9_us"), ms("max_us"),
+            rep.get("errors", {}) or 0, ms_of(lag.get("p99_us")), rep.get("verdict", "?")]
+
+
+def ms_of(value: object) -> object:
+    return round(value / 1000, 3) if isinstance(value, (int, float)) else "?"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

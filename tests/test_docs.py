@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.student_fixtures import tiny_student
+from typeahead.docs import DocsIndex, build_docs_index, docs_dir, read_records, snippet
+from typeahead.errors import ArtifactError, ConfigError, DataError
+
+DOCS = [
+    {"paragraph_id": "Cats#0", "title": "Cats", "text": "The cat sat on the mat. A cat is a pet."},
+    {
+        "paragraph_id": "Paris#0",
+        "title": "Paris",
+        "text": "Cheap flights to Paris leave daily. Paris is in France.",
+    },
+    {
+        "paragraph_id": "Rhine#0",
+        "title": "Rhine",
+        "text": "The river Rhine flows through Normandy? No. It flows past France.",
+    },
+    {
+        "paragraph_id": "Oxygen#0",
+        "title": "Oxygen",
+        "text": "Oxygen is a chemistry element. Oxygenation matters.",
+    },
+]
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> Path:
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> tuple[DocsIndex, Path]:
+    student = tiny_student(tmp_path / "student", dim=16)
+    source = _write(tmp_path / "docs.jsonl.gz", DOCS)
+    build_docs_index(source, tmp_path / "index" / "docs", student)
+    return DocsIndex.load(docs_dir(tmp_path / "index"), student), tmp_path
+
+
+def test_search_returns_contract_fields(built: tuple[DocsIndex, Path]) -> None:
+    index, _ = built
+    results = index.search("cheap flights paris", k=2)
+    assert results[0].id == "Paris#0" and results[0].title == "Paris"
+    assert results[0].snippet == "Cheap flights to Paris leave daily."
+    assert set(results[0].to_json()) == {"id", "title", "snippet", "score"}
+    assert results[0].score >= results[-1].score and len(results) == 2
+
+
+@pytest.mark.parametrize("mode", ["fused", "semantic", "lexical"])
+def test_each_mode_finds_the_obvious_document(built: tuple[DocsIndex, Path], mode: str) -> None:
+    index, _ = built
+    assert index.search("oxygen chemistry element", k=1, mode=mode)[0].id == "Oxygen#0"
+
+
+def test_partial_last_word_matches_by_prefix(built: tuple[DocsIndex, Path]) -> None:
+    index, _ = built
+    assert index.search("oxyg", k=1, mode="lexical", partial=True)[0].id == "Oxygen#0"
+    assert index.search("oxyg", k=1, mode="lexical", partial=False) == []
+
+
+def test_manifest_and_student_mismatch(built: tuple[DocsIndex, Path]) -> None:
+    index, tmp_path = built
+    assert index.manifest["count"] == 4 and len(index) == 4
+    other = tiny_student(tmp_path / "other", dim=16, seed=5)
+    with pytest.raises(ArtifactError, match="built with student"):
+        DocsIndex.load(tmp_path / "index" / "docs", other)
+
+
+def test_tampered_docs_file_is_refused(built: tuple[DocsIndex, Path]) -> None:
+    index, tmp_path = built
+    path = tmp_path / "index" / "docs" / "docs.jsonl"
+    path.write_text(path.read_text().replace("Paris", "Lyon"))
+    with pytest.raises(ArtifactError, match="corrupt"):
+        DocsIndex.load(path.parent, index._student)
+
+
+def test_bad_search_arguments(built: tuple[DocsIndex, Path]) -> None:
+    index, _ = built
+    with pytest.raises(ConfigError):
+        index.search("cat", k=0)
+    with pytest.raises(ConfigError):
+        index.search("cat", mode="magic")
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"title": "x", "text": "y"}], "no id"),
+        ([{"id": "a", "text": ""}], "no text"),
+        ([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], "duplicate"),
+        ([], "no documents"),
+    ],
+)
+def test_bad_documents_are_data_errors(
+    tmp_path: Path, rows: list[dict[str, str]], message: str
+) -> None:
+    student = tiny_student(tmp_path / "student")
+    with pytest.raises(DataError, match=message):
+        build_docs_index(_write(tmp_path / "d.jsonl.gz", rows), tmp_path / "out", student)
+
+
+def test_read_records_formats_and_errors(tmp_path: Path) -> None:
+    (tmp_path / "a.tsv").write_text("query\tn\nfoo bar\t3\n")
+    (tmp_path / "a.csv").write_text('query,n\n"foo, bar",3\n')
+    (tmp_path / "bad.jsonl").write_text('{"id": 1}\nnot json\n')
+    assert list(read_records(tmp_path / "a.tsv")) == [{"query": "foo bar", "n": "3"}]
+    assert list(read_records(tmp_path / "a.csv")) == [{"query": "foo, bar", "n": "3"}]
+    with pytest.raises(DataError, match="line 2"):
+        list(read_records(tmp_path / "bad.jsonl"))
+    with pytest.raises(DataError, match="does not exist"):
+        list(read_records(tmp_path / "none.tsv"))
+    with pytest.raises(ArtifactError, match="no documents index"):
+        docs_dir(tmp_path)
+
+
+def test_snippet_prefers_the_matching_sentence() -> None:
+    text = "Alpha beta. Gamma delta epsilon. " + "long " * 100
+    assert snippet(text, "delta") == "Gamma delta epsilon."
+    assert len(snippet("word " * 100, "word", width=50)) <= 50

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.student_fixtures import WORDS, tiny_student, tiny_tokenizer
+from typeahead.errors import ArtifactError
+from typeahead.student import DEFAULT_STUDENT_DIR, Student, save_student
+
+
+def test_encode_rows_are_unit_float32(tmp_path: Path) -> None:
+    student = tiny_student(tmp_path)
+    out = student.encode(["the cat sat", "cheap flights paris", "Weather FORECAST"])
+    assert out.shape == (3, student.dim) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+
+
+def test_single_and_batch_agree_and_mean_pool(tmp_path: Path) -> None:
+    student = tiny_student(tmp_path)
+    texts = ["the cat sat on the mat", "pizza hut", "rhine river"]
+    batch = student.encode(texts)
+    singles = np.vstack([student.encode([t]) for t in texts])
+    np.testing.assert_allclose(batch, singles, rtol=1e-5, atol=1e-6)
+    table = np.load(tmp_path / "vectors.npy")
+    ids = [WORDS.index(w) for w in ("pizza", "hut")]
+    expected = table[ids].mean(axis=0)
+    np.testing.assert_allclose(batch[1], expected / np.linalg.norm(expected), rtol=1e-5)
+
+
+def test_padding_is_off_and_unknown_words_are_dropped(tmp_path: Path) -> None:
+    student = tiny_student(tmp_path)
+    # The saved tokenizer pads to 128; the student must see only the real tokens.
+    assert student.token_ids("the cat") == [WORDS.index("the"), WORDS.index("cat")]
+    assert student.token_ids("the zzzz cat") == student.token_ids("the cat")
+    assert not student.encode(["zzzz qqqq"]).any()
+    assert not student.encode(["", "zzzz"]).any()
+
+
+def test_manifest_records_shape_and_checksums(tmp_path: Path) -> None:
+    student = tiny_student(tmp_path, dim=6, dtype="int8")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["dim"] == 6 and manifest["vocab_size"] == len(WORDS)
+    assert manifest["normalize"] == "l2" and manifest["dtype"] == "int8"
+    assert manifest["fingerprint"] == student.fingerprint and len(student.fingerprint) == 16
+    assert set(manifest["files"]) == {"tokenizer.json", "vectors.npy", "scales.npy"}
+
+
+def test_int8_stays_close_to_float32(tmp_path: Path) -> None:
+    exact = tiny_student(tmp_path / "f32", dim=16, dtype="float32")
+    small = tiny_student(tmp_path / "i8", dim=16, dtype="int8")
+    texts = ["the cat sat on the mat", "cheap flights london"]
+    cos = (exact.encode(texts) * small.encode(texts)).sum(axis=1)
+    assert (cos > 0.999).all()
+    assert exact.fingerprint != small.fingerprint
+
+
+def test_tampered_vectors_are_refused(tmp_path: Path) -> None:
+    tiny_student(tmp_path)
+    table = np.load(tmp_path / "vectors.npy")
+    np.save(tmp_path / "vectors.npy", table + 1.0)
+    with pytest.raises(ArtifactError, match="corrupt"):
+        Student.load(tmp_path)
+
+
+def test_shape_mismatch_and_missing_dir_are_refused(tmp_path: Path) -> None:
+    vectors = np.ones((len(WORDS) + 1, 4), dtype=np.float32)
+    with pytest.raises(ArtifactError, match="vocabulary"):
+        save_student(tmp_path, vectors, tiny_tokenizer(), {})
+        Student.load(tmp_path)
+    with pytest.raises(ArtifactError, match="missing"):
+        Student.load(tmp_path / "nowhere")
+
+
+def test_encode_rejects_a_bare_string(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        tiny_student(tmp_path).encode("the cat")
+
+
+@pytest.mark.skipif(
+    not (DEFAULT_STUDENT_DIR / "manifest.json").exists(), reason="no shipped student"
+)
+def test_shipped_student_loads_and_names_its_teacher() -> None:
+    student = Student.load()
+    assert student.manifest["teacher"]["name"].endswith("all-MiniLM-L6-v2")
+    assert len(student.manifest["teacher"]["weights_sha256"]) == 64
+    assert student.manifest["training"]["data_sha256"]
+    assert student.manifest["variant"] in ("distilled", "finetuned")
+    vecs = student.encode(
+        ["cheap flights to paris", "airline tickets paris", "chocolate cake recipe"]
+    )
+    assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]
+    size = sum(p.stat().st_size for p in DEFAULT_STUDENT_DIR.iterdir())
+    assert size < 16 * 1024 * 1024

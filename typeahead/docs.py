@@ -1,0 +1,428 @@
+"""The documents index behind instant results: student + FAISS fused with BM25.
+
+``build_docs_index(FILE, OUT/docs, student)`` reads JSON lines (or TSV/CSV) with an id
+(``id``, else ``paragraph_id``), an optional ``title`` and a ``text``, and writes:
+
+- ``docs.jsonl``: the documents (id, title, text), in row order;
+- ``bm25.npz`` + ``terms.json``: a BM25 inverted index (weights precomputed per posting);
+- ``vectors/``: a FAISS index of the student's document embeddings (``typeahead.vector``);
+- ``manifest.json``: counts, checksums, the student's fingerprint and the fusion weight.
+
+``DocsIndex.search(query, k)`` takes the union of the semantic and lexical top candidates and
+ranks them by ``w * cosine + (1 - w) * bm25 / max_bm25``. With ``partial=True`` (the user is
+still typing) the last query word also matches the indexed terms it is a prefix of.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import gzip
+import hashlib
+import io
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from typeahead.errors import ArtifactError, ConfigError, DataError
+from typeahead.student import Student
+from typeahead.vector import IndexParams, VectorIndex, build_vector_index, check_student
+
+__all__ = [
+    "FORMAT",
+    "DocResult",
+    "DocsIndex",
+    "build_docs_index",
+    "docs_dir",
+    "read_records",
+]
+
+FORMAT = "typeahead-docs/1"
+MANIFEST = "manifest.json"
+ID_FIELDS = ("id", "paragraph_id", "doc_id")
+TERM_RE = re.compile(r"\w+")
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "their",
+        "there",
+        "these",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "why",
+        "will",
+        "with",
+    ]
+)
+BM25_K1 = 1.2
+BM25_B = 0.75
+# Tuned on SQuAD questions -> paragraphs (bench/bench_retrieval.py).
+SEMANTIC_WEIGHT = 0.6
+CANDIDATES = 50
+PREFIX_EXPANSION = 8
+SNIPPET_CHARS = 200
+SMALL_CORPUS = 50_000  # below this, exact (flat) search is both fastest and exact
+
+
+@dataclass(frozen=True, slots=True)
+class DocResult:
+    id: str
+    title: str
+    snippet: str
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "snippet": self.snippet, "score": self.score}
+
+
+# --- reading input files --------------------------------------------------------------------
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL, TSV or CSV file (``.gz`` allowed) as dicts."""
+    name = path.name.removesuffix(".gz")
+    try:
+        with _open_text(path) as fh:
+            if name.endswith((".jsonl", ".json", ".ndjson")):
+                yield from _json_lines(fh, path)
+            else:
+                delimiter = "," if name.endswith(".csv") else "\t"
+                yield from csv.DictReader(fh, delimiter=delimiter)
+    except FileNotFoundError as exc:
+        raise DataError(f"input file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError, EOFError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _json_lines(fh: io.TextIOBase, path: Path) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(fh, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"{path}: line {number} is not valid JSON ({exc})") from exc
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: line {number} is not a JSON object")
+        yield rec
+
+
+def load_documents(path: Path, id_field: str | None = None) -> list[tuple[str, str, str]]:
+    """(id, title, text) triples; ids must be unique and texts non-empty."""
+    docs: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for row, rec in enumerate(read_records(path), start=1):
+        field = id_field or next((f for f in ID_FIELDS if rec.get(f) not in (None, "")), None)
+        if field is None or rec.get(field) in (None, ""):
+            raise DataError(f"{path}: row {row} has no id (looked for {id_field or ID_FIELDS})")
+        doc_id, text = str(rec[field]), str(rec.get("text") or "").strip()
+        if not text:
+            raise DataError(f"{path}: row {row} (id {doc_id}) has no text")
+        if doc_id in seen:
+            raise DataError(f"{path}: duplicate document id {doc_id!r} at row {row}")
+        seen.add(doc_id)
+        docs.append((doc_id, str(rec.get("title") or ""), text))
+    if not docs:
+        raise DataError(f"{path}: no documents")
+    return docs
+
+
+# --- lexical side ---------------------------------------------------------------------------
+
+
+def terms_of(text: str) -> list[str]:
+    return [t for t in TERM_RE.findall(text.lower()) if t not in STOPWORDS]
+
+
+class Bm25:
+    """Inverted index with BM25 weights precomputed per (term, document) posting."""
+
+    def __init__(
+        self,
+        terms: list[str],
+        indptr: np.ndarray,
+        docs: np.ndarray,
+        weights: np.ndarray,
+        n_docs: int,
+    ) -> None:
+        self.terms = terms  # sorted, so a prefix is a contiguous range
+        self._term_ids = {t: i for i, t in enumerate(terms)}
+        self._indptr, self._docs, self._weights = indptr, docs, weights
+        self.n_docs = n_docs
+        self._df = np.diff(indptr)
+
+    @classmethod
+    def build(cls, texts: Sequence[str]) -> Bm25:
+        counts = [Counter(terms_of(t)) for t in texts]
+        lengths = np.array([sum(c.values()) for c in counts], dtype=np.float64)
+        avg = float(lengths.mean()) or 1.0
+        postings: dict[str, list[tuple[int, int]]] = {}
+        for doc, c in enumerate(counts):
+            for term, tf in c.items():
+                postings.setdefault(term, []).append((doc, tf))
+        terms = sorted(postings)
+        indptr = np.zeros(len(terms) + 1, dtype=np.int64)
+        docs: list[int] = []
+        weights: list[float] = []
+        for i, term in enumerate(terms):
+            plist = postings[term]
+            idf = math.log(1.0 + (len(texts) - len(plist) + 0.5) / (len(plist) + 0.5))
+            for doc, tf in plist:
+                norm = tf + BM25_K1 * (1.0 - BM25_B + BM25_B * lengths[doc] / avg)
+                docs.append(doc)
+                weights.append(idf * tf * (BM25_K1 + 1.0) / norm)
+            indptr[i + 1] = len(docs)
+        return cls(
+            terms, indptr, np.array(docs, np.int32), np.array(weights, np.float32), len(texts)
+        )
+
+    def save(self, out_dir: Path) -> None:
+        np.savez(out_dir / "bm25.npz", indptr=self._indptr, docs=self._docs, weights=self._weights)
+        (out_dir / "terms.json").write_text(json.dumps(self.terms))
+
+    @classmethod
+    def load(cls, root: Path, n_docs: int) -> Bm25:
+        arrays = np.load(root / "bm25.npz", allow_pickle=False)
+        terms = json.loads((root / "terms.json").read_text())
+        return cls(terms, arrays["indptr"], arrays["docs"], arrays["weights"], n_docs)
+
+    def scores(self, query: str, partial: bool = False) -> np.ndarray:
+        """BM25 score of every document; with ``partial`` the last word is also a prefix."""
+        acc = np.zeros(self.n_docs, dtype=np.float32)
+        words = terms_of(query)
+        if partial and words and query[-1:].isalnum():
+            *words, last = words
+            words += self._expand(last)
+        for term in words:
+            tid = self._term_ids.get(term)
+            if tid is not None:
+                lo, hi = self._indptr[tid], self._indptr[tid + 1]
+                acc[self._docs[lo:hi]] += self._weights[lo:hi]
+        return acc
+
+    def _expand(self, prefix: str) -> list[str]:
+        lo = bisect.bisect_left(self.terms, prefix)
+        hi = bisect.bisect_left(self.terms, prefix + "\U0010ffff")
+        if hi - lo <= PREFIX_EXPANSION:
+            return self.terms[lo:hi]
+        # Too many completions: keep the most widespread ones, as a typist most likely means them.
+        best = np.argsort(-self._df[lo:hi], kind="stable")[:PREFIX_EXPANSION]
+        return [self.terms[lo + int(i)] for i in best]
+
+
+# --- the index ------------------------------------------------------------------------------
+
+
+class DocsIndex:
+    """Documents searchable by student + FAISS fused with BM25."""
+
+    def __init__(
+        self,
+        docs: list[tuple[str, str, str]],
+        bm25: Bm25,
+        vectors: VectorIndex,
+        student: Student,
+        manifest: dict[str, Any],
+    ) -> None:
+        self._docs, self._bm25, self._vectors, self._student = docs, bm25, vectors, student
+        self.manifest = manifest
+        self.semantic_weight = float(manifest.get("semantic_weight", SEMANTIC_WEIGHT))
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    @classmethod
+    def load(cls, root: Path, student: Student, *, verify: bool = True) -> DocsIndex:
+        manifest = _read_manifest(root)
+        check_student(manifest, student, root)
+        if verify:
+            _verify_files(root, manifest)
+        docs = [
+            (str(d["id"]), str(d["title"]), str(d["text"]))
+            for d in read_records(root / "docs.jsonl")
+        ]
+        vectors = VectorIndex.load(root / "vectors", student, verify=verify)
+        if len(docs) != manifest.get("count") or vectors.count != len(docs):
+            raise ArtifactError(f"documents index {root} is inconsistent: document counts differ")
+        return cls(docs, Bm25.load(root, len(docs)), vectors, student, manifest)
+
+    def search(
+        self, query: str, k: int = 3, *, mode: str = "fused", partial: bool = False
+    ) -> list[DocResult]:
+        """The k best documents for ``query``; mode is fused, semantic or lexical."""
+        if mode not in ("fused", "semantic", "lexical") or k < 1:
+            raise ConfigError(f"bad documents search: mode={mode!r}, k={k}")
+        lexical = self._bm25.scores(query, partial) if mode != "semantic" else None
+        semantic = self._semantic(query, max(k, CANDIDATES)) if mode != "lexical" else {}
+        ranked = self._rank(lexical, semantic, mode)[:k]
+        return [self._result(doc, score, query) for doc, score in ranked]
+
+    def _semantic(self, query: str, n: int) -> dict[int, float]:
+        vec = self._student.encode([query])
+        if not vec.any():
+            return {}
+        scores, ids = self._vectors.search(vec, n)
+        return {int(i): float(s) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0}
+
+    def _rank(
+        self, lexical: np.ndarray | None, semantic: dict[int, float], mode: str
+    ) -> list[tuple[int, float]]:
+        w = {"fused": self.semantic_weight, "semantic": 1.0, "lexical": 0.0}[mode]
+        cand: set[int] = set(semantic)
+        top_lex = 0.0
+        if lexical is not None:
+            top_lex = float(lexical.max()) if len(lexical) else 0.0
+            n = min(CANDIDATES, len(lexical))
+            if n:
+                best = np.argpartition(-lexical, n - 1)[:n]
+                cand.update(int(i) for i in best if lexical[i] > 0)
+        scored = []
+        for doc in cand:
+            lex = float(lexical[doc]) / top_lex if lexical is not None and top_lex > 0 else 0.0
+            scored.append((doc, w * semantic.get(doc, 0.0) + (1.0 - w) * lex))
+        scored.sort(key=lambda x: (-x[1], x[0]))
+        return scored
+
+    def _result(self, doc: int, score: float, query: str) -> DocResult:
+        doc_id, title, text = self._docs[doc]
+        return DocResult(doc_id, title, snippet(text, query), round(score, 6))
+
+
+def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
+    """The sentence sharing most words with the query (the first one on a tie), shortened."""
+    wanted = set(terms_of(query))
+    sentences = re.split(r"(?<=[.!?])\s+", text) or [text]
+    best = max(sentences, key=lambda s: len(wanted.intersection(terms_of(s))))
+    if len(best) <= width:
+        return best
+    return best[: width - 1].rsplit(" ", 1)[0] + "…"
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+def build_docs_index(
+    source: Path,
+    out_dir: Path,
+    student: Student,
+    *,
+    id_field: str | None = None,
+    factory: str = "auto",
+    params: IndexParams | None = None,
+    semantic_weight: float = SEMANTIC_WEIGHT,
+) -> dict[str, Any]:
+    """Build the documents index for ``source`` into ``out_dir``; returns its manifest."""
+    docs = load_documents(source, id_field)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "docs.jsonl", "w", encoding="utf-8") as fh:
+        for doc_id, title, text in docs:
+            fh.write(json.dumps({"id": doc_id, "title": title, "text": text}) + "\n")
+    texts = [f"{title}. {text}" if title else text for _, title, text in docs]
+    Bm25.build(texts).save(out_dir)
+    chosen = ("flat" if len(docs) < SMALL_CORPUS else "hnsw") if factory == "auto" else factory
+    build_vector_index(texts, student, out_dir / "vectors", chosen, params)
+    manifest = {
+        "format": FORMAT,
+        "count": len(docs),
+        "source": str(source),
+        "source_sha256": _sha(source),
+        "id_field": id_field,
+        "student_fingerprint": student.fingerprint,
+        "dim": student.dim,
+        "semantic_weight": semantic_weight,
+        "bm25": {"k1": BM25_K1, "b": BM25_B},
+        "files": {n: _sha(out_dir / n) for n in ("docs.jsonl", "bm25.npz", "terms.json")},
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def docs_dir(index_dir: Path) -> Path:
+    """The documents index inside an index directory (``DIR/docs``), or DIR if it is one."""
+    for candidate in (index_dir / "docs", index_dir):
+        if (candidate / MANIFEST).exists() and _is_docs(candidate / MANIFEST):
+            return candidate
+    raise ArtifactError(f"no documents index under {index_dir} (build it with --docs FILE)")
+
+
+def _is_docs(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"no documents index at {root}: {MANIFEST} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"documents manifest {path} is unreadable: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path} is not a {FORMAT} manifest")
+    return manifest
+
+
+def _verify_files(root: Path, manifest: dict[str, Any]) -> None:
+    for name, digest in manifest.get("files", {}).items():
+        path = root / name
+        if not path.exists() or _sha(path) != digest:
+            raise ArtifactError(f"documents index file {path} is missing or corrupt")
+
+
+def _sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,226 @@
+"""Abuse limits at the HTTP edge: request bodies, per-client rate limits, CORS, security headers.
+
+``setup_limits(app, settings)`` registers the response hook (CORS and security headers);
+``limits_middleware`` goes in ``create_app``'s middleware list *inside* the error middleware, so
+what it raises is rendered as ``{"error": ...}``. It does two string comparisons for a GET, so
+``/v1/suggest`` pays nothing measurable.
+
+The generate rate limit is an in-process token bucket per client: every API process keeps its
+own buckets, so with ``--workers N`` a client that spreads its connections over all processes
+can reach up to N times the configured rate (a keep-alive client stays on one process and gets
+exactly the rate). It never touches Redis, so it adds no dependency to ``/v1/generate``. The
+client is the API key header when present, else the peer address; ``X-Forwarded-For`` is
+ignored because any client can forge it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from typeahead.errors import (
+    InvalidBody,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+)
+from typeahead.settings import Settings
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+GENERATE_PATH = "/v1/generate"
+MAX_JSON_DEPTH = 16
+MAX_CLIENTS = 100_000  # buckets kept per process; the least recently seen are dropped first
+MAX_KEY_CHARS = 128  # an API key longer than this is cut: a header cannot grow the table
+BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
+
+# The demo page loads its script and style from files, so no inline script is allowed.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+       "form-action 'self'")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+CORS_EXPOSE = "Retry-After, X-Request-ID"
+CORS_MAX_AGE_S = "600"
+
+
+class TokenBucket:
+    """``rate_per_min`` tokens a minute per key, up to a burst of ``burst``; 0 means no limit."""
+
+    def __init__(self, rate_per_min: int, *, burst: int | None = None,
+                 max_keys: int = MAX_CLIENTS) -> None:
+        self.rate_per_s = rate_per_min / 60.0
+        self.burst = float(burst if burst is not None else max(1, rate_per_min))
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """Spend one token: 0.0 when allowed, else the seconds until one is available."""
+        if self.rate_per_s <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
+        if tokens >= 1.0:
+            self._store(key, tokens - 1.0, now)
+            return 0.0
+        self._store(key, tokens, now)
+        return (1.0 - tokens) / self.rate_per_s
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)  # re-inserted last: most recently seen
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class Limits:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.generate = TokenBucket(settings.generate_rate_per_min)
+        self.origins = frozenset(settings.cors_origins)
+
+    def client_key(self, request: web.Request) -> str:
+        api_key = request.headers.get(self.settings.api_key_header)
+        if api_key:
+            return "key:" + api_key[:MAX_KEY_CHARS]
+        return "addr:" + (request.remote or "unknown")
+
+    def allowed_origin(self, origin: str | None) -> str | None:
+        if not origin or not self.origins:
+            return None
+        if origin in self.origins:
+            return origin
+        return "*" if "*" in self.origins else None
+
+
+LIMITS: web.AppKey[Limits] = web.AppKey("limits", Limits)
+
+
+def setup_limits(app: web.Application, settings: Settings) -> None:
+    app[LIMITS] = Limits(settings)
+    app.on_response_prepare.append(_on_prepare)
+
+
+# --- the middleware ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    method = request.method
+    if method == "GET":
+        return await handler(request)  # the hot path: /v1/suggest
+    limits = request.app.get(LIMITS)
+    if limits is None:
+        return await handler(request)
+    if method == "OPTIONS":
+        preflight = _preflight(request, limits)
+        if preflight is not None:
+            return preflight
+    elif method in BODY_METHODS:
+        if request.path == GENERATE_PATH:
+            _rate_limit(request, limits)
+        await check_json_body(request, limits.settings.max_body_bytes)
+    return await handler(request)
+
+
+def _rate_limit(request: web.Request, limits: Limits) -> None:
+    wait = limits.generate.take(limits.client_key(request))
+    if wait > 0:
+        per_min = limits.settings.generate_rate_per_min
+        raise RateLimited(f"too many generate requests: the limit is {per_min} a minute per "
+                          f"client; retry in {wait:.0f} s", retry_after=wait)
+
+
+async def check_json_body(request: web.Request, max_bytes: int) -> None:
+    """413 over the size limit, 415 for a body that is not JSON, 400 when nested too deep.
+
+    The body is read here once; aiohttp keeps it, so the handler's ``read()`` costs nothing.
+    """
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {max_bytes}")
+    if not request.body_exists:
+        return
+    if not _is_json(request.content_type):
+        raise UnsupportedMediaType(
+            f"request body must be application/json, got {request.content_type or 'none'!r}")
+    try:
+        raw = await request.read()  # aiohttp stops at client_max_size with a 413
+    except ConnectionResetError:
+        # The client hung up mid-body (a slow client giving up): its fault, not ours.
+        raise InvalidBody("the client closed the connection before sending its whole body",
+                          code="incomplete_body") from None
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"request body is over {max_bytes} bytes")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return  # the handler names the syntax error
+    if json_depth(value, MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH:
+        raise InvalidBody(f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                          code="json_too_deep")
+
+
+def _is_json(content_type: str) -> bool:
+    # request.content_type is the bare media type, lower-cased, without parameters.
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json"))
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), counting no further than limit."""
+    depth = 0
+    level = [value]
+    while depth < limit:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = [child for c in containers for child in (c.values() if isinstance(c, dict) else c)]
+    return depth
+
+
+# --- CORS and security headers ----------------------------------------------------------------
+
+
+def _preflight(request: web.Request, limits: Limits) -> web.Response | None:
+    origin = limits.allowed_origin(request.headers.get("Origin"))
+    wanted = request.headers.get("Access-Control-Request-Method")
+    if origin is None or wanted is None:
+        return None  # not an allowed preflight: the router answers (405)
+    headers = {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": "GET, POST",
+        "Access-Control-Allow-Headers": f"Content-Type, {limits.settings.api_key_header}, "
+                                        "X-Request-ID, Last-Event-ID",
+        "Access-Control-Max-Age": CORS_MAX_AGE_S,
+        "Vary": "Origin",
+    }
+    return web.Response(status=204, headers=headers)
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    if response.content_type == "text/html":
+        headers.setdefault("Content-Security-Policy", CSP)
+    limits = request.app.get(LIMITS)
+    if limits is None or not limits.origins:
+        return  # CORS is off by default: no Access-Control headers at all
+    origin = limits.allowed_origin(request.headers.get("Origin"))
+    if origin is not None:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
+        headers.add("Vary", "Origin")

@@ -1,0 +1,249 @@
+"""The distilled static student: one vector per token, mean-pooled, L2-normalised.
+
+Serving runs on numpy and ``tokenizers`` alone (no torch). A student directory holds
+``tokenizer.json``, ``vectors.npy`` (float32, float16, or int8 with per-row ``scales.npy``) and
+``manifest.json`` (teacher, dimensions, vocabulary size, normalisation, training-data checksum,
+file checksums and the fingerprint that vector indexes record). ``typeahead.distill`` writes
+them; ``Student.load`` checks them and refuses a corrupt or inconsistent directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from typeahead.errors import ArtifactError
+
+__all__ = ["DEFAULT_STUDENT_DIR", "FORMAT", "Student", "save_student"]
+
+FORMAT = "typeahead-student/1"
+DEFAULT_STUDENT_DIR = Path(__file__).resolve().parent / "models" / "student"
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+VECTORS = "vectors.npy"
+SCALES = "scales.npy"
+DTYPES = ("float32", "float16", "int8")
+# Per-word token ids are cached: words repeat across keystrokes and queries far more than whole
+# texts do, and the tokenizer call dominates single-query latency.
+WORD_CACHE_MAX = 200_000
+BATCH_ROWS = 8192
+
+
+class Student:
+    """A static embedding model: ``encode`` maps texts to L2-normalised float32 rows."""
+
+    def __init__(
+        self, vectors: np.ndarray, tokenizer: Tokenizer, manifest: Mapping[str, Any]
+    ) -> None:
+        if vectors.ndim != 2 or vectors.shape[0] != tokenizer.get_vocab_size():
+            raise ArtifactError(
+                f"student vectors {vectors.shape} do not match the tokenizer's vocabulary "
+                f"of {tokenizer.get_vocab_size()}"
+            )
+        self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._tokenizer = _plain_tokenizer(tokenizer)
+        self._unk = _unk_id(self._tokenizer)
+        self._words: dict[str, list[int]] = {}
+        self.manifest: dict[str, Any] = dict(manifest)
+        self.dim: int = int(vectors.shape[1])
+        self.vocab_size: int = int(vectors.shape[0])
+        self.fingerprint: str = str(manifest.get("fingerprint", ""))
+
+    # --- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Student:
+        """Load a student directory (None: the packaged default), verifying its manifest."""
+        root = DEFAULT_STUDENT_DIR if path is None else Path(path)
+        manifest = _read_manifest(root)
+        tokenizer = _read_tokenizer(root / TOKENIZER)
+        vectors = _read_vectors(root, str(manifest.get("dtype", "")))
+        fingerprint = compute_fingerprint(root)
+        if fingerprint != manifest.get("fingerprint"):
+            raise ArtifactError(
+                f"student at {root} is corrupt: its files hash to {fingerprint}, "
+                f"the manifest says {manifest.get('fingerprint')}"
+            )
+        _check_shape(root, manifest, vectors)
+        return cls(vectors, tokenizer, manifest)
+
+    # --- encoding --------------------------------------------------------------------------
+
+    def token_ids(self, text: str) -> list[int]:
+        """The student's token ids for ``text`` (no special tokens, unknown pieces dropped)."""
+        ids: list[int] = []
+        for word in text.split():
+            cached = self._words.get(word)
+            if cached is None:
+                cached = self._encode_word(word)
+            ids.extend(cached)
+        return ids
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` as an (n, dim) float32 array of unit rows (zero rows for texts
+        without a single known token)."""
+        if isinstance(texts, str):
+            raise TypeError("encode takes a sequence of texts, not one string")
+        if len(texts) == 1:
+            return self._encode_one(texts[0])[None, :]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), BATCH_ROWS):
+            chunk = texts[start : start + BATCH_ROWS]
+            out[start : start + len(chunk)] = self._encode_batch(chunk)
+        return out
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        ids = self.token_ids(text)
+        if not ids:
+            return np.zeros(self.dim, dtype=np.float32)
+        row: np.ndarray = self._vectors[ids].sum(axis=0)
+        norm = float(np.sqrt(row.dot(row)))
+        return row / norm if norm > 0.0 else row
+
+    def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        lists = [self.token_ids(t) for t in texts]
+        lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        present = lengths > 0
+        if present.any():
+            flat = np.fromiter((i for x in lists for i in x), dtype=np.int64)
+            starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))[present]
+            out[present] = np.add.reduceat(self._vectors[flat], starts, axis=0)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0.0)
+        return out
+
+    def _encode_word(self, word: str) -> list[int]:
+        ids = self._tokenizer.encode(word, add_special_tokens=False).ids
+        if self._unk is not None:
+            ids = [i for i in ids if i != self._unk]
+        if len(self._words) >= WORD_CACHE_MAX:
+            self._words.clear()  # a crude bound; the hot words come back within a few calls
+        self._words[word] = ids
+        return ids
+
+
+# --- saving ---------------------------------------------------------------------------------
+
+
+def save_student(
+    out_dir: Path,
+    vectors: np.ndarray,
+    tokenizer: Tokenizer,
+    info: Mapping[str, Any],
+    *,
+    dtype: str = "int8",
+) -> dict[str, Any]:
+    """Write a student directory; ``info`` adds fields (teacher, training) to the manifest."""
+    if dtype not in DTYPES:
+        raise ArtifactError(f"unknown student dtype {dtype!r}; expected one of {DTYPES}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = _plain_tokenizer(tokenizer)
+    tok.save(str(out_dir / TOKENIZER))
+    (out_dir / SCALES).unlink(missing_ok=True)
+    _write_vectors(out_dir, np.asarray(vectors, dtype=np.float32), dtype)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        **dict(info),
+        "dim": int(vectors.shape[1]),
+        "vocab_size": int(vectors.shape[0]),
+        "dtype": dtype,
+        "normalize": "l2",
+        "pooling": "mean",
+        "files": {p.name: _sha256(p) for p in sorted(out_dir.iterdir()) if p.name != MANIFEST},
+        "fingerprint": compute_fingerprint(out_dir),
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def compute_fingerprint(root: Path) -> str:
+    """A short hash of what decides the embeddings: the tokenizer and the vectors."""
+    digest = hashlib.sha256()
+    for name in (TOKENIZER, VECTORS, SCALES):
+        path = root / name
+        if path.exists():
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _write_vectors(out_dir: Path, vectors: np.ndarray, dtype: str) -> None:
+    if dtype == "int8":
+        # Per-row symmetric scales keep each token's direction; int8 quarters the file size.
+        peak = np.abs(vectors).max(axis=1)
+        scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        quantised = np.round(vectors / scales[:, None]).clip(-127, 127).astype(np.int8)
+        np.save(out_dir / VECTORS, quantised)
+        np.save(out_dir / SCALES, scales)
+    else:
+        np.save(out_dir / VECTORS, vectors.astype(dtype))
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"no student at {root}: {MANIFEST} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"student manifest {path} is unreadable: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path} is not a {FORMAT} manifest")
+    return manifest
+
+
+def _read_tokenizer(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+        raise ArtifactError(f"student tokenizer {path} is unreadable: {exc}") from exc
+
+
+def _read_vectors(root: Path, dtype: str) -> np.ndarray:
+    if dtype not in DTYPES:
+        raise ArtifactError(f"student manifest in {root} names unknown dtype {dtype!r}")
+    try:
+        raw = np.load(root / VECTORS, allow_pickle=False)
+        if dtype == "int8":
+            scales = np.load(root / SCALES, allow_pickle=False)
+            return raw.astype(np.float32) * scales[:, None]
+        return np.asarray(raw, dtype=np.float32)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"student vectors in {root} are unreadable: {exc}") from exc
+
+
+def _check_shape(root: Path, manifest: Mapping[str, Any], vectors: np.ndarray) -> None:
+    expected = (manifest.get("vocab_size"), manifest.get("dim"))
+    if vectors.shape != expected or manifest.get("normalize") != "l2":
+        raise ArtifactError(
+            f"student at {root} does not match its manifest: vectors {vectors.shape}, "
+            f"manifest (vocab_size, dim) = {expected}, normalize={manifest.get('normalize')}"
+        )
+
+
+def _plain_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
+    """A copy with padding and truncation off: the teacher's file pads every text to 128."""
+    tok = Tokenizer.from_str(tokenizer.to_str())
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def _unk_id(tokenizer: Tokenizer) -> int | None:
+    model = json.loads(tokenizer.to_str()).get("model", {})
+    token = model.get("unk_token")
+    if isinstance(token, str):
+        return tokenizer.token_to_id(token)
+    unk = model.get("unk_id")
+    return unk if isinstance(unk, int) else None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
