@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import platform
 import shutil
 import signal
@@ -102,6 +103,8 @@ def machine() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The stand-in logs every stream a killed worker abandons; that is the point, not news.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="typeahead-chaos-"))
     try:

@@ -294,7 +294,7 @@ async def slow_clients(run: Run) -> None:
             f"opened at {STREAMS_PER_S}/s in {opened_in:.1f} s, {counts['refused']} refused, "
             f"{still_open} open after {cfg.hold_s:.0f} s more, "
             f"{counts['keepalives']} keep-alives, Redis clients "
-            f"{info.get('connected_clients')}")
+            f"{info.get('connected_clients')}; ended early: {_ends(counts)}")
     run.row(name, f"{cfg.slow_clients} slowloris + slow-body clients: cached generate still "
                   f"fast", gen_probe is not None and gen_probe < 0.1,
             f"cached POST /v1/generate {gen_probe * 1000:.1f} ms" if gen_probe else "failed")
@@ -302,6 +302,11 @@ async def slow_clients(run: Run) -> None:
     run.row(name, "API memory stays bounded (< 300 MB growth for all processes)",
             growth < 300, f"RSS {rss_before:.0f} MB -> {rss_during:.0f} MB over {len(pids)} "
                           f"processes (+{growth / max(cfg.sse_streams, 1) * 1024:.0f} KB/stream)")
+
+
+def _ends(counts: dict[str, int]) -> str:
+    ends = {k: v for k, v in counts.items() if k.startswith("error: ")}
+    return orjson.dumps(ends).decode() if ends else "none"
 
 
 async def _idle_stream(session: aiohttp.ClientSession, url: str, stop: asyncio.Event,
@@ -319,7 +324,9 @@ async def _idle_stream(session: aiohttp.ClientSession, url: str, stop: asyncio.E
                         return
                     if line.startswith(b": keep-alive"):
                         counts["keepalives"] += 1
-                    elif line.startswith(b"event: error"):
+                    elif line.startswith(b"data: "):
+                        counts["error: " + line[6:46].decode(errors="replace").strip()] = 1 + \
+                            counts.get("error: " + line[6:46].decode(errors="replace").strip(), 0)
                         return
             finally:
                 counts["ended"] += 1

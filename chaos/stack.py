@@ -158,7 +158,10 @@ class Stack:
         self.redis = Redis(self.work / "redis")
         self.redis.workdir.mkdir(exist_ok=True)
         self.redis.start()
-        runner = web.AppRunner(self.standin.app(), access_log=None)
+        # Cancel a stalled stream when its client (a worker) hangs up, and do not wait for
+        # stalls at shutdown.
+        runner = web.AppRunner(self.standin.app(), access_log=None, handler_cancellation=True,
+                               shutdown_timeout=1.0)
         await runner.setup()
         port = free_port()
         await web.TCPSite(runner, LOCAL, port).start()

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -79,12 +80,19 @@ def _service(args: argparse.Namespace) -> Iterator[str]:
               "port": str(args.port), "workers": str(args.workers)}
     with tempfile.TemporaryDirectory(prefix="loadtest-suite-") as tmp:
         procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        env = {**os.environ, **SERVICE_ENV}
+        commands = [("serve", args.serve_command), ("worker", args.worker_command)]
+        if "REDIS_URL" not in env and args.worker_command.strip():
+            # A separate worker needs a Redis it shares with the API: start a private one.
+            port = _free_port()
+            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            commands.insert(0, ("redis", f"redis-server --port {port} --bind 127.0.0.1 "
+                                         "--save '' --appendonly no"))
         try:
-            for name, template in (("serve", args.serve_command),
-                                   ("worker", args.worker_command)):
+            for name, template in commands:
                 if template.strip():
                     log = Path(tmp) / f"{name}.log"
-                    procs.append((name, _start(template.format(**values), log), log))
+                    procs.append((name, _start(template.format(**values), log, env), log))
             _wait_ready(base, procs, args.ready_timeout)
             yield base
         finally:
@@ -92,8 +100,13 @@ def _service(args: argparse.Namespace) -> Iterator[str]:
                 _stop(proc)
 
 
-def _start(command: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **SERVICE_ENV}
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(command: str, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         try:
             return subprocess.Popen(shlex.split(command), stdout=out, stderr=subprocess.STDOUT,

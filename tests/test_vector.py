@@ -89,3 +89,13 @@ def test_bad_factory_and_bad_queries_are_config_errors(tmp_path: Path) -> None:
     index = VectorIndex(build_index(_unit(10, 4), "flat"), {"factory": "flat"})
     with pytest.raises(ConfigError, match="shape"):
         index.search(_unit(1, 5), 3)
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_reconstruct_returns_stored_rows(tmp_path: Path, factory: str) -> None:
+    student = tiny_student(tmp_path / "student", dim=16)
+    build_vector_index(TEXTS, student, tmp_path / "vec", factory)
+    index = VectorIndex.load(tmp_path / "vec", student)
+    rows = index.reconstruct([1, 3])
+    np.testing.assert_allclose(rows, student.encode([TEXTS[1], TEXTS[3]]), atol=0.02)
+    assert index.reconstruct([]).shape == (0, 16)

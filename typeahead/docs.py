@@ -301,16 +301,25 @@ class DocsIndex:
         if mode not in ("fused", "semantic", "lexical") or k < 1:
             raise ConfigError(f"bad documents search: mode={mode!r}, k={k}")
         lexical = self._bm25.scores(query, partial) if mode != "semantic" else None
-        semantic = self._semantic(query, max(k, CANDIDATES)) if mode != "lexical" else {}
+        semantic: dict[int, float] = {}
+        if mode != "lexical":
+            semantic = self._semantic(query, max(k, CANDIDATES), lexical)
         ranked = self._rank(lexical, semantic, mode)[:k]
         return [self._result(doc, score, query) for doc, score in ranked]
 
-    def _semantic(self, query: str, n: int) -> dict[int, float]:
+    def _semantic(self, query: str, n: int, lexical: np.ndarray | None) -> dict[int, float]:
+        """Cosine of the top-n neighbours, and of the lexical top-n so fusion sees both sides."""
         vec = self._student.encode([query])
         if not vec.any():
             return {}
         scores, ids = self._vectors.search(vec, n)
-        return {int(i): float(s) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0}
+        out = {int(i): float(s) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0}
+        if lexical is not None:
+            missing = [int(i) for i in _top(lexical, n) if int(i) not in out]
+            if missing:
+                sims = self._vectors.reconstruct(missing) @ vec[0]
+                out.update(zip(missing, (float(s) for s in sims), strict=True))
+        return out
 
     def _rank(
         self, lexical: np.ndarray | None, semantic: dict[int, float], mode: str
@@ -320,10 +329,7 @@ class DocsIndex:
         top_lex = 0.0
         if lexical is not None:
             top_lex = float(lexical.max()) if len(lexical) else 0.0
-            n = min(CANDIDATES, len(lexical))
-            if n:
-                best = np.argpartition(-lexical, n - 1)[:n]
-                cand.update(int(i) for i in best if lexical[i] > 0)
+            cand.update(int(i) for i in _top(lexical, CANDIDATES))
         scored = []
         for doc in cand:
             lex = float(lexical[doc]) / top_lex if lexical is not None and top_lex > 0 else 0.0
@@ -334,6 +340,15 @@ class DocsIndex:
     def _result(self, doc: int, score: float, query: str) -> DocResult:
         doc_id, title, text = self._docs[doc]
         return DocResult(doc_id, title, snippet(text, query), round(score, 6))
+
+
+def _top(scores: np.ndarray, n: int) -> list[int]:
+    """Indices of the n highest positive scores (unordered)."""
+    n = min(n, len(scores))
+    if n == 0:
+        return []
+    best = np.argpartition(-scores, n - 1)[:n]
+    return [int(i) for i in best if scores[i] > 0]
 
 
 def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:

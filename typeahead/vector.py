@@ -84,6 +84,9 @@ class VectorIndex:
         if index.d != manifest.get("dim") or index.ntotal != manifest.get("count"):
             raise ArtifactError(f"vector index {path} does not match its manifest (dim/count)")
         _apply_search_params(index, IndexParams(**manifest.get("params", {})))
+        inner = faiss.downcast_index(index)
+        if hasattr(inner, "make_direct_map"):
+            inner.make_direct_map()  # lets IVF reconstruct rows (fusion scores lexical hits)
         return cls(index, manifest)
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +97,13 @@ class VectorIndex:
         k = max(1, min(k, self.count)) if self.count else 1
         scores, ids = self._index.search(queries, k)
         return scores, ids
+
+    def reconstruct(self, ids: Sequence[int]) -> np.ndarray:
+        """The stored (possibly quantised) vectors of rows ``ids``, shape (len(ids), dim)."""
+        if not len(ids):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        keys = np.asarray(ids, dtype=np.int64)
+        return np.asarray(self._index.reconstruct_batch(keys), dtype=np.float32)
 
     def save(self, path: Path) -> None:
         write_index(self._index, path, self.manifest)
