@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from typeahead.fuzzy import FuzzyVocab
-from typeahead.mapped import StringTable
+from typeahead.mapped import StringTable, view
 from typeahead.normalize import normalize
 from typeahead.prefix import KEY_BYTES, PrefixArray
 
@@ -58,6 +58,7 @@ class LexicalData:
 class LexicalEngine:
     def __init__(self, data: LexicalData) -> None:
         self.data = data
+        self._pop = view(data.popularity)
 
     def __len__(self) -> int:
         return len(self.data.display)
@@ -71,8 +72,9 @@ class LexicalEngine:
         complete = query[-1].isspace()
         found: dict[int, _Hit] = {}
         self._exact(key + " " if complete else key, k, found, tier=2)
-        if not fallback:
-            return self.materialise(found, k)
+        if not fallback or len(found) >= k:
+            # The prefix tier inserts by popularity, so ``found`` is already in rank order.
+            return self.materialise(found, k, ranked=True)
         words = key.split(" ")
         if len(found) < k:
             self._any_order(words, k, found, tier=1)
@@ -80,13 +82,17 @@ class LexicalEngine:
             self._fuzzy(words, k, found)
         return self.materialise(found, k)
 
-    def materialise(self, found: dict[int, _Hit], k: int) -> list[Suggestion]:
-        best = sorted(found.items(), key=lambda item: -item[1][0])[:k]
+    def materialise(self, found: dict[int, _Hit], k: int, *, ranked: bool = False
+                    ) -> list[Suggestion]:
+        items = list(found.items())
+        best = items[:k] if ranked else sorted(items, key=lambda item: -item[1][0])[:k]
         if not best:
             return []
         texts = self.data.display.many([entry for entry, _ in best])
+        make = tuple.__new__  # NamedTuple's own __new__ is a Python-level wrapper: skip it
         return [
-            Suggestion(entry, text, score, source, map_spans(spans, text))
+            make(Suggestion, (entry, text, score, source,
+                              spans if text.isascii() else map_spans(spans, text)))
             for (entry, (score, source, spans)), text in zip(best, texts, strict=True)
         ]
 
@@ -106,10 +112,10 @@ class LexicalEngine:
             entries = [e for e in entries if self.data.keys[e].startswith(key)]
         spans = ((0, len(key)),)
         entries = entries[: k - len(found)]
-        pops = self.data.popularity[entries].tolist()
+        pop = self._pop
         base, scale = tier / 3, 1 / (3 * (1 + dist))
-        for entry, pop in zip(entries, pops, strict=True):
-            found[entry] = (base + pop * scale, source, spans)
+        for entry in entries:
+            found[entry] = (base + pop[entry] * scale, source, spans)
 
     def _any_order(self, words: list[str], k: int, found: dict[int, _Hit], *, tier: int,
                    source: str = "prefix", dist: int = 0, skip: Container[int] = ()) -> None:
@@ -150,7 +156,7 @@ class LexicalEngine:
             found[entry] = hit
 
     def _hit(self, entry: int, tier: int, source: str, spans: tuple[Span, ...], dist: int) -> _Hit:
-        pop = float(self.data.popularity[entry]) / (1 + dist)
+        pop = self._pop[entry] / (1 + dist)
         return ((tier + pop) / 3, source, spans)
 
 

@@ -23,6 +23,16 @@ def load_array(path: Path) -> npt.NDArray[Any]:
     return np.load(path, mmap_mode="r").view(np.ndarray)
 
 
+def view(arr: npt.NDArray[Any]) -> memoryview:
+    """A flat memoryview over an array's memory (same pages, no copy).
+
+    Indexing a memoryview yields a Python number in tens of nanoseconds, several times faster
+    than a numpy scalar access; the hot path reads single elements, so it uses these."""
+    fmt = {"i8": "q", "i4": "i", "f4": "f", "f8": "d", "u8": "Q"}[arr.dtype.str[1:]]
+    raw: Any = np.ascontiguousarray(arr)
+    return memoryview(raw).cast("B").cast(fmt)  # type: ignore[call-overload]
+
+
 class StringTable:
     """UTF-8 strings in one memory-mapped blob with an offsets array."""
 
@@ -30,22 +40,17 @@ class StringTable:
         with open(blob, "rb") as fh:
             size = fh.seek(0, 2)
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        self._off = load_array(offsets)
+        self._off = view(load_array(offsets))
 
     def __len__(self) -> int:
-        return int(self._off.shape[0]) - 1
+        return len(self._off) - 1
 
     def __getitem__(self, i: int) -> str:
-        a, b = self._off[i : i + 2].tolist()
-        return self._mm[a:b].decode("utf-8")
+        return self._mm[self._off[i] : self._off[i + 1]].decode("utf-8")
 
     def many(self, ids: list[int]) -> list[str]:
-        """Several strings with two vectorised offset lookups instead of 2 per string."""
-        idx = np.array(ids, dtype=np.int64)
-        starts = self._off[idx].tolist()
-        ends = self._off[idx + 1].tolist()
-        mm = self._mm
-        return [mm[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)]
+        off, mm = self._off, self._mm
+        return [mm[off[i] : off[i + 1]].decode("utf-8") for i in ids]
 
     @staticmethod
     def write(strings: list[str], blob: Path, offsets: Path) -> list[Path]:

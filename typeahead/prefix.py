@@ -13,13 +13,13 @@ one copy through the page cache.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from typeahead.mapped import load_array
+from typeahead.mapped import load_array, view
 
 KEY_BYTES = 32  # longer prefixes are range-searched on their first 32 bytes, then verified
 SMALL_RANGE = 64  # ranges up to this size are ranked at query time
@@ -36,6 +36,15 @@ class PrefixArray:
     node_index: dict[int, int]
     topk_off: npt.NDArray[np.int64]
     topk: npt.NDArray[np.int32]
+    _ids_view: memoryview = field(init=False, repr=False, compare=False)
+    _topk_view: memoryview = field(init=False, repr=False, compare=False)
+    _topk_off_view: memoryview = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Element-wise reads on the hot path go through memoryviews (see mapped.view).
+        object.__setattr__(self, "_ids_view", view(self.ids))
+        object.__setattr__(self, "_topk_view", view(self.topk))
+        object.__setattr__(self, "_topk_off_view", view(self.topk_off))
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
@@ -44,19 +53,20 @@ class PrefixArray:
         """Range [lo, hi) of keys starting with ``prefix`` (on its first KEY_BYTES bytes)."""
         if len(prefix) >= KEY_BYTES:
             p = prefix[:KEY_BYTES]
-            lo = np.searchsorted(self.keys, p, side="left")
-            return int(lo), int(np.searchsorted(self.keys, p, side="right"))
-        lo_hi = np.searchsorted(self.keys, [prefix, prefix + _HIGH])
-        return int(lo_hi[0]), int(lo_hi[1])
+            lo = self.keys.searchsorted(p, side="left")
+            return int(lo), int(self.keys.searchsorted(p, side="right"))
+        lo_hi = self.keys.searchsorted([prefix, prefix + _HIGH]).tolist()
+        return lo_hi[0], lo_hi[1]
 
     def top(self, lo: int, hi: int, k: int) -> list[int]:
         """The ``k`` (<= TOP_K) smallest distinct entry ids in [lo, hi), ascending."""
         if hi - lo <= SMALL_RANGE:
-            return sorted(set(self.ids[lo:hi].tolist()))[:k]
+            return sorted(set(self._ids_view[lo:hi].tolist()))[:k]
         node = self.node_index.get(lo * (len(self) + 1) + hi)
         if node is None:  # not an LCP interval: cannot happen for a prefix query, but stay safe
             return np.unique(self.ids[lo:hi])[:k].tolist()
-        return self.topk[self.topk_off[node] : self.topk_off[node + 1]][:k].tolist()
+        start = self._topk_off_view[node]
+        return self._topk_view[start : min(start + k, self._topk_off_view[node + 1])].tolist()
 
     def candidates(self, lo: int, hi: int, limit: int) -> list[int]:
         """Distinct entry ids in [lo, hi) by popularity; exhaustive up to ``limit`` entries,
