@@ -40,7 +40,7 @@ run: setup index
 	$(BIN)/typeahead serve --index $(INDEX) --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 lint:
-	$(BIN)/ruff check typeahead loadtest tests bench
+	$(BIN)/ruff check typeahead loadtest chaos tests bench
 
 typecheck:
 	$(BIN)/mypy
@@ -57,6 +57,10 @@ bench: setup index
 
 slo: setup index
 	$(BIN)/python -m loadtest suite --index $(INDEX)
+
+# Fault injection against real processes (API workers, workers, redis-server, vLLM stand-in).
+chaos: setup-dev
+	$(BIN)/python -m chaos --markdown chaos.md --json chaos.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     data = T.load_sources(args.data)
     parts = T.split(data.examples)
-    sites = T.site_names(T.read_aol(args.data / T.AOL_FILE))
+    sites = data.sites
     clf = load_classifier(args.model, args.student)
     systems: dict[str, Predictor] = {
         "majority": majority_predictor(parts["train"]),
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         teacher = Teacher()
         tests = [e.text for e in parts["test"]]
         teacher.encode(tests + [t.lower() for t in tests])  # one batch, not one call per text
-        _, teacher_clf = T.fit(teacher, parts)
+        _, teacher_clf = T.fit(teacher, parts, sites)
         systems["teacher + lexical"] = classifier_predictor(teacher_clf)
     test = T.by_source(parts["test"])
     report: dict[str, Any] = {"quality": {}, "latency": {}, "threshold": clf.threshold}
@@ -175,8 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table("held-out web queries, lower-cased (as typed into a search box)", rows)
 
     queries = held_out_log(args.data, args.latency_queries)
+    # First pass: most words are new to the student's word cache (the long tail); second pass:
+    # the same queries again, as on a live box where words repeat across keystrokes.
     report["latency"] = {
-        "end_to_end": latency(clf, queries, embedded=False),
+        "end_to_end_cold": latency(clf, queries, embedded=False),
+        "end_to_end_warm": latency(clf, queries, embedded=False),
         "embedding_given": latency(clf, queries, embedded=True),
     }
     print(f"\nin-process decision latency over {len(queries)} held-out AOL queries (one thread)")

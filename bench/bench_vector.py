@@ -144,6 +144,7 @@ def main() -> int:
             "1M (AOL queries + perturbed copies)",
             perturbed(every, 1_000_000),
             queries[: args.million_queries],
+            MILLION,
         )
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,7 @@ def loose(index: LoadedIndex) -> LoadedIndex:
 
 def probes() -> list[str]:
     """Every prefix of every rare query, plus the whole queries with a typo."""
-    out = set()
+    out: set[str] = set()
     for text in RARE:
         out.update(text[:n] for n in range(1, len(text) + 1))
         out.add(text[:-1] + "x")
@@ -115,10 +114,7 @@ async def test_suggest_over_http_never_shows_a_rare_query(index: LoadedIndex) ->
 
 def test_prewarm_never_selects_a_query_below_the_floor() -> None:
     rows = [(t, float(c)) for t, c in RARE_ROWS]
-    params = inspect.signature(prewarm.top_queries).parameters
-    if "min_count" not in params:
-        pytest.xfail("typeahead.prewarm.top_queries has no min_count (privacy floor) yet")
-    chosen = prewarm.top_queries(rows, 1000, lambda _: True, min_count=FLOOR)  # type: ignore[call-arg]
+    chosen = prewarm.top_queries(rows, 1000, lambda _: True, min_count=FLOOR)
     assert chosen and not {normalize(q) for q, _ in chosen} & RARE
 
 

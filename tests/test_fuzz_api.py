@@ -195,10 +195,11 @@ def body_and_type(draw: st.DrawFn, schema: dict[str, Any] | None
                                                st.lists(INT64, max_size=5), ODD_TEXT)))
         return orjson.dumps(value), json_type
     if kind == "any_json":
-        leaf = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), ODD_TEXT)
-        value = draw(st.recursive(leaf, lambda c: st.lists(c) | st.dictionaries(ODD_TEXT, c),
-                                  max_leaves=10))
-        return orjson.dumps(value), json_type
+        leaf: st.SearchStrategy[Any] = st.one_of(st.none(), st.booleans(),
+                                                 st.integers(-10**6, 10**6), ODD_TEXT)
+        anything = draw(st.recursive(leaf, lambda c: st.lists(c) | st.dictionaries(ODD_TEXT, c),
+                                     max_leaves=10))
+        return orjson.dumps(anything), json_type
     if kind == "deep":
         depth = draw(st.integers(10, 3000))
         return b'{"query": ' + b"[" * depth + b"1" + b"]" * depth + b"}", json_type

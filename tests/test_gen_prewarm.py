@@ -22,7 +22,7 @@ from typeahead.summarize import load_embedder
 def test_top_queries_counts_normalised_forms_and_keeps_questions() -> None:
     rows = [("What is the Rhine", 1.0), ("what is the  rhine", 2.0), ("facebook", 10.0),
             ("how big is paris", 2.0), ("oxygen?", 1.0)]
-    top = top_queries(rows, 2, question_rule)
+    top = top_queries(rows, 2, question_rule, min_count=1)
     assert top == [("What is the Rhine", 3.0), ("how big is paris", 2.0)]
     assert question_rule("oxygen?") and not question_rule("facebook login")
 
@@ -39,7 +39,7 @@ async def test_prewarm_fills_the_cache(
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     monkeypatch.delenv("TYPEAHEAD_LLM_URL", raising=False)
     args = argparse.Namespace(log=log, top=2, text_col="query", weight_col="count", index=None,
-                              docs=docs, timeout=30.0)
+                              docs=docs, timeout=30.0, min_count=3.0)
     assert await run(args) == 0
     model_id = make_backend(Settings.from_env(environ={}), load_embedder()).model_id
     redis = connect(redis_server.url)

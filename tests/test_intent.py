@@ -41,6 +41,12 @@ def test_lexical_cues() -> None:
     assert feature("bank of america", "cased") == 0.0
     assert feature("bank of america", "capitalised_share") == 0.0
     assert feature("NASA budget", "all_caps_share") == 0.5
+    sites = frozenset({"ebay", "bankofamerica"})
+    known = FEATURE_NAMES.index("known_site")
+    assert lexical_features("Bank of America", sites)[known] == 1.0
+    assert lexical_features("ebay", sites)[known] == 1.0
+    assert lexical_features("ebay motors", sites)[known] == 0.0
+    assert lexical_features("ebay", frozenset())[known] == 0.0
 
 
 @pytest.mark.parametrize(

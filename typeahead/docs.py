@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -354,11 +355,17 @@ def _top(scores: np.ndarray, n: int) -> list[int]:
 def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     """The sentence sharing most words with the query (the first one on a tie), shortened."""
     wanted = set(terms_of(query))
-    sentences = re.split(r"(?<=[.!?])\s+", text) or [text]
-    best = max(sentences, key=lambda s: len(wanted.intersection(terms_of(s))))
+    best = max(_sentences(text), key=lambda st: len(wanted.intersection(st[1])))[0]
     if len(best) <= width:
         return best
     return best[: width - 1].rsplit(" ", 1)[0] + "…"
+
+
+@functools.lru_cache(maxsize=4096)
+def _sentences(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """A document's sentences with their terms: split once, not on every keystroke."""
+    parts = re.split(r"(?<=[.!?])\s+", text) or [text]
+    return tuple((s, frozenset(terms_of(s))) for s in parts)
 
 
 # --- building -------------------------------------------------------------------------------

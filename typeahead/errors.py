@@ -145,6 +145,12 @@ class DataError(TypeaheadError):
     code = "data_error"
 
 
+class MissingExtraError(TypeaheadError):
+    """An optional dependency (e.g. the ``train`` extra) is not installed (the CLI exits 1)."""
+
+    code = "missing_extra"
+
+
 class ArtifactError(TypeaheadError):
     """A built artefact (index, model) is missing, corrupt or incompatible (the CLI exits 1)."""
 

@@ -1,8 +1,9 @@
 """HTTP routes of the generation tier: submit, poll, and stream a summary.
 
 ``setup_generation(app, settings)`` adds the three routes and a cleanup context that owns the
-Redis clients and, when ``REDIS_URL`` is unset, an embedded ``redis-server`` plus an in-process
-worker (so one machine runs everything). Errors are raised as ``TypeaheadError`` subclasses and
+Redis clients, the process's event-stream reader (``typeahead.stream_hub``) and, when
+``REDIS_URL`` is unset, an embedded ``redis-server`` plus an in-process worker (so one machine
+runs everything). Errors are raised as ``TypeaheadError`` subclasses and
 rendered by the application's error middleware.
 """
 
@@ -13,7 +14,6 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +33,23 @@ from typeahead.errors import (
     QueryTooLong,
     ServiceUnavailable,
 )
-from typeahead.jobs import REDIS_DOWN, Event, Jobs, RedisGuard, connect, job_id, valid_job_id
+from typeahead.jobs import (
+    REDIS_DOWN,
+    Event,
+    Jobs,
+    RedisGuard,
+    connect,
+    job_id,
+    stream_id,
+    valid_job_id,
+)
 from typeahead.llm import Backend, make_backend
 from typeahead.prompt import PROMPT_VERSION
 from typeahead.settings import Settings
+from typeahead.stream_hub import FINAL_EVENTS, REDIS_LOST, StreamHub, sse
 from typeahead.summarize import Embedder, load_embedder
 
-STREAM_BLOCK_MS = 1000  # also the keep-alive period of an idle event stream
+STREAM_BLOCK_MS = 1000  # the keep-alive period of an idle event stream, and the longest read
 QUEUE_FULL_RETRY_S = 2.0
 
 
@@ -47,9 +57,9 @@ QUEUE_FULL_RETRY_S = 2.0
 class Generation:
     settings: Settings
     redis: aioredis.Redis  # short timeouts: every request path
-    stream_redis: aioredis.Redis  # blocking reads of event streams
+    stream_redis: aioredis.Redis  # the stream hub's one blocking read of every event stream
     jobs: Jobs
-    stream_jobs: Jobs
+    hub: StreamHub
     guard: RedisGuard
     model_id: str
     semantic: SemanticCache | None = None
@@ -84,6 +94,8 @@ async def generation_context(
         gen = _open(settings, url, backend.model_id, embedder)
         stack.push_async_callback(gen.stream_redis.aclose)
         stack.push_async_callback(gen.redis.aclose)
+        gen.hub.start()
+        stack.push_async_callback(gen.hub.close)  # first: streams end before the clients go
         if not settings.redis_url:
             await stack.enter_async_context(_embedded_worker(settings, url, backend, embedder))
         yield gen
@@ -96,8 +108,9 @@ def _open(settings: Settings, url: str, model_id: str, embedder: Embedder | None
     if settings.semantic_cache and embedder is not None:
         semantic = SemanticCache(redis, embedder, f"{model_id}:{PROMPT_VERSION}",
                                  settings.semantic_cache_threshold)
-    return Generation(settings, redis, stream_redis, Jobs(redis), Jobs(stream_redis),
-                      RedisGuard(), model_id, semantic)
+    jobs = Jobs(redis)
+    hub = StreamHub(Jobs(stream_redis), jobs, period_s=STREAM_BLOCK_MS / 1000)
+    return Generation(settings, redis, stream_redis, jobs, hub, RedisGuard(), model_id, semantic)
 
 
 @contextlib.asynccontextmanager
@@ -252,13 +265,6 @@ def status_payload(job: str, record: dict[str, str]) -> dict[str, Any]:
 # --- the event stream -----------------------------------------------------------------------
 
 
-def sse(event: str, data: str, event_id: str | None = None) -> bytes:
-    lines = [f"id: {event_id}"] if event_id else []
-    lines.append(f"event: {event}")
-    lines.extend(f"data: {line}" for line in data.split("\n"))
-    return ("\n".join(lines) + "\n\n").encode()
-
-
 def after_last_reset(events: Sequence[Event]) -> list[Event]:
     """A late joiner needs only the current attempt's text: drop what a reset superseded."""
     for i in range(len(events) - 1, -1, -1):
@@ -267,9 +273,21 @@ def after_last_reset(events: Sequence[Event]) -> list[Event]:
     return list(events)
 
 
+def _last_event_id(request: web.Request) -> str:
+    """Where a reconnecting client resumes ("0-0": from the start)."""
+    value = request.headers.get("Last-Event-ID", "").strip()
+    if not value:
+        return "0-0"
+    pair = stream_id(value)
+    if pair is None:
+        raise InvalidParameter(f"Last-Event-ID {value[:40]!r} is not an event id of this stream")
+    return f"{pair[0]}-{pair[1]}"
+
+
 async def stream_generate(request: web.Request) -> web.StreamResponse:
     gen = request.app[GENERATION]
     job = _job_param(request)
+    last = _last_event_id(request)
     record = await gen.guard(lambda: gen.jobs.record(job))
     cached = None if record else await gen.guard(lambda: get_summary(gen.redis, job))
     if not record and cached is None:
@@ -283,46 +301,34 @@ async def stream_generate(request: web.Request) -> web.StreamResponse:
         if cached is not None:
             await resp.write(sse("done", orjson.dumps(cached).decode()))
         else:
-            await _pump(gen, job, resp, request.headers.get("Last-Event-ID", "0-0"))
+            await _pump(gen, job, resp, last)
     return resp
 
 
 async def _pump(gen: Generation, job: str, resp: web.StreamResponse, last: str) -> None:
-    first = last == "0-0"
-    while True:
-        try:
-            events = await gen.stream_jobs.events(job, last, block_ms=STREAM_BLOCK_MS)
-        except REDIS_DOWN:
-            await resp.write(sse("error", "the generation store (Redis) became unreachable"))
-            return
-        if first:
-            events, first = after_last_reset(events), False
-        if not events:
-            ending = await _idle_check(gen, job)
-            await resp.write(ending if ending is not None else b": keep-alive\n\n")
-            if ending is not None:
-                return
-            continue
-        for ev in events:
-            await resp.write(sse(ev.type, ev.data, ev.id))
-            last = ev.id
-            if ev.type in ("done", "error"):
-                return
-
-
-async def _idle_check(gen: Generation, job: str) -> bytes | None:
-    """The final event for a job that will produce no more events, else None."""
+    """What the stream holds already, then what the process's stream hub hands on."""
     try:
-        record = await gen.jobs.record(job)
+        events = await gen.jobs.events_since(job, last)
     except REDIS_DOWN:
-        return sse("error", "the generation store (Redis) became unreachable")
-    if not record:
-        return sse("error", "the job expired or was lost")
-    status = record.get("status")
-    if status == "failed":
-        return sse("error", record.get("error", "generation failed"))
-    if status == "done" and record.get("result"):
-        return sse("done", record["result"])
-    if time.time() > float(record.get("deadline", 0)) + 5.0:
-        return sse("error", "deadline exceeded: no worker finished the job in time")
-    return None
+        await resp.write(sse("error", REDIS_LOST))
+        return
+    if last == "0-0":
+        events = after_last_reset(events)
+    for ev in events:
+        await resp.write(sse(ev.type, ev.data, ev.id))
+        last = ev.id
+        if ev.type in FINAL_EVENTS:
+            return
+    try:
+        listener = await gen.hub.subscribe(job, last)
+    except REDIS_DOWN:
+        await resp.write(sse("error", REDIS_LOST))
+        return
+    try:
+        while True:
+            chunk, final = await listener.next()
+            await resp.write(chunk)
+            if final:
+                return
+    finally:
+        gen.hub.unsubscribe(listener)

@@ -33,6 +33,7 @@ FORMAT_VERSION = 1
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "intent"
 WEIGHTS_FILE = "weights.npy"
 PARAMS_FILE = "params.json"
+SITES_FILE = "sites.json"
 
 # --- lexical cues ------------------------------------------------------------------------------
 
@@ -76,11 +77,15 @@ FEATURE_NAMES: tuple[str, ...] = (
     "cased",
     "capitalised_share",
     "all_caps_share",
+    "known_site",
 )
 
 
-def lexical_features(text: str) -> list[float]:
+def lexical_features(text: str, sites: frozenset[str] = frozenset()) -> list[float]:
     """The lexical cues of one query, in :data:`FEATURE_NAMES` order.
+
+    ``sites`` holds brand and site names as typed into a search box as a domain (``ebay`` from
+    ``ebay.com``, ``bankofamerica``); a short query that spells one is a known site.
 
     ``cased`` says whether the original text carries any capital letter; capitalisation shares
     are only informative when it does (typeahead input is often all lower-case), so they are 0
@@ -111,6 +116,7 @@ def lexical_features(text: str) -> list[float]:
         float(cased),
         cap,
         caps,
+        float(n <= 4 and "".join(words) in sites),
     ]
 
 
@@ -190,6 +196,7 @@ class IntentClassifier:
         params: Mapping[str, Any],
         *,
         threshold: float,
+        sites: frozenset[str] = frozenset(),
         path: Path | None = None,
     ) -> None:
         dim = student.dim
@@ -204,6 +211,7 @@ class IntentClassifier:
         self._w_lex = w[:, dim:] / scale
         self._bias = bias / temperature - self._w_lex @ mean
         self._student = student
+        self._sites = sites
         self.threshold = threshold
         self.path = path
         self.labels = LABELS
@@ -235,13 +243,14 @@ class IntentClassifier:
         chosen = float(manifest["threshold"]) if threshold is None else threshold
         if not 0.0 <= chosen <= 1.0:
             raise ArtifactError(f"intent threshold {chosen} is outside [0, 1]")
-        return cls(student, weights, params, threshold=chosen, path=model_dir)
+        sites = _read_sites(model_dir / SITES_FILE)
+        return cls(student, weights, params, threshold=chosen, sites=sites, path=model_dir)
 
     def probabilities(self, text: str, embedding: np.ndarray | None = None) -> list[float]:
         """Calibrated probabilities over :data:`LABELS`."""
         if embedding is None:
             embedding = self._embed(text)
-        lex = np.asarray(lexical_features(text))
+        lex = np.asarray(lexical_features(text, self._sites))
         z = (self._w_emb @ embedding + self._w_lex @ lex + self._bias).tolist()
         top = max(z)
         exps = [math.exp(v - top) for v in z]
@@ -318,6 +327,16 @@ def _load_weights(model_dir: Path, dim: int) -> np.ndarray:
     if weights.shape != want:
         raise ArtifactError(f"{model_dir / WEIGHTS_FILE} has shape {weights.shape}, want {want}")
     return weights
+
+
+def _read_sites(path: Path) -> frozenset[str]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ArtifactError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+        raise ArtifactError(f"{path} is not a JSON list of site names")
+    return frozenset(data)
 
 
 def _read_params(path: Path) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from typeahead.intent import (
     LABELS,
     PARAMS_FILE,
     QUESTION_WORDS,
+    SITES_FILE,
     TRANS_CUES,
     WEIGHTS_FILE,
     Embedder,
@@ -77,14 +78,25 @@ AOL_FILE = "typeahead/aol2006_q1m_counts.tsv.gz"
 # headline "offer vs not" figure is computed on their test split.
 WEB_QUERY_SOURCES = ("trec_types", "web_topics", "dbpedia")
 # How much each source weighs in the loss, in total: the human-labelled web queries matter
-# most; the large question set and the rule-labelled log must not drown them.
+# most; the large question set must not drown them. The weak AOL labels weigh 2: dev macro-F1
+# is flat from 0.5 to 2, and at 2 the model learns that bare site names (`ebay`) are navigational.
 SOURCE_WEIGHTS = {
     "trec_types": 3.0,
     "web_topics": 1.0,
     "web_subtopics": 1.0,
     "dbpedia": 1.5,
     "wellformedness": 1.0,
-    "aol_weak": 0.5,
+    "aol_weak": 2.0,
+}
+# Each source's raw label -> ours; recorded in the model manifest. Raw labels not listed are
+# dropped (the typo "inav" of the 2011 Web Track could be either).
+LABEL_MAPS: dict[str, dict[str, str]] = {
+    "trec_types": {"hp": NAV, "np": NAV, "td": INF, "adhoc": INF},
+    "web_subtopics": {"nav": NAV, "inf": INF, "inv": INF},
+    "web_topics": {"majority of subtopics nav": NAV, "majority inf": INF, "single": INF},
+    "dbpedia": {"named_entity": NAV, "nl_question": INF, "keyword": INF, "entity_list": INF},
+    "wellformedness": {"any": INF},
+    "aol_weak": {"url/site/login": NAV, "question/topical cue": INF, "buy/download cue": TRANS},
 }
 WELLFORMEDNESS_SAMPLE = 3000
 AOL_MIN_COUNT = 2
@@ -105,6 +117,7 @@ class Example:
 class Dataset:
     examples: list[Example]
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sites: frozenset[str] = frozenset()
 
 
 # --- sources ----------------------------------------------------------------------------------
@@ -115,7 +128,7 @@ def _rows(path: Path, text_col: str) -> Iterable[dict[str, Any]]:
 
 
 def load_trec_types(path: Path) -> list[Example]:
-    mapping = {"hp": NAV, "np": NAV, "td": INF, "adhoc": INF}
+    mapping = LABEL_MAPS["trec_types"]
     return [
         Example(r["query"].strip(), mapping[r["trec_type"]], "trec_types", normalize(r["query"]))
         for r in _rows(path, "query")
@@ -126,7 +139,7 @@ def load_trec_types(path: Path) -> list[Example]:
 def load_web_track(topics: Path, subtopics: Path) -> list[Example]:
     votes: dict[str, Counter[str]] = {}
     out: list[Example] = []
-    sub_map = {"nav": NAV, "inf": INF, "inv": INF}
+    sub_map = LABEL_MAPS["web_subtopics"]
     for r in _rows(subtopics, "subtopic_text"):
         group = normalize(r["topic_query"])
         label = sub_map.get(r["subtopic_type"])
@@ -150,7 +163,7 @@ def _majority(counts: Counter[str] | None, topic_type: str) -> str | None:
 
 
 def load_dbpedia(path: Path) -> list[Example]:
-    mapping = {"named_entity": NAV, "nl_question": INF, "keyword": INF, "entity_list": INF}
+    mapping = LABEL_MAPS["dbpedia"]
     return [
         Example(r["query"].strip(), mapping[r["category"]], "dbpedia", normalize(r["query"]))
         for r in _rows(path, "query")
@@ -176,7 +189,7 @@ def site_names(queries: Iterable[tuple[str, int]], min_count: int = 3) -> frozen
     counts: Counter[str] = Counter()
     for query, count in queries:
         for name in _SITE.findall(query):
-            counts[name] += count
+            counts[name.replace("-", "")] += count
     return frozenset(name for name, c in counts.items() if c >= min_count)
 
 
@@ -245,8 +258,7 @@ def load_aol_weak(
 def load_sources(data_dir: Path, *, weak: bool = True, seed: int = 0) -> Dataset:
     """Every labelled example, with the checksum of each file read."""
     paths = {key: data_dir / rel for key, rel in INTENT_FILES.items()}
-    if weak:
-        paths["aol"] = data_dir / AOL_FILE
+    paths["aol"] = data_dir / AOL_FILE  # weak labels, and the site names either way
     for key, path in paths.items():
         if not path.is_file():
             raise DataError(f"intent training data {path} ({key}) is missing; pass --data DIR")
@@ -256,16 +268,16 @@ def load_sources(data_dir: Path, *, weak: bool = True, seed: int = 0) -> Dataset
         *load_dbpedia(paths["dbpedia"]),
         *load_wellformedness(paths["wellformedness"], WELLFORMEDNESS_SAMPLE, seed),
     ]
+    aol, sites = load_aol_weak(
+        paths["aol"], min_count=AOL_MIN_COUNT, per_label=AOL_PER_LABEL, seed=seed
+    )
     if weak:
-        aol, _ = load_aol_weak(
-            paths["aol"], min_count=AOL_MIN_COUNT, per_label=AOL_PER_LABEL, seed=seed
-        )
         examples.extend(aol)
     files = {
         str(p.relative_to(data_dir)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         for p in paths.values()
     }
-    return Dataset(examples, files)
+    return Dataset(examples, files, sites)
 
 
 # --- splits -----------------------------------------------------------------------------------
@@ -314,8 +326,8 @@ def with_lowercase_copies(examples: Sequence[Example]) -> list[Example]:
 # --- features and fitting -----------------------------------------------------------------------
 
 
-def lexical_matrix(texts: Sequence[str]) -> np.ndarray:
-    return np.asarray([lexical_features(t) for t in texts], dtype=np.float64)
+def lexical_matrix(texts: Sequence[str], sites: frozenset[str]) -> np.ndarray:
+    return np.asarray([lexical_features(t, sites) for t in texts], dtype=np.float64)
 
 
 def embed(embedder: Embedder, texts: Sequence[str], batch: int = 512) -> np.ndarray:
@@ -340,23 +352,28 @@ class Fitted:
     threshold: float
     curve: list[dict[str, float]]
     c: float
+    sites: frozenset[str] = frozenset()
 
 
 def fit(
-    embedder: Embedder, parts: dict[str, list[Example]], *, seed: int = 0
+    embedder: Embedder,
+    parts: dict[str, list[Example]],
+    sites: frozenset[str] = frozenset(),
+    *,
+    seed: int = 0,
 ) -> tuple[Fitted, IntentClassifier]:
     """Logistic regression on [embedding, standardised lexical cues]; C chosen on dev by log
     loss; temperature on dev; threshold from the dev precision/recall curve."""
     from sklearn.linear_model import LogisticRegression
 
     train = with_lowercase_copies(parts["train"])
-    x_train, mean, scale = _design(embedder, [e.text for e in train])
+    x_train, mean, scale = _design(embedder, [e.text for e in train], sites)
     y_train = np.asarray([LABELS.index(e.label) for e in train])
     w_train = sample_weights(train)
     dev = parts["dev"]
     dev_texts = [e.text for e in dev]
     dev_emb = embed(embedder, dev_texts)
-    x_dev = np.hstack([dev_emb, (lexical_matrix(dev_texts) - mean) / scale])
+    x_dev = np.hstack([dev_emb, (lexical_matrix(dev_texts, sites) - mean) / scale])
     y_dev = np.asarray([LABELS.index(e.label) for e in dev])
     w_dev = sample_weights(dev)
     best: tuple[float, float, Any] | None = None
@@ -377,14 +394,16 @@ def fit(
         "lexical_scale": scale.tolist(),
         "temperature": temperature,
     }
-    probe = IntentClassifier(embedder, weights, params, threshold=0.5)
+    probe = IntentClassifier(embedder, weights, params, threshold=0.5, sites=sites)
     threshold, curve = choose_threshold(probe, dev, dev_emb)
-    classifier = IntentClassifier(embedder, weights, params, threshold=threshold)
-    return Fitted(weights, params, threshold, curve, c), classifier
+    classifier = IntentClassifier(embedder, weights, params, threshold=threshold, sites=sites)
+    return Fitted(weights, params, threshold, curve, c, sites), classifier
 
 
-def _design(embedder: Embedder, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    lex = lexical_matrix(texts)
+def _design(
+    embedder: Embedder, texts: Sequence[str], sites: frozenset[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lex = lexical_matrix(texts, sites)
     mean = lex.mean(axis=0)
     std = lex.std(axis=0)
     scale = np.where(std > 1e-6, std, 1.0)
@@ -495,7 +514,7 @@ def train(
     data = load_sources(data_dir, weak=weak, seed=seed)
     parts = split(data.examples)
     progress("examples: " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
-    fitted, classifier = fit(embedder, parts, seed=seed)
+    fitted, classifier = fit(embedder, parts, data.sites, seed=seed)
     metrics = {
         source: evaluate(classifier, [Labelled(e.text, e.label) for e in examples])
         for source, examples in by_source(parts["test"]).items()
@@ -513,6 +532,8 @@ def train(
         "examples": {
             k: dict(Counter(f"{e.source}:{e.label}" for e in v)) for k, v in parts.items()
         },
+        "label_maps": LABEL_MAPS,
+        "source_weights": SOURCE_WEIGHTS,
         "weak_labels": weak,
         "seed": seed,
         "dev_pr_curve": fitted.curve,
@@ -532,7 +553,8 @@ def save_model(out_dir: Path, fitted: Fitted, manifest: dict[str, Any]) -> None:
     with atomic_directory(out_dir) as tmp:
         np.save(tmp / WEIGHTS_FILE, fitted.weights.astype(np.float32))
         (tmp / PARAMS_FILE).write_text(json.dumps(fitted.params, indent=2) + "\n")
-        files = describe_files(tmp, [tmp / WEIGHTS_FILE, tmp / PARAMS_FILE])
+        (tmp / SITES_FILE).write_text(json.dumps(sorted(fitted.sites)) + "\n")
+        files = describe_files(tmp, [tmp / WEIGHTS_FILE, tmp / PARAMS_FILE, tmp / SITES_FILE])
         write_manifest(tmp, {**manifest, "files": files})
 
 

@@ -11,7 +11,9 @@
   that was presumed dead and superseded can neither append tokens nor complete the job: a job
   completes exactly once.
 * Each job has an event stream (token, reset, done, error). Listeners read it from the start,
-  so a late joiner gets the text so far and then the rest.
+  so a late joiner gets the text so far and then the rest. An API process follows every
+  stream its clients watch with one multi-stream ``XREAD`` (``read_streams``) and checks the
+  idle jobs' records in one pipeline (``endings``): see ``typeahead/stream_hub.py``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ from typeahead.normalize import normalize
 T = TypeVar("T")
 
 JOB_ID_CHARS = 32
+# Commands of one process that wait for a pooled connection rather than fail at once when a
+# burst (hundreds of event streams opening together) has every connection busy.
+POOL_SIZE = 100
+POOL_WAIT_S = 1.0
+# The fields of a job record that say whether its event stream can still grow.
+ENDING_FIELDS = ("status", "error", "result", "deadline")
 
 
 def job_id(query: str, prompt_version: str, model_id: str) -> str:
@@ -53,12 +61,15 @@ def connect(url: str, *, read_timeout_s: float = 1.0) -> aioredis.Redis:
     """A client that fails fast when Redis is down and reconnects by itself when it is back.
 
     One immediate retry (no backoff) replaces a pooled connection that died with a restart;
-    there is no reconnect loop, so a request never waits on a dead Redis.
+    there is no reconnect loop, so a request never waits on a dead Redis. The pool is a
+    blocking one: redis-py's default pool raises "Too many connections" beyond its cap, which
+    would turn a burst of requests into 503s as if Redis were down.
     """
-    return aioredis.Redis.from_url(
-        url, socket_connect_timeout=0.5, socket_timeout=read_timeout_s,
-        retry=Retry(NoBackoff(), 1), health_check_interval=0,
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, socket_connect_timeout=0.5,
+        socket_timeout=read_timeout_s, retry=Retry(NoBackoff(), 1), health_check_interval=0,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -192,6 +203,23 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def stream_id(value: str) -> tuple[int, int] | None:
+    """A stream entry id ("ms-seq", or "ms") as a comparable pair; None when malformed."""
+    ms, _, seq = value.partition("-")
+    if not (ms.isascii() and ms.isdigit() and (seq == "" or (seq.isascii() and seq.isdigit()))):
+        return None
+    pair = (int(ms), int(seq or 0))
+    return pair if max(pair) < 2**64 else None
+
+
+def _events(entries: Any) -> list[Event]:
+    out: list[Event] = []
+    for entry_id, fields in entries or ():
+        f = {_text(k): v for k, v in fields.items()}
+        out.append(Event(_text(entry_id), _text(f.get("t", b"")), _text(f.get("d", b""))))
+    return out
+
+
 class Jobs:
     """The Redis protocol of the job queue, shared by the API and the workers."""
 
@@ -227,15 +255,34 @@ class Jobs:
     async def depth(self) -> int:
         return int(await self.redis.xlen(keys.QUEUE))
 
-    async def events(self, job: str, after: str, *, block_ms: int, count: int = 512) -> list[Event]:
-        """Events after stream id ``after`` ("0-0": from the start), waiting up to block_ms."""
-        reply: Any = await self.redis.xread({keys.tokens(job): after}, count=count, block=block_ms)
-        out: list[Event] = []
-        for _stream, entries in reply or ():
-            for entry_id, fields in entries:
-                f = {_text(k): v for k, v in fields.items()}
-                out.append(Event(_text(entry_id), _text(f.get("t", b"")), _text(f.get("d", b""))))
-        return out
+    async def events_since(self, job: str, after: str) -> list[Event]:
+        """Every event after stream id ``after`` ("0-0": from the start), without waiting."""
+        low = "-" if after == "0-0" else f"({after}"
+        return _events(await self.redis.xrange(keys.tokens(job), min=low, max="+"))
+
+    async def read_streams(
+        self, cursors: dict[str, str], *, block_ms: int, count: int = 512,
+    ) -> dict[str, list[Event]]:
+        """One blocking ``XREAD`` over many streams: stream key -> events after its cursor."""
+        streams: dict[Any, Any] = dict(cursors)
+        reply: Any = await self.redis.xread(streams, count=count, block=block_ms)
+        return {_text(stream): _events(entries) for stream, entries in reply or ()}
+
+    async def endings(self, jobs: list[str]) -> list[dict[str, str]]:
+        """The ``ENDING_FIELDS`` of many job records in one round trip ({} for a missing one)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                pipe.hmget(keys.job(job), ENDING_FIELDS)
+            replies = await pipe.execute()
+        return [{k: _text(v) for k, v in zip(ENDING_FIELDS, values, strict=True) if v is not None}
+                for values in replies]
+
+    async def wake(self, stream: str, ttl_s: int) -> None:
+        """Append to a wake-up stream, so that an ``XREAD`` blocked on it returns now."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(stream, {"w": "1"}, maxlen=1, approximate=False)
+            pipe.expire(stream, ttl_s)
+            await pipe.execute()
 
     # --- worker side ------------------------------------------------------------------------
 

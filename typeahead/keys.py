@@ -51,3 +51,13 @@ def semantic_vectors(model_key: str) -> str:
 def semantic_order(model_key: str) -> str:
     """Sorted set job id -> insertion time, so the oldest vectors can be trimmed."""
     return f"{PREFIX}semord:{model_key}"
+
+
+# An API process's wake-up stream lives this long after its last use (a dead process's expires).
+HUB_WAKE_TTL_S = 3600
+
+
+def hub_wake(process: str) -> str:
+    """Stream that one API process's event-stream reader blocks on beside the token streams:
+    an entry makes its pending read return so it restarts with a changed set of streams."""
+    return f"{PREFIX}hubwake:{process}"

@@ -127,7 +127,8 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
         preflight = _preflight(request, limits)
         if preflight is not None:
             return preflight
-    elif method in BODY_METHODS:
+    elif method in BODY_METHODS and request.match_info.http_exception is None:
+        # (an unknown route or method gets the router's 404/405, not a body complaint)
         if request.path == GENERATE_PATH:
             _rate_limit(request, limits)
         await check_json_body(request, limits.settings.max_body_bytes)

@@ -57,9 +57,13 @@ def informational_filter() -> Callable[[str], bool]:
 
 
 def top_queries(
-    rows: Iterable[tuple[str, float]], n: int, keep: Callable[[str], bool],
+    rows: Iterable[tuple[str, float]], n: int, keep: Callable[[str], bool], *,
+    min_count: float = 3.0,
 ) -> list[tuple[str, float]]:
-    """The n heaviest informational queries, counted by normalised form, shown as first seen."""
+    """The n heaviest informational queries, counted by normalised form, shown as first seen.
+
+    Queries whose merged count is below ``min_count`` (the privacy floor) are never chosen:
+    a pre-warmed summary would reveal them to the next user who types them."""
     weights: dict[str, float] = {}
     shown: dict[str, str] = {}
     for text, weight in rows:
@@ -69,7 +73,7 @@ def top_queries(
             shown.setdefault(key, " ".join(text.split()))
     out: list[tuple[str, float]] = []
     for key, weight in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0])):
-        if len(out) >= n:
+        if len(out) >= n or weight < min_count:
             break
         if keep(shown[key]):
             out.append((shown[key], weight))
@@ -85,6 +89,8 @@ def add_parser(subparsers: Any, name: str) -> None:
     p.add_argument("--index", type=Path, help="index directory (grounding documents)")
     p.add_argument("--docs", type=Path, help="grounding documents as JSON lines")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait in all")
+    p.add_argument("--min-count", type=float, default=3.0,
+                   help="privacy floor: never pre-warm a query counted fewer times (default 3)")
     p.set_defaults(func=run)
 
 
@@ -96,7 +102,7 @@ async def run(args: argparse.Namespace) -> int:
         raise ConfigError("prewarm needs REDIS_URL (the cache it fills)")
     rows = ((r.text, r.weight) for r in read_rows(args.log, text_col=args.text_col,
                                                    weight_col=args.weight_col))
-    queries = top_queries(rows, args.top, informational_filter())
+    queries = top_queries(rows, args.top, informational_filter(), min_count=args.min_count)
     print(f"prewarm: {len(queries)} informational queries selected", file=sys.stderr)
     embedder = load_embedder()
     backend = make_backend(settings, embedder)

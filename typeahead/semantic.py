@@ -23,6 +23,10 @@ DOCS_DIR = "docs"
 # noise than a useful completion.
 MIN_SIMILARITY = 0.75
 NEIGHBOURS = 20
+# Fused document scores below this were unrelated on AOL head queries ("ebay" -> Warsaw at
+# 0.17, "amazn" -> Islamism at 0.30) while on-topic ones scored 0.5 to 0.9: an empty results
+# list beats a wrong one.
+RESULTS_MIN_SCORE = 0.4
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class SemanticLayer:
     entries: Any | None  # typeahead.vector.VectorIndex over served entries
     docs: Any | None  # typeahead.docs.DocsIndex
     min_similarity: float = MIN_SIMILARITY
+    results_min_score: float = RESULTS_MIN_SCORE
 
     def encode(self, text: str) -> npt.NDArray[np.float32]:
         return np.asarray(self.student.encode([text]), dtype=np.float32)
@@ -47,7 +52,8 @@ class SemanticLayer:
         if self.docs is None:
             return []
         return [{"id": r.id, "title": r.title, "snippet": r.snippet, "score": r.score}
-                for r in self.docs.search(query, k, partial=True)]
+                for r in self.docs.search(query, k, partial=True)
+                if r.score >= self.results_min_score]
 
 
 def load_semantic(index_dir: Path, entries: int, student_dir: Path | None = None, *,
@@ -61,6 +67,11 @@ def load_semantic(index_dir: Path, entries: int, student_dir: Path | None = None
     from typeahead.student import Student
     from typeahead.vector import VectorIndex
 
+    import faiss
+
+    # The API answers one query at a time per process: OpenMP threads would only spin and
+    # fight the other workers for the cores.
+    faiss.omp_set_num_threads(1)
     student = Student.load(student_dir)
     vectors = VectorIndex.load(index_dir / VECTORS_DIR, student, verify=verify) \
         if has_vectors else None

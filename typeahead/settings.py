@@ -35,6 +35,7 @@ class Settings:
     semantic: bool = True  # semantic neighbours in /v1/suggest when the index has vectors
     results_k: int = 3  # instant results (documents) per suggest call
     suggest_cache_size: int = 50_000  # per-process LRU of whole answers; 0 disables
+    student_dir: Path | None = None  # None: the packaged default student
     intent_model_dir: Path | None = None  # None: the packaged default model
     intent_threshold: float | None = None  # None: the threshold stored with the model
     # --- generation tier -------------------------------------------------------------------

@@ -120,13 +120,20 @@ class Student:
         return out
 
     def _encode_word(self, word: str) -> list[int]:
-        ids = self._tokenizer.encode(word, add_special_tokens=False).ids
+        # Lone surrogates (possible in a Python str, never in UTF-8 input) make the tokenizer
+        # raise; they carry no meaning, so they are dropped.
+        clean = word if word.isascii() else "".join(c for c in word if not _SURROGATE(c))
+        ids = self._tokenizer.encode(clean, add_special_tokens=False).ids if clean else []
         if self._unk is not None:
             ids = [i for i in ids if i != self._unk]
         if len(self._words) >= WORD_CACHE_MAX:
             self._words.clear()  # a crude bound; the hot words come back within a few calls
         self._words[word] = ids
         return ids
+
+
+def _SURROGATE(ch: str) -> bool:
+    return "\ud800" <= ch <= "\udfff"
 
 
 # --- saving ---------------------------------------------------------------------------------
