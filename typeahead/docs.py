@@ -19,7 +19,6 @@ import bisect
 import csv
 import functools
 import gzip
-import hashlib
 import io
 import json
 import math
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from typeahead.errors import ArtifactError, ConfigError, DataError
+from typeahead.manifest import read_format_manifest, sha256_file
 from typeahead.student import Student
 from typeahead.vector import IndexParams, VectorIndex, build_vector_index, check_student
 
@@ -395,13 +395,13 @@ def build_docs_index(
         "format": FORMAT,
         "count": len(docs),
         "source": str(source),
-        "source_sha256": _sha(source),
+        "source_sha256": sha256_file(source),
         "id_field": id_field,
         "student_fingerprint": student.fingerprint,
         "dim": student.dim,
         "semantic_weight": semantic_weight,
         "bm25": {"k1": BM25_K1, "b": BM25_B},
-        "files": {n: _sha(out_dir / n) for n in ("docs.jsonl", "bm25.npz", "terms.json")},
+        "files": {n: sha256_file(out_dir / n) for n in ("docs.jsonl", "bm25.npz", "terms.json")},
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
@@ -423,28 +423,12 @@ def _is_docs(path: Path) -> bool:
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
-    path = root / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"no documents index at {root}: {MANIFEST} is missing") from exc
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"documents manifest {path} is unreadable: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{path} is not a {FORMAT} manifest")
-    return manifest
+    return read_format_manifest(root, FORMAT, "documents index")
 
 
 def _verify_files(root: Path, manifest: dict[str, Any]) -> None:
     for name, digest in manifest.get("files", {}).items():
         path = root / name
-        if not path.exists() or _sha(path) != digest:
+        if not path.exists() or sha256_file(path) != digest:
             raise ArtifactError(f"documents index file {path} is missing or corrupt")
 
-
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

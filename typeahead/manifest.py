@@ -65,6 +65,21 @@ def read_manifest(directory: Path, *, kind: str, version: int) -> dict[str, Any]
     return manifest
 
 
+def read_format_manifest(root: Path, fmt: str, what: str) -> dict[str, Any]:
+    """Read ``root/manifest.json`` of an artefact whose manifest names its ``format`` string
+    (student, vector index, documents index); ``what`` names the artefact in errors."""
+    path = root / MANIFEST
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"no {what} at {root}: {MANIFEST} is missing") from exc
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ArtifactError(f"{what} manifest {path} is unreadable: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise ArtifactError(f"{path} is not a {fmt} manifest")
+    return manifest
+
+
 def verify_files(directory: Path, manifest: dict[str, Any], *, checksums: bool) -> None:
     """Every listed file must exist with its recorded size (and checksum when asked)."""
     files = manifest.get("files")

@@ -63,11 +63,11 @@ def load_semantic(index_dir: Path, entries: int, student_dir: Path | None = None
     has_docs = (index_dir / DOCS_DIR).is_dir()
     if not (has_vectors or has_docs):
         return None
+    import faiss
+
     from typeahead.docs import DocsIndex
     from typeahead.student import Student
     from typeahead.vector import VectorIndex
-
-    import faiss
 
     # The API answers one query at a time per process: OpenMP threads would only spin and
     # fight the other workers for the cores.

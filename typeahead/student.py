@@ -19,6 +19,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from typeahead.errors import ArtifactError
+from typeahead.manifest import read_format_manifest, sha256_file
 
 __all__ = ["DEFAULT_STUDENT_DIR", "FORMAT", "Student", "save_student"]
 
@@ -163,7 +164,7 @@ def save_student(
         "dtype": dtype,
         "normalize": "l2",
         "pooling": "mean",
-        "files": {p.name: _sha256(p) for p in sorted(out_dir.iterdir()) if p.name != MANIFEST},
+        "files": {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.name != MANIFEST},
         "fingerprint": compute_fingerprint(out_dir),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -194,16 +195,7 @@ def _write_vectors(out_dir: Path, vectors: np.ndarray, dtype: str) -> None:
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
-    path = root / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"no student at {root}: {MANIFEST} is missing") from exc
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"student manifest {path} is unreadable: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{path} is not a {FORMAT} manifest")
-    return manifest
+    return read_format_manifest(root, FORMAT, "student")
 
 
 def _read_tokenizer(path: Path) -> Tokenizer:
@@ -251,6 +243,3 @@ def _unk_id(tokenizer: Tokenizer) -> int | None:
     unk = model.get("unk_id")
     return unk if isinstance(unk, int) else None
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -11,7 +11,6 @@ vectors) and ``ivf`` (inverted lists over 8-bit scalar-quantised vectors).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ import faiss
 import numpy as np
 
 from typeahead.errors import ArtifactError, ConfigError
+from typeahead.manifest import read_format_manifest, sha256_file
 from typeahead.student import Student
 
 __all__ = [
@@ -75,7 +75,7 @@ class VectorIndex:
         if student is not None:
             check_student(manifest, student, path)
         file = path / INDEX_FILE
-        if verify and _sha(file) != manifest.get("files", {}).get(INDEX_FILE):
+        if verify and sha256_file(file) != manifest.get("files", {}).get(INDEX_FILE):
             raise ArtifactError(f"vector index {file} is corrupt: checksum differs from manifest")
         try:
             index = faiss.read_index(str(file))
@@ -183,7 +183,7 @@ def write_index(index: Any, out_dir: Path, manifest: Mapping[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     file = out_dir / INDEX_FILE
     faiss.write_index(index, str(file))
-    full = {**manifest, "files": {INDEX_FILE: _sha(file)}, "bytes": file.stat().st_size}
+    full = {**manifest, "files": {INDEX_FILE: sha256_file(file)}, "bytes": file.stat().st_size}
     (out_dir / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
 
 
@@ -213,26 +213,10 @@ def _apply_search_params(index: Any, params: IndexParams) -> None:
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
-    file = path / MANIFEST
-    try:
-        manifest = json.loads(file.read_text())
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"no vector index at {path}: {MANIFEST} is missing") from exc
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"vector index manifest {file} is unreadable: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{file} is not a {FORMAT} manifest")
-    return manifest
+    return read_format_manifest(path, FORMAT, "vector index")
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
 
-
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
