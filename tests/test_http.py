@@ -106,3 +106,23 @@ async def test_request_id_is_echoed_when_sane(client: TestClient) -> None:
     assert resp.headers["X-Request-ID"] == "abc-123"
     resp = await client.get("/healthz", headers={"X-Request-ID": "x" * 200})
     assert resp.headers["X-Request-ID"] != "x" * 200
+
+
+async def test_suggest_carries_the_intent_decision(tmp_path: Path) -> None:
+    from typeahead.intent import LABELS, IntentClassifier
+
+    index = build_small_index(tmp_path)
+    service = SuggestService(index=index, intent=IntentClassifier.load())
+    app = create_app(Settings(generation=False), service)
+    async with TestClient(TestServer(app)) as c:
+        nav = await (await c.get("/v1/suggest", params={"q": "google maps"})).json()
+        info = await (await c.get("/v1/suggest",
+                                  params={"q": "what is the history of the steam engine"})).json()
+        mail = await (await c.get("/v1/suggest", params={"q": "what is jane@example.com"})).json()
+    for body in (nav, info, mail):
+        assert body["intent"]["label"] in LABELS
+        assert 0.0 <= body["intent"]["confidence"] <= 1.0
+        assert isinstance(body["offer_generate"], bool)
+    assert nav["offer_generate"] is False
+    assert info["offer_generate"] is True
+    assert mail["offer_generate"] is False  # personal data never gets an offer

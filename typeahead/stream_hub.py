@@ -95,9 +95,11 @@ class _Watch:
 
 
 def _put_final(listener: Listener, item: Item) -> None:
-    """Queue a stream's last chunk, making room by dropping what it has not written yet."""
-    while listener.queue.full():
-        listener.queue.get_nowait()
+    """Queue a stream's last chunk. With no room left, drop everything it has not written yet
+    (never just the oldest: that would leave a gap a Last-Event-ID resume cannot see)."""
+    if listener.queue.full():
+        while not listener.queue.empty():
+            listener.queue.get_nowait()
     listener.queue.put_nowait(item)
 
 
@@ -133,6 +135,7 @@ class StreamHub:
         return len(self._watches)
 
     def start(self) -> None:
+        self._next_check = asyncio.get_running_loop().time() + self.period_s
         self._task = asyncio.create_task(self._run(), name="stream-hub")
 
     async def close(self) -> None:
