@@ -78,13 +78,41 @@ class Student:
 
     def token_ids(self, text: str) -> list[int]:
         """The student's token ids for ``text`` (no special tokens, unknown pieces dropped)."""
+        words = text.split()
+        cache = self._words
+        unseen = [w for w in words if w not in cache]
+        if len(unseen) > 1:
+            # One tokenizer call for the whole text costs about as much as one per word, so
+            # a query with several new words is tokenized once and split back into words.
+            self._encode_words(unseen)
         ids: list[int] = []
-        for word in text.split():
-            cached = self._words.get(word)
+        for word in words:
+            cached = cache.get(word)
             if cached is None:
                 cached = self._encode_word(word)
             ids.extend(cached)
         return ids
+
+    def _encode_words(self, words: list[str]) -> None:
+        clean = [w if w.isascii() else "".join(c for c in w if not _SURROGATE(c)) for w in words]
+        if not all(clean):
+            return  # leave the odd ones to _encode_word
+        joined = " ".join(clean)
+        enc = self._tokenizer.encode(joined, add_special_tokens=False)
+        starts, pos = [], 0
+        for w in clean:
+            starts.append(pos)
+            pos += len(w) + 1
+        per_word: list[list[int]] = [[] for _ in words]
+        index = 0
+        for tok, (start, _) in zip(enc.ids, enc.offsets, strict=True):
+            while index + 1 < len(starts) and start >= starts[index + 1]:
+                index += 1
+            if tok != self._unk:
+                per_word[index].append(tok)
+        if len(self._words) + len(words) >= WORD_CACHE_MAX:
+            self._words.clear()
+        self._words.update(zip(words, per_word, strict=True))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` as an (n, dim) float32 array of unit rows (zero rows for texts
