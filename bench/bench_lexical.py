@@ -80,7 +80,7 @@ def ensure_index(name: str, rows: Iterator[Row], min_count: float) -> Path:
     out = ROOT / "indexes" / name
     if not (out / "manifest.json").exists():
         print(f"building {out} ...", file=sys.stderr)
-        build_index(rows, out, BuildOptions("query", "count_total", min_count), AOL)
+        build_index(rows, out, BuildOptions("query", "count_total", min_count, vectors=False), AOL)
     return out
 
 
@@ -122,7 +122,7 @@ def main() -> int:
         indexes["synthetic 5M"] = ensure_index("synth-5m", synthetic_rows(5_000_000), 1)
     rows, report = [], {}
     for name, path in indexes.items():
-        index = load_index(path, verify=False)
+        index = load_index(path, verify=False, semantic=False)
         gc.collect()
         gc.freeze()  # as the server does after loading: long-lived objects skip GC scans
         for kind, qs in loads.items():
