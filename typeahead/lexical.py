@@ -118,18 +118,15 @@ class LexicalEngine:
             found[entry] = (base + pop[entry] * scale, source, spans)
 
     def _any_order(self, words: list[str], k: int, found: dict[int, _Hit], *, tier: int,
-                   source: str = "prefix", dist: int = 0, skip: Container[int] = ()) -> None:
-        spans = [self.data.words.span(w.encode("utf-8")) for w in words]
-        if any(lo == hi for lo, hi in spans):
-            return
-        lo, hi = min(spans, key=lambda s: s[1] - s[0])
-        needles = [" " + w for w in words]
-        for entry in self.data.words.candidates(lo, hi, WORD_SCAN_LIMIT):
-            if entry in found or entry in skip:
-                continue
-            key = self.data.keys[entry]
-            padded = " " + key
-            if not all(needle in padded for needle in needles):  # cheap reject before matching
+                   source: str = "prefix", dist: int = 0, skip: Container[int] = (),
+                   pool: list[tuple[int, str]] | None = None) -> None:
+        """Entries whose words each start with a distinct typed word. ``pool`` is a
+        precomputed candidate list (see ``_pool``); by default it is built from ``words``."""
+        if pool is None:
+            pool = self._pool(words)
+        last = " " + words[-1]
+        for entry, key in pool:
+            if entry in found or entry in skip or last not in " " + key:
                 continue
             matched = match_words(words, key)
             if matched is not None:
@@ -137,18 +134,37 @@ class LexicalEngine:
                 if len(found) >= k:
                     return
 
+    def _pool(self, words: list[str]) -> list[tuple[int, str]]:
+        """Candidates (entry, key) that contain a word starting with each of ``words``, drawn
+        from the typed word with the fewest matching entries, by popularity."""
+        spans = [self.data.words.span(w.encode("utf-8")) for w in words]
+        if any(lo == hi for lo, hi in spans):
+            return []
+        lo, hi = min(spans, key=lambda s: s[1] - s[0])
+        needles = [" " + w for w in words]
+        keys = self.data.keys
+        pool = []
+        for entry in self.data.words.candidates(lo, hi, WORD_SCAN_LIMIT):
+            key = keys[entry]
+            padded = " " + key
+            if all(needle in padded for needle in needles):  # cheap reject before matching
+                pool.append((entry, key))
+        return pool
+
     def _fuzzy(self, words: list[str], k: int, found: dict[int, _Hit]) -> None:
         # Every correction contributes, then popularity (discounted by distance) decides:
         # stopping at the first correction that fills k would let a rare spelling win.
         fuzzy: dict[int, _Hit] = {}
+        # The words before the last are the same for every correction: filter once.
+        shared = self._pool(words[:-1]) if len(words) > 1 else []
         for corr in self.data.vocab.corrections(words[-1]):
             fixed = [*words[:-1], corr.prefix]
             batch: dict[int, _Hit] = {}
             self._exact(" ".join(fixed), k, batch, tier=0, source="fuzzy", dist=corr.distance,
                         skip=found)
-            if len(fixed) > 1:  # a lone word already had its word-start matches above
+            if shared:  # a lone word already had its word-start matches above
                 self._any_order(fixed, k, batch, tier=0, source="fuzzy", dist=corr.distance,
-                                skip=found)
+                                skip=found, pool=shared)
             for entry, hit in batch.items():
                 if entry not in fuzzy or fuzzy[entry][0] < hit[0]:
                     fuzzy[entry] = hit

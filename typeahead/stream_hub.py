@@ -40,6 +40,9 @@ TOO_SLOW = "the client fell too far behind the event stream; reconnect with Last
 SHUTDOWN = "the server is shutting down; reconnect with Last-Event-ID"
 # A job still queued or running this long after its deadline has no worker left: end it.
 DEADLINE_GRACE_S = 5.0
+# Fan-out yields to the event loop after this many queued chunks: a thousand keep-alives
+# written in one go would hold up every other request for several milliseconds.
+FANOUT_SLICE = 64
 
 Item = tuple[bytes, bool]  # an SSE chunk, and whether it ends the stream
 
@@ -123,6 +126,7 @@ class StreamHub:
         self._changed = asyncio.Event()
         self._next_check = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._offered = 0
         self.reads = 0  # XREAD calls made, for tests and metrics
         self.checks = 0  # idle-check pipelines made
 
@@ -223,9 +227,9 @@ class StreamHub:
             self._wake_cursor = wake[-1].id
         for key, events in got.items():
             if key in streams and events:
-                self._deliver(streams[key], cursors[key], events)
+                await self._deliver(streams[key], cursors[key], events)
 
-    def _deliver(self, job: str, read_from: str, events: list[Event]) -> None:
+    async def _deliver(self, job: str, read_from: str, events: list[Event]) -> None:
         watch = self._watches.get(job)
         if watch is None:
             return
@@ -243,8 +247,14 @@ class StreamHub:
                     self._offer(watch, listener, item)
                     if item[1]:
                         watch.listeners.discard(listener)
+                    await self._pace()
         if not watch.listeners:
             self._forget(job, watch)
+
+    async def _pace(self) -> None:
+        self._offered += 1
+        if self._offered % FANOUT_SLICE == 0:
+            await asyncio.sleep(0)
 
     def _offer(self, watch: _Watch, listener: Listener, item: Item) -> None:
         if item[1]:
@@ -278,6 +288,7 @@ class StreamHub:
             item = (ending, True) if ending is not None else (KEEP_ALIVE, False)
             for listener in list(watch.listeners):
                 self._offer(watch, listener, item)
+                await self._pace()
             if ending is not None or not watch.listeners:
                 self._forget(job, watch)
 
