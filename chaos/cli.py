@@ -27,7 +27,7 @@ from chaos.stack import Stack
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     p.add_argument("--quick", action="store_true",
-                   help="the shortened suite of the tests (3 s outage, 150 streams)")
+                   help="the shortened suite of the tests (3 s outage, 300 streams)")
     p.add_argument("--only", nargs="+", choices=[n for n, _ in SCENARIOS],
                    help="run these scenarios only")
     p.add_argument("--rate", type=float, default=100.0, help="suggest requests a second")
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config(args: argparse.Namespace) -> Config:
     cfg = Config(quick=args.quick)
     if args.quick:
-        cfg.outage_s, cfg.sse_streams, cfg.slow_clients, cfg.hold_s = 3.0, 150, 40, 3.0
+        cfg.outage_s, cfg.sse_streams, cfg.slow_clients, cfg.hold_s = 3.0, 300, 40, 3.0
     if args.outage is not None:
         cfg.outage_s = args.outage
     if args.streams is not None:

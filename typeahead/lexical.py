@@ -27,6 +27,8 @@ from typeahead.mapped import StringTable, view
 from typeahead.normalize import normalize
 from typeahead.prefix import KEY_BYTES, PrefixArray
 
+_THIRD = 1 / 3
+_PREFIX_BASE = 2 / 3  # the prefix tier's score floor: (2 + popularity) / 3
 WORD_SCAN_LIMIT = 256  # ranges up to this size are scanned whole for any-order matches
 Span = tuple[int, int]
 
@@ -70,8 +72,12 @@ class LexicalEngine:
             return []
         # A trailing space means the last word is complete: "new " should not offer "newark".
         complete = query[-1].isspace()
+        prefix = key + " " if complete else key
+        fast = self._prefix_only(prefix, k)
+        if fast is not None:
+            return fast
         found: dict[int, _Hit] = {}
-        self._exact(key + " " if complete else key, k, found, tier=2)
+        self._exact(prefix, k, found, tier=2)
         if not fallback or len(found) >= k:
             # The prefix tier inserts by popularity, so ``found`` is already in rank order.
             return self.materialise(found, k, ranked=True)
@@ -81,6 +87,26 @@ class LexicalEngine:
         if len(found) < k and not complete:
             self._fuzzy(words, k, found)
         return self.materialise(found, k)
+
+    def _prefix_only(self, key: str, k: int) -> list[Suggestion] | None:
+        """The common case, built directly: the prefix tier alone fills all k slots."""
+        raw = key.encode("utf-8")
+        if len(raw) > KEY_BYTES:
+            return None
+        lo, hi = self.data.prefixes.span(raw)
+        if hi - lo < k:
+            return None
+        ids = self.data.prefixes.top(lo, hi, k)
+        if len(ids) < k:
+            return None
+        spans = ((0, len(key)),)
+        pop = self._pop
+        make = tuple.__new__  # NamedTuple's own __new__ is a Python-level wrapper: skip it
+        return [
+            make(Suggestion, (entry, text, _PREFIX_BASE + pop[entry] * _THIRD, "prefix",
+                              spans if text.isascii() else map_spans(spans, text)))
+            for entry, text in zip(ids, self.data.display.many(ids), strict=True)
+        ]
 
     def materialise(self, found: dict[int, _Hit], k: int, *, ranked: bool = False
                     ) -> list[Suggestion]:

@@ -39,12 +39,16 @@ class PrefixArray:
     _ids_view: memoryview = field(init=False, repr=False, compare=False)
     _topk_view: memoryview = field(init=False, repr=False, compare=False)
     _topk_off_view: memoryview = field(init=False, repr=False, compare=False)
+    # Reused search buffer: building a fresh 2-element array per call costs more than the
+    # binary search. Safe because an engine is only used from its event loop's thread.
+    _probe: npt.NDArray[np.bytes_] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Element-wise reads on the hot path go through memoryviews (see mapped.view).
         object.__setattr__(self, "_ids_view", view(self.ids))
         object.__setattr__(self, "_topk_view", view(self.topk))
         object.__setattr__(self, "_topk_off_view", view(self.topk_off))
+        object.__setattr__(self, "_probe", np.empty(2, dtype=f"S{KEY_BYTES}"))
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
@@ -55,8 +59,11 @@ class PrefixArray:
             p = prefix[:KEY_BYTES]
             lo = self.keys.searchsorted(p, side="left")
             return int(lo), int(self.keys.searchsorted(p, side="right"))
-        lo_hi = self.keys.searchsorted([prefix, prefix + _HIGH]).tolist()
-        return lo_hi[0], lo_hi[1]
+        probe = self._probe
+        probe[0] = prefix
+        probe[1] = prefix + _HIGH
+        lo, hi = self.keys.searchsorted(probe).tolist()
+        return lo, hi
 
     def top(self, lo: int, hi: int, k: int) -> list[int]:
         """The ``k`` (<= TOP_K) smallest distinct entry ids in [lo, hi), ascending."""
