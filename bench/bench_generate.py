@@ -29,7 +29,9 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DOCS_DIR = Path("/work/shared/data/docs")
+SHARED = Path(os.environ.get("TYPEAHEAD_SHARED", ROOT.parent / "shared")) / "data"
+DOCS_DIR = SHARED / "docs"
+INDEX = ROOT / "indexes" / "aol"  # `make index`: the API serves the real app over it
 
 
 def pct(values: list[float], q: float) -> float:
@@ -37,18 +39,6 @@ def pct(values: list[float], q: float) -> float:
 
 
 # --- child processes ------------------------------------------------------------------------
-
-
-async def serve_api(port: int) -> None:
-    from aiohttp import web
-
-    from tests.gen_support import api_app
-    from typeahead.settings import Settings
-
-    runner = web.AppRunner(api_app(Settings.from_env()), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    await asyncio.Event().wait()
 
 
 async def serve_standin(port: int, ttft_s: float) -> None:
@@ -84,10 +74,7 @@ def _loop_factory() -> Any:
 
 def run_child(args: argparse.Namespace) -> None:
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        if args.role == "api":
-            runner.run(serve_api(args.port))
-        else:
-            runner.run(serve_standin(args.port, args.ttft))
+        runner.run(serve_standin(args.port, args.ttft))
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -243,10 +230,13 @@ def main() -> int:
     api_port, standin_port = free_port(), free_port()
     standin = f"http://127.0.0.1:{standin_port}"
     env = dict(os.environ, REDIS_URL=redis.url, TYPEAHEAD_LLM_URL=standin + "/v1",
-               TYPEAHEAD_LOG_LEVEL="WARNING", TYPEAHEAD_QUEUE_MAX_DEPTH="100000")
+               TYPEAHEAD_LOG_LEVEL="WARNING", TYPEAHEAD_QUEUE_MAX_DEPTH="100000",
+               TYPEAHEAD_GENERATE_RATE_PER_MIN="0")
     docs = DOCS_DIR / "squad2_dev_wikipedia_paragraphs.jsonl.gz"
     procs = [child("standin", standin_port, env, "--ttft", str(args.ttft)),
-             child("api", api_port, env),
+             subprocess.Popen([sys.executable, "-m", "typeahead", "serve", "--index",
+                               str(INDEX), "--port", str(api_port), "--workers", "1"],
+                              env=env, cwd=ROOT),
              subprocess.Popen([sys.executable, "-m", "typeahead", "worker", "--docs", str(docs)],
                               env=env, cwd=ROOT)]
     try:

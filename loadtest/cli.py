@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from loadtest import __version__
 from loadtest.arrivals import ARRIVALS
 from loadtest.errors import EXIT_USAGE, LoadtestError, UsageError
+from loadtest.http1 import CLIENTS
 from loadtest.units import parse_seconds
 
 
@@ -58,6 +59,9 @@ def add_load_options(p: argparse.ArgumentParser, *, rate: float, duration: float
     g.add_argument("--max-in-flight", type=_positive(int), default=1000,
                    help="per process; requests beyond it are not sent and count as 'dropped'")
     g.add_argument("--timeout", type=_seconds, default=10.0, help="per HTTP request")
+    g.add_argument("--client", choices=CLIENTS, default="lean",
+                   help="HTTP client for suggest, plain and generate requests: the lean "
+                   "HTTP/1.1 client (default, cheapest) or aiohttp; SSE streams use aiohttp")
     g.add_argument("--drain", type=_seconds, default=None,
                    help="wait for unfinished requests after the last send (default: timeout)")
     g.add_argument("--max-lag", default="auto",

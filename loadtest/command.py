@@ -37,7 +37,8 @@ def build_plan(args: argparse.Namespace, target: str | None) -> Plan:
     workload = build_workload(args)
     base = _target_base(target, workload)
     config = RunConfig(
-        target=Target(base, args.stream_timeout, follow_streams=not args.no_follow_streams),
+        target=Target(base, args.stream_timeout, follow_streams=not args.no_follow_streams,
+                      client=args.client),
         workload=workload,
         rate=args.rate,
         duration=args.duration,
@@ -108,7 +109,7 @@ def _settings(
         "target": config.target.base, "rate": config.rate, "duration_s": config.duration,
         "arrival": config.arrival, "seed": config.seed, "procs": config.procs,
         "max_in_flight_per_proc": config.max_in_flight, "timeout_s": config.timeout_s,
-        "drain_s": config.drain_s, "max_lag_us": max_lag_us,
+        "drain_s": config.drain_s, "max_lag_us": max_lag_us, "client": config.target.client,
         "slos": [s.text for s in slos], "workload": workload,
     }
 

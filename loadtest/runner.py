@@ -22,6 +22,7 @@ import aiohttp
 
 from loadtest.client import Client, Target
 from loadtest.errors import LoadtestError
+from loadtest.http1 import Pools
 from loadtest.stats import Stats
 from loadtest.workload import Planned, Workload
 
@@ -71,18 +72,32 @@ async def run_one(
     t0 = time.perf_counter() + wait
     connector = aiohttp.TCPConnector(limit=0, force_close=False, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
+    pools = Pools() if cfg.target.client == "lean" else None
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        client = Client(session, cfg.target, stats, t0)
+        client = Client(session, cfg.target, stats, t0, pools=pools, timeout_s=cfg.timeout_s)
         tasks: dict[asyncio.Task[None], str] = {}
-        if first is not None:
-            for offset, kind, payload in itertools.chain((first,), plan):
-                intended = t0 + offset
-                # Loop timers round to milliseconds and may fire early: sleep until due.
-                while (delay := intended - time.perf_counter()) > 0:
-                    await asyncio.sleep(delay)
-                _launch(client, cfg, tasks, intended, kind, payload)
-        await _drain(tasks, cfg.drain_s, stats)
+        try:
+            if first is not None:
+                await _schedule(client, cfg, tasks, itertools.chain((first,), plan))
+            await _drain(tasks, cfg.drain_s, stats)
+        finally:
+            if pools is not None:
+                pools.close()
     return stats
+
+
+async def _schedule(
+    client: Client, cfg: RunConfig, tasks: dict[asyncio.Task[None], str], plan: Iterator[Planned]
+) -> None:
+    """Launches every planned request at its intended time, never waiting for answers."""
+    t0 = client.t0
+    for offset, kind, payload in plan:
+        intended = t0 + offset
+        # Loop timers round to milliseconds and may fire early: sleep until due. Requests
+        # whose time has passed when we wake are launched back to back in this wake-up.
+        while (delay := intended - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        _launch(client, cfg, tasks, intended, kind, payload)
 
 
 def _launch(

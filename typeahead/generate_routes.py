@@ -23,6 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from typeahead import keys
 from typeahead.cache import SemanticCache, get_summary
 from typeahead.errors import (
     InvalidBody,
@@ -68,6 +69,11 @@ class Generation:
 GENERATION = web.AppKey("generation", Generation)
 
 
+def listen_grace_s(settings: Settings) -> float:
+    """How long a job waits for a listener before a worker may cancel it (0: never)."""
+    return settings.generate_unwatched_grace_s if settings.generate_cancel_unwatched else 0.0
+
+
 def setup_generation(app: web.Application, settings: Settings) -> None:
     app.router.add_post("/v1/generate", post_generate)
     app.router.add_get("/v1/generate/{id}", get_generate)
@@ -109,7 +115,8 @@ def _open(settings: Settings, url: str, model_id: str, embedder: Embedder | None
         semantic = SemanticCache(redis, embedder, f"{model_id}:{PROMPT_VERSION}",
                                  settings.semantic_cache_threshold)
     jobs = Jobs(redis)
-    hub = StreamHub(Jobs(stream_redis), jobs, period_s=STREAM_BLOCK_MS / 1000)
+    hub = StreamHub(Jobs(stream_redis), jobs, period_s=STREAM_BLOCK_MS / 1000,
+                    listen_s=listen_grace_s(settings))
     return Generation(settings, redis, stream_redis, jobs, hub, RedisGuard(), model_id, semantic)
 
 
@@ -207,7 +214,7 @@ async def post_generate(request: web.Request) -> web.Response:
         return _done(semantic[0], semantic[1], cached=True)
     sub = await gen.guard(lambda: gen.jobs.submit(
         job, query, deadline_s=gen.settings.job_deadline_s,
-        max_depth=gen.settings.queue_max_depth,
+        max_depth=gen.settings.queue_max_depth, listen_s=listen_grace_s(gen.settings),
     ))
     if sub.outcome == "full":
         raise ServiceUnavailable("the generation queue is full; retry shortly",
@@ -248,7 +255,16 @@ async def get_generate(request: web.Request) -> web.Response:
         if cached is None:
             raise NotFound(f"no generation job with id {job!r}")
         return _done(job, cached, cached=True)
+    await _polled(gen, job, record)
     return _json(status_payload(job, record))
+
+
+async def _polled(gen: Generation, job: str, record: dict[str, str]) -> None:
+    """A client polling an unfinished job wants its answer as much as one streaming it."""
+    grace = listen_grace_s(gen.settings)
+    if grace and record.get("status") in ("queued", "running") and (
+            record.get(keys.LISTENER_FIELD) == "1"):
+        await gen.guard(lambda: gen.jobs.listen(job, grace))
 
 
 def status_payload(job: str, record: dict[str, str]) -> dict[str, Any]:
@@ -308,7 +324,8 @@ async def stream_generate(request: web.Request) -> web.StreamResponse:
 async def _pump(gen: Generation, job: str, resp: web.StreamResponse, last: str) -> None:
     """What the stream holds already, then what the process's stream hub hands on."""
     try:
-        events = await gen.jobs.events_since(job, last)
+        # Marks the job as listened to until the hub's first refresh takes over.
+        events = await gen.jobs.events_since(job, last, listen_s=gen.hub.listen_ttl_s)
     except REDIS_DOWN:
         await resp.write(sse("error", REDIS_LOST))
         return

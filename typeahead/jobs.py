@@ -14,13 +14,16 @@
   so a late joiner gets the text so far and then the rest. An API process follows every
   stream its clients watch with one multi-stream ``XREAD`` (``read_streams``) and checks the
   idle jobs' records in one pipeline (``endings``): see ``typeahead/stream_hub.py``.
+* A job created for a listener (``submit(listen_s=...)``) is marked ``needs_listener``; a
+  worker fails it (``cancel_unwatched``, or at ``start``) once its ``keys.listeners`` key has
+  lapsed. Pre-warm submits with ``pin``: never cancelled this way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -51,6 +54,10 @@ def job_id(query: str, prompt_version: str, model_id: str) -> str:
     """Deterministic id: identical (normalised) queries for one prompt and model coalesce."""
     material = "\x00".join((normalize(query), prompt_version, model_id)).encode()
     return hashlib.sha256(material).hexdigest()[:JOB_ID_CHARS]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def valid_job_id(value: str) -> bool:
@@ -107,27 +114,42 @@ class RedisGuard:
 
 # --- Lua: every job state change, atomic and attempt-guarded --------------------------------
 
-# KEYS: job, tokens, queue. ARGV: id, query, now, deadline, max_depth, job_ttl, stale_grace
+# KEYS: job, tokens, queue, listeners. ARGV: id, query, now, deadline, max_depth, job_ttl,
+# stale_grace, interest ("watch": cancel when unwatched, after grace_ms; "pin": never cancel,
+# also for a job this call joins; "off": neither), grace_ms.
+# A failed job (cancelled included) falls through to a fresh start, like a lost one.
 _ENQUEUE = """
 local st = redis.call('HGET', KEYS[1], 'status')
 local now = tonumber(ARGV[3])
+local function interest()
+  if ARGV[8] == 'watch' then redis.call('SET', KEYS[4], '1', 'PX', ARGV[9]) end
+end
 if st == 'queued' or st == 'running' then
   local dl = tonumber(redis.call('HGET', KEYS[1], 'deadline') or '0')
-  if dl + tonumber(ARGV[7]) > now then return {'joined', st} end
+  if dl + tonumber(ARGV[7]) > now then
+    interest()
+    if ARGV[8] == 'pin' then redis.call('HSET', KEYS[1], 'needs_listener', '0') end
+    return {'joined', st}
+  end
 end
 if st == 'done' then return {'done', redis.call('HGET', KEYS[1], 'result') or ''} end
 if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[5]) then return {'full', ''} end
 redis.call('DEL', KEYS[1], KEYS[2])
+local needs = '0'
+if ARGV[8] == 'watch' then needs = '1' end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'query', ARGV[2], 'status', 'queued',
-  'created', ARGV[3], 'deadline', ARGV[4], 'attempt', 0, 'completions', 0)
+  'created', ARGV[3], 'deadline', ARGV[4], 'attempt', 0, 'completions', 0,
+  'needs_listener', needs)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
+interest()
 redis.call('XADD', KEYS[3], '*', 'id', ARGV[1])
 return {'new', 'queued'}
 """
 
-# KEYS: job, tokens. ARGV: worker, now, max_attempts, job_ttl.
+# KEYS: job, tokens, listeners. ARGV: worker, now, max_attempts, job_ttl, cancel_unwatched
+# ("1": fail a job that needs a listener and has none, without calling the LLM), message.
 # Returns the new attempt number, or 0 when there is nothing to do (gone, done, failed),
-# or -1 when the job was failed here (deadline passed, too many attempts).
+# or -1 when the job was failed here (deadline passed, too many attempts, nobody listening).
 _START = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st ~= 'queued' and st ~= 'running' then return 0 end
@@ -139,6 +161,10 @@ local function fail(msg)
 end
 if tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[1], 'deadline')) then
   return fail('deadline exceeded before a worker could finish the job')
+end
+if ARGV[5] == '1' and redis.call('HGET', KEYS[1], 'needs_listener') == '1'
+    and redis.call('EXISTS', KEYS[3]) == 0 then
+  return fail(ARGV[6])
 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 if attempt > tonumber(ARGV[3]) then return fail('gave up after ' .. ARGV[3] .. ' attempts') end
@@ -180,6 +206,30 @@ redis.call('XADD', KEYS[2], '*', 't', 'error', 'd', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
+"""
+
+
+# KEYS: (job, tokens, listeners) for each job. ARGV: message, job_ttl, then each job's attempt.
+# Fails every job still running that attempt, marked as needing a listener, whose listeners
+# key is gone; returns their positions (1-based). Checking and failing in one script means a
+# POST that joins the job in between finds it either alive (and keeps it) or failed (and
+# starts it afresh), never half-cancelled.
+_CANCEL_UNWATCHED = """
+local out = {}
+local n = 0
+for i = 1, #KEYS, 3 do
+  n = n + 1
+  local h = redis.call('HMGET', KEYS[i], 'attempt', 'status', 'needs_listener')
+  if h[1] == ARGV[2 + n] and h[2] == 'running' and h[3] == '1'
+      and redis.call('EXISTS', KEYS[i + 2]) == 0 then
+    redis.call('HSET', KEYS[i], 'status', 'failed', 'error', ARGV[1])
+    redis.call('XADD', KEYS[i + 1], '*', 't', 'error', 'd', ARGV[1])
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+    redis.call('EXPIRE', KEYS[i + 1], ARGV[2])
+    out[#out + 1] = n
+  end
+end
+return out
 """
 
 
@@ -231,17 +281,23 @@ class Jobs:
         self._token = redis.register_script(_TOKEN)
         self._complete = redis.register_script(_COMPLETE)
         self._fail = redis.register_script(_FAIL)
+        self._cancel_unwatched = redis.register_script(_CANCEL_UNWATCHED)
 
     # --- API side ---------------------------------------------------------------------------
 
     async def submit(
         self, job: str, query: str, *, deadline_s: float, max_depth: int,
+        listen_s: float = 0.0, pin: bool = False,
     ) -> Submission:
+        """Create, join or find the job. ``listen_s > 0``: the caller is a listener, and the
+        job may be cancelled once nobody has listened for that long. ``pin``: the job must
+        never be cancelled for want of listeners (pre-warm), even one this call joins."""
         now = time.time()
+        interest = "pin" if pin else "watch" if listen_s > 0 else "off"
         outcome, detail = await self._enqueue(
-            keys=[keys.job(job), keys.tokens(job), keys.QUEUE],
+            keys=[keys.job(job), keys.tokens(job), keys.QUEUE, keys.listeners(job)],
             args=[job, query, now, now + deadline_s, max_depth, self.job_ttl_s,
-                  keys.STALE_GRACE_S],
+                  keys.STALE_GRACE_S, interest, _ms(listen_s)],
         )
         outcome, detail = _text(outcome), _text(detail)
         if outcome == "done":
@@ -255,10 +311,20 @@ class Jobs:
     async def depth(self) -> int:
         return int(await self.redis.xlen(keys.QUEUE))
 
-    async def events_since(self, job: str, after: str) -> list[Event]:
-        """Every event after stream id ``after`` ("0-0": from the start), without waiting."""
+    async def events_since(self, job: str, after: str, *, listen_s: float = 0.0) -> list[Event]:
+        """Every event after stream id ``after`` ("0-0": from the start), without waiting.
+        With ``listen_s``, also mark the job as listened to for that long (same round trip)."""
         low = "-" if after == "0-0" else f"({after}"
-        return _events(await self.redis.xrange(keys.tokens(job), min=low, max="+"))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(keys.tokens(job), min=low, max="+")
+            if listen_s > 0:
+                pipe.set(keys.listeners(job), b"1", px=_ms(listen_s))
+            replies = await pipe.execute()
+        return _events(replies[0])
+
+    async def listen(self, job: str, listen_s: float) -> None:
+        """Someone wants this job's answer: keep it from being cancelled for ``listen_s``."""
+        await self.redis.set(keys.listeners(job), b"1", px=_ms(listen_s))
 
     async def read_streams(
         self, cursors: dict[str, str], *, block_ms: int, count: int = 512,
@@ -268,14 +334,20 @@ class Jobs:
         reply: Any = await self.redis.xread(streams, count=count, block=block_ms)
         return {_text(stream): _events(entries) for stream, entries in reply or ()}
 
-    async def endings(self, jobs: list[str]) -> list[dict[str, str]]:
-        """The ``ENDING_FIELDS`` of many job records in one round trip ({} for a missing one)."""
+    async def endings(
+        self, jobs: list[str], *, listened: Sequence[str] = (), listen_s: float = 0.0,
+    ) -> list[dict[str, str]]:
+        """The ``ENDING_FIELDS`` of many job records in one round trip ({} for a missing one).
+        The same round trip marks every job in ``listened`` as listened to for ``listen_s``."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job in jobs:
                 pipe.hmget(keys.job(job), ENDING_FIELDS)
+            if listen_s > 0:
+                for job in listened:
+                    pipe.set(keys.listeners(job), b"1", px=_ms(listen_s))
             replies = await pipe.execute()
         return [{k: _text(v) for k, v in zip(ENDING_FIELDS, values, strict=True) if v is not None}
-                for values in replies]
+                for values in replies[: len(jobs)]]
 
     async def wake(self, stream: str, ttl_s: int) -> None:
         """Append to a wake-up stream, so that an ``XREAD`` blocked on it returns now."""
@@ -329,11 +401,29 @@ class Jobs:
             pipe.xdel(keys.QUEUE, entry)
             await pipe.execute()
 
-    async def start(self, job: str, consumer: str, *, max_attempts: int = keys.MAX_ATTEMPTS) -> int:
+    async def start(
+        self, job: str, consumer: str, *, max_attempts: int = keys.MAX_ATTEMPTS,
+        cancel_unwatched: bool = False,
+    ) -> int:
         return int(await self._start(
-            keys=[keys.job(job), keys.tokens(job)],
-            args=[consumer, time.time(), max_attempts, self.job_ttl_s],
+            keys=[keys.job(job), keys.tokens(job), keys.listeners(job)],
+            args=[consumer, time.time(), max_attempts, self.job_ttl_s,
+                  "1" if cancel_unwatched else "0", keys.UNWATCHED_ERROR],
         ))
+
+    async def cancel_unwatched(self, running: Sequence[tuple[str, int]]) -> list[bool]:
+        """Fail each (job, attempt) still running that needs a listener and has none, in one
+        script call; True where this call failed it (the caller then stops generating)."""
+        if not running:
+            return []
+        names = [k for job, _ in running
+                 for k in (keys.job(job), keys.tokens(job), keys.listeners(job))]
+        reply: Any = await self._cancel_unwatched(
+            keys=names,
+            args=[keys.UNWATCHED_ERROR, self.job_ttl_s, *(attempt for _, attempt in running)],
+        )
+        failed = {int(n) for n in reply or ()}
+        return [n in failed for n in range(1, len(running) + 1)]
 
     async def token(self, job: str, attempt: int, piece: str) -> bool:
         reply = await self._token(keys=[keys.job(job), keys.tokens(job)], args=[attempt, piece])

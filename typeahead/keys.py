@@ -43,6 +43,20 @@ def summary(job_id: str) -> str:
     return f"{PREFIX}summary:{job_id}"
 
 
+def listeners(job_id: str) -> str:
+    """Present while someone wants the job's answer: set by the POST that creates or joins the
+    job (for ``generate_unwatched_grace_s``), refreshed by every API process streaming it.
+    A worker cancels a running job whose key has expired (see ``LISTENER_FIELD``)."""
+    return f"{PREFIX}listeners:{job_id}"
+
+
+# The job-record field that says whether the job may be cancelled for want of listeners: "1"
+# for users' jobs, "0" for pre-warm jobs (nobody listens to them by design). Records without
+# it (written by an older API) are never cancelled this way.
+LISTENER_FIELD = "needs_listener"
+UNWATCHED_ERROR = "cancelled: nobody was listening"
+
+
 def semantic_vectors(model_key: str) -> str:
     """Hash job id -> float32 query vector, for the semantic cache of one model and prompt."""
     return f"{PREFIX}semvec:{model_key}"

@@ -117,8 +117,9 @@ async def run(args: argparse.Namespace) -> int:
         ids = {job_id(q, PROMPT_VERSION, backend.model_id): q for q, _ in queries}
         try:
             for job, query in ids.items():
+                # Pinned: nobody streams a pre-warm job, and it must not be cancelled for it.
                 await jobs.submit(job, query, deadline_s=settings.job_deadline_s,
-                                  max_depth=settings.queue_max_depth)
+                                  max_depth=settings.queue_max_depth, pin=True)
         except REDIS_DOWN as exc:
             raise ServiceUnavailable(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
         outcome = await _wait(jobs, list(ids), time.monotonic() + args.timeout)

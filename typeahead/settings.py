@@ -55,6 +55,10 @@ class Settings:
     cache_ttl_s: int = 7 * 24 * 3600
     semantic_cache: bool = False
     semantic_cache_threshold: float = 0.92
+    # A running job nobody streams or polls is cancelled (upstream request closed) once its
+    # listeners key has been absent this long; pre-warm jobs are exempt.
+    generate_cancel_unwatched: bool = True
+    generate_unwatched_grace_s: float = 10.0
     # --- operations and abuse limits -------------------------------------------------------
     admin_token: str | None = None
     cors_origins: tuple[str, ...] = ()
@@ -95,6 +99,7 @@ class Settings:
         _require(1 <= self.max_query_chars <= 10_000, "max_query_chars must be 1..10000")
         _require(self.queue_max_depth >= 1, "queue_max_depth must be >= 1")
         _require(self.job_deadline_s > 0, "job_deadline_s must be > 0")
+        _require(self.generate_unwatched_grace_s > 0, "generate_unwatched_grace_s must be > 0")
         _require(0.0 < self.semantic_cache_threshold <= 1.0, "semantic_cache_threshold in (0, 1]")
         if self.intent_threshold is not None:
             _require(0.0 <= self.intent_threshold <= 1.0, "intent_threshold must be in [0, 1]")

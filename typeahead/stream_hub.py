@@ -3,8 +3,9 @@
 A stream per client, each with its own blocking ``XREAD`` and a record poll every second, ran
 out of pooled Redis connections at about 100 streams and made idle streams cost CPU. The hub
 keeps one ``XREAD BLOCK <ms> STREAMS k1 k2 ... id1 id2 ...`` on one connection for all
-watched streams, fans events out to bounded per-listener queues, and once a keep-alive period
-checks the records of the jobs that stayed idle in one pipeline.
+watched streams, fans events out to bounded per-listener queues, and once a period checks
+the records of the jobs that stayed idle in one pipeline (ended, failed, past the deadline).
+Keep-alive comments come from each listener's own timer, not from the hub.
 
 * A new listener first reads what its stream already holds (``XRANGE`` on the request client),
   then subscribes from the last id it has. When the pending ``XREAD`` does not cover that
@@ -14,6 +15,9 @@ checks the records of the jobs that stayed idle in one pipeline.
   and only once (it remembers the last id it got), so rereading never skips or repeats.
 * A listener whose queue fills (its client reads slower than events arrive) is dropped with an
   error event; it can reconnect with ``Last-Event-ID`` and resume.
+* Each period the same pipeline marks every watched job as listened to (``keys.listeners``,
+  for ``listen_s`` plus two periods, so that a late tick never lets it lapse): a worker cancels
+  a job whose key has expired. With nothing watched, nothing is refreshed.
 * Redis failing ends every open stream with an error event. The hub keeps running and, with
   nobody listening, makes no Redis calls at all; new streams are served once Redis is back.
 """
@@ -79,6 +83,29 @@ class Listener:
     job: str
     last: tuple[int, int]  # the id of the last event queued for it
     queue: asyncio.Queue[Item]
+    fed: bool = False  # something was queued since the last keep-alive tick
+    _timer: asyncio.TimerHandle | None = None
+
+    def keep_alive(self, period_s: float) -> None:
+        """Queue a keep-alive comment each period in which nothing else was queued.
+
+        Each stream ticks on its own timer, so keep-alives spread over the period by when the
+        streams started, instead of a thousand writes at once that would hold up every other
+        request of the process for milliseconds."""
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            if not self.fed and self.queue.empty():  # else a write is pending anyway
+                self.queue.put_nowait((KEEP_ALIVE, False))
+            self.fed = False
+            self._timer = loop.call_later(period_s, tick)
+
+        self._timer = loop.call_later(period_s, tick)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def next(self) -> Item:
         """Every chunk queued so far, joined into one write, and whether it ends the stream."""
@@ -100,6 +127,7 @@ class _Watch:
 def _put_final(listener: Listener, item: Item) -> None:
     """Queue a stream's last chunk. With no room left, drop everything it has not written yet
     (never just the oldest: that would leave a gap a Last-Event-ID resume cannot see)."""
+    listener.stop()
     if listener.queue.full():
         while not listener.queue.empty():
             listener.queue.get_nowait()
@@ -111,13 +139,15 @@ class StreamHub:
 
     def __init__(
         self, reader: Jobs, jobs: Jobs, *, period_s: float = 1.0, queue_size: int = 1024,
-        count: int = 512,
+        count: int = 512, listen_s: float = 0.0,
     ) -> None:
         self._reader = reader  # its own client: the one connection the blocking read holds
         self._jobs = jobs  # the request client: idle checks and wake-ups
         self.period_s = period_s  # keep-alive period and the longest read
         self.queue_size = queue_size
         self.count = count
+        # How long each tick's mark of the watched jobs lasts (0: jobs are never marked).
+        self.listen_ttl_s = listen_s + 2 * period_s if listen_s > 0 else 0.0
         self._wake_key = keys.hub_wake(uuid.uuid4().hex)
         self._wake_cursor = "0-0"
         self._watches: dict[str, _Watch] = {}
@@ -160,6 +190,7 @@ class StreamHub:
         elif position < (stream_id(watch.cursor) or (0, 0)):
             watch.cursor = after  # reread from here; the others skip what they already have
         watch.listeners.add(listener)
+        listener.keep_alive(self.period_s)
         self._changed.set()
         if self._needs_wake(job, position):
             self._woken = True
@@ -171,6 +202,7 @@ class StreamHub:
         return listener
 
     def unsubscribe(self, listener: Listener) -> None:
+        listener.stop()
         watch = self._watches.get(listener.job)
         if watch is None:
             return
@@ -260,6 +292,7 @@ class StreamHub:
         if item[1]:
             _put_final(listener, item)
             return
+        listener.fed = True
         try:
             listener.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -271,26 +304,28 @@ class StreamHub:
             del self._watches[job]
 
     async def _check_idle(self) -> None:
-        """One pipeline for every job without events this period: end it, or keep it alive."""
+        """One pipeline for every job without events this period (is its stream over?) that
+        also marks every watched job as listened to."""
         idle = [job for job, w in self._watches.items() if not w.active]
         for w in self._watches.values():
             w.active = False
-        if not idle:
+        if not idle and not self.listen_ttl_s:
             return
         self.checks += 1
-        records = await self._jobs.endings(idle)
+        records = await self._jobs.endings(idle, listened=list(self._watches),
+                                           listen_s=self.listen_ttl_s)
         now = time.time()
         for job, record in zip(idle, records, strict=True):
             watch = self._watches.get(job)
             if watch is None:
                 continue
             ending = ending_event(record, now)
-            item = (ending, True) if ending is not None else (KEEP_ALIVE, False)
+            if ending is None:
+                continue
             for listener in list(watch.listeners):
-                self._offer(watch, listener, item)
+                _put_final(listener, (ending, True))
                 await self._pace()
-            if ending is not None or not watch.listeners:
-                self._forget(job, watch)
+            self._forget(job, watch)
 
     def _end_all(self, message: str) -> None:
         item = (sse("error", message), True)

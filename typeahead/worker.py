@@ -4,6 +4,12 @@ Any number of workers may run, on any host, against one Redis. Each reads new jo
 the consumer group, reclaims jobs left pending by dead workers, and keeps the jobs it is
 working on fresh (so a slow job is not mistaken for a dead one). A job's entry is acknowledged
 only after its result is stored, or after it failed for good (deadline, upstream error).
+
+With ``generate_cancel_unwatched`` on, one loop per worker checks the listeners keys of all
+the jobs it is generating, once a second in one script call, and cancels those nobody has
+streamed or polled for ``generate_unwatched_grace_s``: the job is failed ("cancelled: nobody
+was listening") and its generation stopped the way a passed deadline stops it, which closes
+the upstream LLM request. Pre-warm jobs are marked as never needing a listener.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import signal
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +45,8 @@ log = logging.getLogger("typeahead.worker")
 
 DOCS_PER_SUMMARY = 3
 SNIPPET_CHARS = 200
+# The longest pause between two listener checks of the jobs a worker is generating.
+LISTENER_CHECK_S = 1.0
 
 
 class Retriever(Protocol):
@@ -153,6 +162,23 @@ class Superseded(Exception):
     """Another worker reclaimed this job: stop quietly and leave the entry to it."""
 
 
+@dataclass(eq=False)
+class Running:
+    """One job this worker is generating: what the listener check needs to cancel it."""
+
+    job: str
+    attempt: int
+    scope: asyncio.Timeout | None = None  # the deadline's; firing it early cancels the work
+    unwatched: bool = False  # the job was failed for want of listeners
+
+    def cancel(self) -> None:
+        """Stop generating now, through the deadline's own cancellation path (which closes
+        the upstream request). Only call it while the job is inside its scope."""
+        scope = self.scope
+        if scope is not None and not scope.expired():
+            scope.reschedule(asyncio.get_running_loop().time())
+
+
 class Worker:
     def __init__(
         self, jobs: Jobs, backend: Backend, retriever: Retriever, settings: Settings, *,
@@ -166,18 +192,21 @@ class Worker:
         self.semantic = semantic
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: set[Running] = set()  # jobs inside their deadline scope
         self.completed = 0
+        self.cancelled_unwatched = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read, reclaim and process jobs until ``stop`` is set."""
-        reclaimer = asyncio.create_task(self._reclaim_loop(stop))
+        helpers = [asyncio.create_task(self._reclaim_loop(stop))]
+        if self.settings.generate_cancel_unwatched:
+            helpers.append(asyncio.create_task(self._listener_loop(stop)))
         try:
             await self._read_loop(stop)
         finally:
-            reclaimer.cancel()
-            for task in list(self._tasks):
+            for task in [*helpers, *self._tasks]:
                 task.cancel()
-            await asyncio.gather(reclaimer, *self._tasks, return_exceptions=True)
+            await asyncio.gather(*helpers, *self._tasks, return_exceptions=True)
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
         group_ready = False
@@ -221,6 +250,27 @@ class Worker:
                 await self._slots.acquire()
                 self._spawn(entry, job)
 
+    async def _listener_loop(self, stop: asyncio.Event) -> None:
+        """Cancel the running jobs nobody listens to any more; one script call per period,
+        none while this worker generates nothing."""
+        period = min(LISTENER_CHECK_S, max(self.settings.generate_unwatched_grace_s / 2, 0.05))
+        while not stop.is_set():
+            await _sleep_unless(stop, period)
+            running = [r for r in self._running if not r.unwatched]
+            if not running:
+                continue
+            try:
+                gone = await self.jobs.cancel_unwatched([(r.job, r.attempt) for r in running])
+            except Exception as exc:  # Redis down or failing: the next period tries again
+                log.debug("listener check failed: %s", exc)
+                continue
+            for run, cancelled in zip(running, gone, strict=True):
+                if cancelled:
+                    log.info("job %s: nobody is listening; cancelling it", run.job)
+                    run.unwatched = True
+                    if run in self._running:  # else it has left its scope meanwhile
+                        run.cancel()
+
     def _spawn(self, entry: str, job: str) -> None:
         task = asyncio.create_task(self._guarded(entry, job))
         self._tasks.add(task)
@@ -247,17 +297,28 @@ class Worker:
                 await self.jobs.touch(self.name, entry)
 
     async def process(self, entry: str, job: str) -> None:
-        attempt = await self.jobs.start(job, self.name) if job else 0
+        attempt = await self.jobs.start(
+            job, self.name, cancel_unwatched=self.settings.generate_cancel_unwatched,
+        ) if job else 0
         if attempt <= 0:
             await self.jobs.ack(entry)  # done, failed or gone: nothing left to do
             return
         record = await self.jobs.record(job)
-        remaining = float(record.get("deadline", 0)) - _now()
+        run = Running(job, attempt)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(max(remaining, 0.001)):
-                result = await self._generate(job, attempt, record.get("query", ""))
+            result = await self._generate_within(run, record)
+        except Superseded:
+            # A token refused because the listener check failed the job a moment before
+            # it could stop the generation: cancelled, not superseded.
+            if not await self._was_cancelled(run):
+                raise
+            await self._cancelled(entry, started)
+            return
         except TimeoutError:
+            if run.unwatched:  # already failed by the listener check
+                await self._cancelled(entry, started)
+                return
             metrics.get().job_done("deadline", time.perf_counter() - started)
             await self._fail(entry, job, attempt, "deadline exceeded while generating")
             return
@@ -265,15 +326,42 @@ class Worker:
             metrics.get().job_done("failed", time.perf_counter() - started)
             await self._fail(entry, job, attempt, exc.message)
             return
-        metrics.get().job_done("done", time.perf_counter() - started)
         if not await self.jobs.complete(
             job, attempt, result, cache_ttl_s=self.settings.cache_ttl_s,
         ):
-            raise Superseded(job)
+            if not await self._was_cancelled(run):  # else cancelled as the last piece came
+                raise Superseded(job)
+            await self._cancelled(entry, started)
+            return
+        metrics.get().job_done("done", time.perf_counter() - started)
         self.completed += 1
         await self.jobs.ack(entry)
         if self.semantic is not None:
             await self.semantic.add(job, record.get("query", ""))
+
+    async def _generate_within(self, run: Running, record: dict[str, str]) -> bytes:
+        """Generate until done, the deadline, or the listener check cancels the job."""
+        remaining = float(record.get("deadline", 0)) - _now()
+        self._running.add(run)
+        try:
+            async with asyncio.timeout(max(remaining, 0.001)) as scope:
+                run.scope = scope
+                return await self._generate(run.job, run.attempt, record.get("query", ""))
+        finally:
+            self._running.discard(run)
+
+    async def _was_cancelled(self, run: Running) -> bool:
+        """Whether the listener check (of this worker or another) failed this attempt."""
+        if run.unwatched:
+            return True
+        record = await self.jobs.record(run.job)
+        return (record.get("attempt") == str(run.attempt) and record.get("status") == "failed"
+                and record.get("error") == keys.UNWATCHED_ERROR)
+
+    async def _cancelled(self, entry: str, started: float) -> None:
+        metrics.get().job_done("cancelled", time.perf_counter() - started)
+        self.cancelled_unwatched += 1
+        await self.jobs.ack(entry)
 
     async def _generate(self, job: str, attempt: int, query: str) -> bytes:
         docs = [as_doc(d) for d in self.retriever.search(query, DOCS_PER_SUMMARY)]
