@@ -16,6 +16,7 @@ from loadtest import __version__
 from loadtest.arrivals import ARRIVALS
 from loadtest.errors import EXIT_USAGE, LoadtestError, UsageError
 from loadtest.http1 import CLIENTS
+from loadtest.timer import TIMERS
 from loadtest.units import parse_seconds
 
 
@@ -62,6 +63,11 @@ def add_load_options(p: argparse.ArgumentParser, *, rate: float, duration: float
     g.add_argument("--client", choices=CLIENTS, default="lean",
                    help="HTTP client for suggest, plain and generate requests: the lean "
                    "HTTP/1.1 client (default, cheapest) or aiohttp; SSE streams use aiohttp")
+    g.add_argument("--timer", choices=TIMERS, default="auto",
+                   help="how the scheduler wakes: a Linux timerfd (precise, no spinning; auto "
+                   "where available) or millisecond loop timers")
+    g.add_argument("--spin-us", type=float, default=0.0,
+                   help="with --timer sleep: spin (yielding to the loop) for the last N us")
     g.add_argument("--drain", type=_seconds, default=None,
                    help="wait for unfinished requests after the last send (default: timeout)")
     g.add_argument("--max-lag", default="auto",

@@ -48,6 +48,8 @@ def build_plan(args: argparse.Namespace, target: str | None) -> Plan:
         timeout_s=args.timeout,
         drain_s=args.timeout if args.drain is None else args.drain,
         procs=args.procs,
+        timer=args.timer,
+        spin_us=args.spin_us,
     )
     max_lag = _max_lag_us(args.max_lag, slos)
     return Plan(config, slos, max_lag, _settings(args, config, slos, max_lag))
@@ -110,6 +112,7 @@ def _settings(
         "arrival": config.arrival, "seed": config.seed, "procs": config.procs,
         "max_in_flight_per_proc": config.max_in_flight, "timeout_s": config.timeout_s,
         "drain_s": config.drain_s, "max_lag_us": max_lag_us, "client": config.target.client,
+        "timer": config.timer, "spin_us": config.spin_us,
         "slos": [s.text for s in slos], "workload": workload,
     }
 

@@ -6,7 +6,7 @@ with the server under test that CPU is taken from the server and, worse, delays 
 generator's schedule. This client does only what a load tester needs, directly on an
 :class:`asyncio.Protocol`:
 
-- one keep-alive connection pool per origin and process (idle connections reused last-in
+- one keep-alive connection pool per origin and process (idle connections reused first-in
   first-out; a new connection is opened whenever none is idle, so the open model is never
   throttled by the pool), no pipelining: one request per connection at a time;
 - responses framed by ``Content-Length``, ``Transfer-Encoding: chunked`` or connection close;
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections import deque
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import quote, urlsplit
@@ -248,7 +249,9 @@ class Pool:
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
-        self._idle: list[_Connection] = []
+        # First in, first out: requests rotate over every open connection, so a server with
+        # several worker processes gets its load spread over all of them.
+        self._idle: deque[_Connection] = deque()
         self._all: set[_Connection] = set()
         self.opened = 0  # connections made so far (tests and diagnostics)
         self._host_header = b"Host: " + origin.netloc.encode("idna") + b"\r\n"
@@ -281,7 +284,7 @@ class Pool:
 
     def _take(self) -> _Connection | None:
         while self._idle:
-            conn = self._idle.pop()
+            conn = self._idle.popleft()
             if conn.reusable and not conn.closed:
                 return conn
         return None

@@ -24,6 +24,7 @@ from loadtest.client import Client, Target
 from loadtest.errors import LoadtestError
 from loadtest.http1 import Pools
 from loadtest.stats import Stats
+from loadtest.timer import make_waker
 from loadtest.workload import Planned, Workload
 
 # How many timeline buckets the latency-over-time plot gets at most.
@@ -45,6 +46,8 @@ class RunConfig:
     timeout_s: float = 10.0  # per HTTP request
     drain_s: float = 10.0  # after the last send, how long unfinished requests may take
     procs: int = 1
+    timer: str = "auto"  # how the scheduler wakes up: loadtest.timer.TIMERS
+    spin_us: float = 0.0  # the sleep timer's final spin
 
     @property
     def bucket_s(self) -> float:
@@ -91,13 +94,17 @@ async def _schedule(
 ) -> None:
     """Launches every planned request at its intended time, never waiting for answers."""
     t0 = client.t0
-    for offset, kind, payload in plan:
-        intended = t0 + offset
-        # Loop timers round to milliseconds and may fire early: sleep until due. Requests
-        # whose time has passed when we wake are launched back to back in this wake-up.
-        while (delay := intended - time.perf_counter()) > 0:
-            await asyncio.sleep(delay)
-        _launch(client, cfg, tasks, intended, kind, payload)
+    waker = make_waker(cfg.timer, asyncio.get_running_loop(), cfg.spin_us)
+    try:
+        for offset, kind, payload in plan:
+            intended = t0 + offset
+            # Requests whose time has passed when we wake are launched back to back in this
+            # wake-up; the waker never spins through the loop (see loadtest.timer).
+            if intended > time.perf_counter():
+                await waker.wait_until(intended)
+            _launch(client, cfg, tasks, intended, kind, payload)
+    finally:
+        waker.close()
 
 
 def _launch(

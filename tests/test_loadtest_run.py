@@ -157,3 +157,14 @@ def test_suite_against_a_stand_in(tmp_path: Path) -> None:
                                                 "errors<0.1%"]
     assert data["classes"]["generate_cached"]["count"] > 0
     assert "generate_new" not in data["classes"]  # every click hits the prewarmed query
+
+
+def test_aiohttp_client_and_sleep_timer_fallbacks(tmp_path: Path, server: str) -> None:
+    code, report = _run(tmp_path, server, "--url", "/fast", "--rate", "50", "--duration", "1",
+                        "--arrival", "constant", "--client", "aiohttp", "--timer", "sleep",
+                        "--spin-us", "100", "--max-lag", "1s", "--slo", "errors<1%")
+    assert code == 0
+    assert report["classes"]["plain"]["count"] == 50
+    settings = report["settings"]
+    assert (settings["client"], settings["timer"], settings["spin_us"]) == ("aiohttp", "sleep",
+                                                                            100.0)
