@@ -54,7 +54,8 @@ async def test_json_lines_carry_the_request_id_and_no_query_at_info(
     tmp_path: Path,
     captured: io.StringIO,
 ) -> None:
-    mine, fresh, bad = await run_requests(tmp_path, Settings(generation=False, semantic=False))
+    mine, fresh, bad = await run_requests(
+        tmp_path, Settings(generation=False, semantic=False, suggest_log_sample=1.0))
     assert mine.headers["X-Request-ID"] == "req-42"
     generated = fresh.headers["X-Request-ID"]
     assert len(generated) == 32 and generated != "req-42"
@@ -71,7 +72,8 @@ async def test_json_lines_carry_the_request_id_and_no_query_at_info(
 async def test_query_text_only_at_debug_with_opt_in(tmp_path: Path, captured: io.StringIO) -> None:
     logging.getLogger().setLevel(logging.DEBUG)
     await run_requests(
-        tmp_path, Settings(generation=False, semantic=False, log_queries=True, log_level="DEBUG")
+        tmp_path, Settings(generation=False, semantic=False, log_queries=True, log_level="DEBUG",
+                           suggest_log_sample=1.0)
     )
     entry = next(
         e
@@ -96,3 +98,13 @@ def test_exceptions_and_extra_fields_are_json(captured: io.StringIO) -> None:
     entry = lines(captured)[-1]
     assert entry["msg"] == "it failed" and entry["job"] == "abc" and "ValueError" in entry["exc"]
     assert "request_id" not in entry
+
+
+async def test_successful_keystrokes_are_sampled_errors_never(tmp_path: Path,
+                                                              captured: io.StringIO) -> None:
+    mine, fresh, bad = await run_requests(
+        tmp_path, Settings(generation=False, semantic=False, suggest_log_sample=0.0))
+    logged = {e["request_id"] for e in lines(captured) if e["logger"] == "typeahead.access"}
+    assert mine.headers["X-Request-ID"] not in logged
+    assert fresh.headers["X-Request-ID"] not in logged
+    assert bad.headers["X-Request-ID"] in logged  # a 400 is always logged

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -134,9 +135,23 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         metrics.get().observe_request(route, request.method, status, elapsed)
         if route == "/v1/generate" and status in (200, 202):
             metrics.get().cache_result(hit=status == 200)
-        logs.access(request.method, route, request.path, status, elapsed,
-                    _logged_query(request))
+        if _should_log(request, route, status, elapsed):
+            logs.access(request.method, route, request.path, status, elapsed,
+                        _logged_query(request))
         logs.REQUEST_ID.reset(token)
+
+
+SLOW_REQUEST_S = 0.1  # always logged, whatever the sampling
+
+
+def _should_log(request: web.Request, route: str, status: int, elapsed: float) -> bool:
+    """Every request gets an access line except successful keystrokes, which are sampled:
+    they are most of the traffic, a line costs about as much as the answer, and /metrics
+    already counts every one."""
+    if route != "/v1/suggest" or status >= 400 or elapsed >= SLOW_REQUEST_S:
+        return True
+    share = request.app[SETTINGS].suggest_log_sample
+    return share >= 1.0 or random.random() < share
 
 
 def _route_of(request: web.Request) -> str:

@@ -67,6 +67,7 @@ class Settings:
     api_key_header: str = "X-API-Key"
     log_level: str = "INFO"
     log_queries: bool = False  # query text in logs only at DEBUG, and only when enabled
+    suggest_log_sample: float = 0.01  # share of successful /v1/suggest calls given a log line
     metrics: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -100,6 +101,7 @@ class Settings:
         _require(self.queue_max_depth >= 1, "queue_max_depth must be >= 1")
         _require(self.job_deadline_s > 0, "job_deadline_s must be > 0")
         _require(self.generate_unwatched_grace_s > 0, "generate_unwatched_grace_s must be > 0")
+        _require(0.0 <= self.suggest_log_sample <= 1.0, "suggest_log_sample must be in [0, 1]")
         _require(0.0 < self.semantic_cache_threshold <= 1.0, "semantic_cache_threshold in (0, 1]")
         if self.intent_threshold is not None:
             _require(0.0 <= self.intent_threshold <= 1.0, "intent_threshold must be in [0, 1]")
