@@ -54,7 +54,7 @@ class Settings:
     queue_max_depth: int = 1000
     cache_ttl_s: int = 7 * 24 * 3600
     semantic_cache: bool = False
-    semantic_cache_threshold: float = 0.92
+    semantic_cache_threshold: float = 0.95
     # A running job nobody streams or polls is cancelled (upstream request closed) once its
     # listeners key has been absent this long; pre-warm jobs are exempt.
     generate_cancel_unwatched: bool = True
