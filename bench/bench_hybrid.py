@@ -90,6 +90,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sample", type=int, default=20_000)
     ap.add_argument("--student", type=Path, default=None)
+    ap.add_argument("--floors", default="0.5,0.6,0.7,0.75,0.8,0.85,0.9",
+                    help="cosine floors to compare with lexical alone")
     args = ap.parse_args()
     index = ensure_index(args.student)
     assert index.semantic is not None, "index has no vectors"
@@ -97,7 +99,7 @@ def main() -> int:
     pairs = variants(queries)
     base = SuggestService(index=index, semantic=False, results_k=0)
     configs: list[tuple[str, SuggestService]] = [("lexical", base)]
-    for floor in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9):
+    for floor in (float(f) for f in args.floors.split(",")):
         layer = dataclasses.replace(index.semantic, min_similarity=floor)
         idx = dataclasses.replace(index, semantic=layer)
         configs.append((f"hybrid, cosine >= {floor}", SuggestService(index=idx, results_k=0)))

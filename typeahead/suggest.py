@@ -21,6 +21,7 @@ import numpy as np
 
 from typeahead.index import LoadedIndex
 from typeahead.lexical import Suggestion
+from typeahead.semantic import has_topic
 
 FALLBACK_TOP = 1 / 3  # the highest score a fallback (fuzzy) suggestion can have
 
@@ -72,12 +73,12 @@ class SuggestService:
         taken = {s.id for s in lexical}
         floor = min((s.score for s in lexical), default=FALLBACK_TOP)
         extra = [(entry, sim * floor) for entry, sim in neighbours if entry not in taken]
-        extra = extra[: k - len(lexical)]
         if not extra:
             return lexical
         texts = self.index.lexical.data.display.many([entry for entry, _ in extra])
-        return lexical + [Suggestion(entry, text, score, "semantic", ())
-                          for (entry, score), text in zip(extra, texts, strict=True)]
+        semantic = [Suggestion(entry, text, score, "semantic", ())
+                    for (entry, score), text in zip(extra, texts, strict=True) if has_topic(text)]
+        return lexical + semantic[: k - len(lexical)]
 
     def _intent(self, query: str, vector: np.ndarray | None) -> dict[str, Any]:
         if self.intent is None:
