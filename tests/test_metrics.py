@@ -5,9 +5,6 @@ figures and memory; and the merged view of a multi-process server."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests import requests_shim as http
 from tests.gen_support import read_sse, settings_for, standin_server, worker_task
 from tests.lexical_fixtures import build_small_index
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer
+from tests.serve_process import start_serve, stop_serve
 from tests.vllm_standin import StandIn
 from typeahead.app import create_app
 from typeahead.suggest import SuggestService
@@ -108,27 +106,9 @@ async def test_metrics_can_be_switched_off(tmp_path: Path) -> None:
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[str]:
     index = build_small_index(tmp_path)
-    port = free_port()
     env = {**os.environ, "TYPEAHEAD_GENERATION": "false", "TYPEAHEAD_SEMANTIC": "false"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "typeahead",
-            "serve",
-            "--index",
-            str(index.path),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    base, proc = start_serve(index.path, env=env)
     try:
         deadline = time.monotonic() + 60
         pids: set[int] = set()
@@ -142,8 +122,7 @@ def two_workers(tmp_path: Path) -> Iterator[str]:
         assert len(pids) == 2, "workers did not start"
         yield base
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop_serve(proc)
 
 
 def test_multiprocess_scrapes_show_every_worker(two_workers: str) -> None:

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -24,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests import requests_shim as http
 from tests.lexical_fixtures import ROWS, build_small_index
-from tests.redis_server import free_port
+from tests.serve_process import start_serve, stop_serve
 from typeahead.app import create_app
 from typeahead.index import LoadedIndex
 from typeahead.settings import Settings
@@ -174,37 +173,18 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], dict[
         "link": tmp_path / "current",
     }
     paths["link"].symlink_to(paths["a"])
-    port = free_port()
     env = {
         **os.environ,
         "TYPEAHEAD_ADMIN_TOKEN": TOKEN,
         "TYPEAHEAD_GENERATION": "false",
         "TYPEAHEAD_SEMANTIC": "false",
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "typeahead",
-            "serve",
-            "--index",
-            str(paths["link"]),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    base, proc = start_serve(paths["link"], env=env)
     try:
         wait_all_ready(base, 2)
         yield base, proc, paths
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop_serve(proc)
 
 
 def wait_all_ready(base: str, workers: int, timeout: float = 60.0) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,25 +13,18 @@ import pytest
 
 from tests import requests_shim as http
 from tests.lexical_fixtures import build_small_index
-from tests.redis_server import free_port
+from tests.serve_process import start_serve, stop_serve
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     index = build_small_index(tmp_path)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "typeahead", "serve", "--index", str(index.path),
-         "--port", str(port), "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    base, proc = start_serve(index.path)
     try:
         wait_ready(base)
         yield base, proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop_serve(proc)
 
 
 def wait_ready(base: str, timeout: float = 30.0) -> None:
