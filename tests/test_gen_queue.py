@@ -70,6 +70,9 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_job_finishes_once(
                 proc.wait(10)
                 async with worker_task(settings, name="rescuer") as rescuer:
                     events = await asyncio.wait_for(reader, 20)
+                    # "done" can reach the stream before the worker counts its completion.
+                    await wait_for(lambda: rescuer.completed >= 1)
+                    await asyncio.sleep(0.2)  # time for a (wrong) second completion to show
                     assert rescuer.completed == 1
         finally:
             if proc.poll() is None:

@@ -114,11 +114,19 @@ class RedisGuard:
 
 # --- Lua: every job state change, atomic and attempt-guarded --------------------------------
 
-# KEYS: job, tokens, queue, listeners. ARGV: id, query, now, deadline, max_depth, job_ttl,
-# stale_grace, interest ("watch": cancel when unwatched, after grace_ms; "pin": never cancel,
-# also for a job this call joins; "off": neither), grace_ms.
+# KEYS: job, tokens, queue, listeners[, summary]. ARGV: id, query, now, deadline, max_depth,
+# job_ttl, stale_grace, interest ("watch": cancel when unwatched, after grace_ms; "pin": never
+# cancel, also for a job this call joins; "off": neither), grace_ms.
+# With a fifth key, a cached summary there is the answer ('cached'): one round trip instead of
+# a GET and then this script for a request that is not cached.
 # A failed job (cancelled included) falls through to a fresh start, like a lost one.
+# The queue entry carries the query too, so that a worker can retrieve the grounding
+# documents while its start script is in flight.
 _ENQUEUE = """
+if KEYS[5] then
+  local cached = redis.call('GET', KEYS[5])
+  if cached then return {'cached', cached} end
+end
 local st = redis.call('HGET', KEYS[1], 'status')
 local now = tonumber(ARGV[3])
 local function interest()
@@ -142,7 +150,7 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'query', ARGV[2], 'status', 'queued',
   'needs_listener', needs)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 interest()
-redis.call('XADD', KEYS[3], '*', 'id', ARGV[1])
+redis.call('XADD', KEYS[3], '*', 'id', ARGV[1], 'q', ARGV[2])
 return {'new', 'queued'}
 """
 
@@ -175,6 +183,12 @@ end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return attempt
 """
+
+# _START, then the job's record: a worker's first round trip for a job.
+_BEGIN = (
+    "local function start()\n" + _START + "\nend\n"
+    + "return {start(), redis.call('HGETALL', KEYS[1])}\n"
+)
 
 # KEYS: job, tokens. ARGV: attempt, piece.
 _TOKEN = """
@@ -237,9 +251,31 @@ return out
 class Submission:
     """What enqueueing produced: a new or joined job, a finished result, or a full queue."""
 
-    outcome: str  # "new", "joined", "done", "full"
+    outcome: str  # "new", "joined", "done", "cached", "full"
     status: str
     result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A queue entry: its id, the job's id and (entries written since it was added) the query,
+    a hint only: the job's record holds the query that counts."""
+
+    id: str
+    job: str
+    query: str = ""
+
+
+def _json_object(raw: str) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _entry(eid: Any, fields: dict[Any, Any]) -> Entry:
+    return Entry(_text(eid), _text(fields.get(b"id", b"")), _text(fields.get(b"q", b"")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +314,7 @@ class Jobs:
         self.job_ttl_s = job_ttl_s
         self._enqueue = redis.register_script(_ENQUEUE)
         self._start = redis.register_script(_START)
+        self._begin = redis.register_script(_BEGIN)
         self._token = redis.register_script(_TOKEN)
         self._complete = redis.register_script(_COMPLETE)
         self._fail = redis.register_script(_FAIL)
@@ -287,19 +324,30 @@ class Jobs:
 
     async def submit(
         self, job: str, query: str, *, deadline_s: float, max_depth: int,
-        listen_s: float = 0.0, pin: bool = False,
+        listen_s: float = 0.0, pin: bool = False, check_cache: bool = False,
     ) -> Submission:
         """Create, join or find the job. ``listen_s > 0``: the caller is a listener, and the
         job may be cancelled once nobody has listened for that long. ``pin``: the job must
-        never be cancelled for want of listeners (pre-warm), even one this call joins."""
+        never be cancelled for want of listeners (pre-warm), even one this call joins.
+        ``check_cache``: a cached summary is returned as outcome "cached" (same round trip)."""
         now = time.time()
         interest = "pin" if pin else "watch" if listen_s > 0 else "off"
+        names = [keys.job(job), keys.tokens(job), keys.QUEUE, keys.listeners(job)]
+        if check_cache:
+            names.append(keys.summary(job))
         outcome, detail = await self._enqueue(
-            keys=[keys.job(job), keys.tokens(job), keys.QUEUE, keys.listeners(job)],
+            keys=names,
             args=[job, query, now, now + deadline_s, max_depth, self.job_ttl_s,
                   keys.STALE_GRACE_S, interest, _ms(listen_s)],
         )
         outcome, detail = _text(outcome), _text(detail)
+        if outcome == "cached":
+            result = _json_object(detail)
+            if result is not None:
+                return Submission("cached", "done", result)
+            # A corrupt cache entry is a miss, never a 500: submit past it.
+            return await self.submit(job, query, deadline_s=deadline_s, max_depth=max_depth,
+                                     listen_s=listen_s, pin=pin)
         if outcome == "done":
             return Submission("done", "done", orjson.loads(detail) if detail else None)
         return Submission(outcome, detail or outcome)
@@ -366,19 +414,16 @@ class Jobs:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, consumer: str, *, count: int, block_ms: int) -> list[tuple[str, str]]:
-        """New entries for this consumer: (entry id, job id)."""
+    async def read(self, consumer: str, *, count: int, block_ms: int) -> list[Entry]:
+        """New entries for this consumer."""
         reply: Any = await self.redis.xreadgroup(
             keys.GROUP, consumer, {keys.QUEUE: ">"}, count=count, block=block_ms,
         )
-        return [
-            (_text(eid), _text(fields.get(b"id", b"")))
-            for _s, entries in reply or () for eid, fields in entries
-        ]
+        return [_entry(eid, fields) for _s, entries in reply or () for eid, fields in entries]
 
     async def reclaim(
         self, consumer: str, *, min_idle_s: float, count: int,
-    ) -> list[tuple[str, str]]:
+    ) -> list[Entry]:
         """Entries pending longer than min_idle_s on any consumer (presumed dead) become ours."""
         reply: Any = await self.redis.xautoclaim(
             keys.QUEUE, keys.GROUP, consumer, int(min_idle_s * 1000), "0-0", count=count,
@@ -386,10 +431,7 @@ class Jobs:
         claimed, deleted = reply[1], (reply[2] if len(reply) > 2 else [])
         if deleted:
             await self.redis.xack(keys.QUEUE, keys.GROUP, *deleted)
-        return [
-            (_text(eid), _text(fields.get(b"id", b"")))
-            for eid, fields in claimed if fields is not None
-        ]
+        return [_entry(eid, fields) for eid, fields in claimed if fields is not None]
 
     async def touch(self, consumer: str, entry: str) -> None:
         """Reset an entry's idle time: this worker is alive and still on it."""
@@ -410,6 +452,19 @@ class Jobs:
             args=[consumer, time.time(), max_attempts, self.job_ttl_s,
                   "1" if cancel_unwatched else "0", keys.UNWATCHED_ERROR],
         ))
+
+    async def begin(
+        self, job: str, consumer: str, *, cancel_unwatched: bool = False,
+    ) -> tuple[int, dict[str, str]]:
+        """``start`` and the job's record after it, in one round trip (one script)."""
+        reply: Any = await self._begin(
+            keys=[keys.job(job), keys.tokens(job), keys.listeners(job)],
+            args=[consumer, time.time(), keys.MAX_ATTEMPTS, self.job_ttl_s,
+                  "1" if cancel_unwatched else "0", keys.UNWATCHED_ERROR],
+        )
+        flat = reply[1] or []
+        record = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+        return int(reply[0]), record
 
     async def cancel_unwatched(self, running: Sequence[tuple[str, int]]) -> list[bool]:
         """Fail each (job, attempt) still running that needs a listener and has none, in one

@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from typeahead import keys, logs, metrics
 from typeahead.cache import SemanticCache, encode_result
 from typeahead.errors import ConfigError, DataError, TypeaheadError
-from typeahead.jobs import REDIS_DOWN, Jobs, connect
+from typeahead.jobs import REDIS_DOWN, Entry, Jobs, connect
 from typeahead.llm import Backend, make_backend
 from typeahead.prompt import PROMPT_VERSION, Doc
 from typeahead.settings import Settings
@@ -231,8 +231,12 @@ class Worker:
                 continue
             if not entries:
                 self._slots.release()
-            for entry, job in entries:
-                self._spawn(entry, job)
+            for entry in entries:
+                self._spawn(entry)
+            if entries:
+                # Let the job send its start script before this loop's next XREADGROUP: the
+                # job's round trip is on the way to the first token, the next read is not.
+                await asyncio.sleep(0)
 
     async def _reclaim_loop(self, stop: asyncio.Event) -> None:
         idle = self.settings.job_claim_idle_s
@@ -245,10 +249,10 @@ class Worker:
             except Exception as exc:
                 log.debug("reclaim failed: %s", exc)
                 continue
-            for entry, job in claimed:
-                log.info("reclaimed job %s from a presumed-dead worker", job)
+            for entry in claimed:
+                log.info("reclaimed job %s from a presumed-dead worker", entry.job)
                 await self._slots.acquire()
-                self._spawn(entry, job)
+                self._spawn(entry)
 
     async def _listener_loop(self, stop: asyncio.Event) -> None:
         """Cancel the running jobs nobody listens to any more; one script call per period,
@@ -271,15 +275,16 @@ class Worker:
                     if run in self._running:  # else it has left its scope meanwhile
                         run.cancel()
 
-    def _spawn(self, entry: str, job: str) -> None:
-        task = asyncio.create_task(self._guarded(entry, job))
+    def _spawn(self, entry: Entry) -> None:
+        task = asyncio.create_task(self._guarded(entry))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _guarded(self, entry: str, job: str) -> None:
+    async def _guarded(self, item: Entry) -> None:
+        entry, job = item.id, item.job
         heartbeat = asyncio.create_task(self._heartbeat(entry))
         try:
-            await self.process(entry, job)
+            await self.process(entry, job, hint=item.query)
         except Superseded:
             log.info("job %s was reclaimed by another worker; dropping it", job)
         except REDIS_DOWN as exc:
@@ -296,18 +301,19 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self.jobs.touch(self.name, entry)
 
-    async def process(self, entry: str, job: str) -> None:
-        attempt = await self.jobs.start(
-            job, self.name, cancel_unwatched=self.settings.generate_cancel_unwatched,
-        ) if job else 0
+    async def process(self, entry: str, job: str, *, hint: str = "") -> None:
+        """Run one queue entry. ``hint``: the query the entry carries, if any."""
+        if not job:
+            await self.jobs.ack(entry)
+            return
+        attempt, record, docs = await self._begin(job, hint)
         if attempt <= 0:
             await self.jobs.ack(entry)  # done, failed or gone: nothing left to do
             return
-        record = await self.jobs.record(job)
         run = Running(job, attempt)
         started = time.perf_counter()
         try:
-            result = await self._generate_within(run, record)
+            result = await self._generate_within(run, record, docs)
         except Superseded:
             # A token refused because the listener check failed the job a moment before
             # it could stop the generation: cancelled, not superseded.
@@ -339,14 +345,40 @@ class Worker:
         if self.semantic is not None:
             await self.semantic.add(job, record.get("query", ""))
 
-    async def _generate_within(self, run: Running, record: dict[str, str]) -> bytes:
+    async def _begin(self, job: str, hint: str) -> tuple[int, dict[str, str], list[Doc]]:
+        """Start the attempt and fetch the record (one round trip) and, while Redis answers,
+        retrieve the grounding documents for the query the entry carries: the search is CPU
+        work on this loop, so it overlaps the round trip instead of following it."""
+        begin = asyncio.ensure_future(self.jobs.begin(
+            job, self.name, cancel_unwatched=self.settings.generate_cancel_unwatched,
+        ))
+        docs: list[Doc] | None = None
+        try:
+            if hint:
+                await asyncio.sleep(0)  # lets the script go out before the search holds the loop
+                docs = self._search(hint)
+            attempt, record = await begin
+        finally:
+            if not begin.done():
+                begin.cancel()
+        query = record.get("query", "")
+        if attempt > 0 and (docs is None or query != hint):
+            docs = self._search(query)
+        return attempt, record, docs or []
+
+    def _search(self, query: str) -> list[Doc]:
+        return [as_doc(d) for d in self.retriever.search(query, DOCS_PER_SUMMARY)]
+
+    async def _generate_within(
+        self, run: Running, record: dict[str, str], docs: Sequence[Doc],
+    ) -> bytes:
         """Generate until done, the deadline, or the listener check cancels the job."""
         remaining = float(record.get("deadline", 0)) - _now()
         self._running.add(run)
         try:
             async with asyncio.timeout(max(remaining, 0.001)) as scope:
                 run.scope = scope
-                return await self._generate(run.job, run.attempt, record.get("query", ""))
+                return await self._generate(run.job, run.attempt, record.get("query", ""), docs)
         finally:
             self._running.discard(run)
 
@@ -363,8 +395,7 @@ class Worker:
         self.cancelled_unwatched += 1
         await self.jobs.ack(entry)
 
-    async def _generate(self, job: str, attempt: int, query: str) -> bytes:
-        docs = [as_doc(d) for d in self.retriever.search(query, DOCS_PER_SUMMARY)]
+    async def _generate(self, job: str, attempt: int, query: str, docs: Sequence[Doc]) -> bytes:
         parts: list[str] = []
         asked = time.perf_counter()
         async with contextlib.aclosing(self.backend.generate(query, docs)) as stream:
