@@ -80,13 +80,14 @@ async def standin_server(standin: StandIn) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def worker_task(
     settings: Settings, *, name: str = "w1", backend: Backend | None = None,
-    concurrency: int = 4, **kwargs: Any,
+    concurrency: int = 4, docs: VectorDocs | None = None, **kwargs: Any,
 ) -> AsyncIterator[Worker]:
+    """A worker on the event loop; ``docs`` defaults to the shared DOCS fixture."""
     assert settings.redis_url is not None
     redis = connect(settings.redis_url, read_timeout_s=5.0)
-    embedder = HashingEmbedder()
-    backend = backend or make_backend(settings, embedder)
-    worker = Worker(Jobs(redis), backend, VectorDocs(DOCS, embedder), settings, name=name,
+    docs = docs or VectorDocs(DOCS, HashingEmbedder())
+    backend = backend or make_backend(settings, docs.embedder)
+    worker = Worker(Jobs(redis), backend, docs, settings, name=name,
                     concurrency=concurrency, **kwargs)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
