@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from typeahead.corpus import read_rows
 from typeahead.index import BuildOptions, LoadedIndex, build_index, load_index
@@ -34,9 +35,11 @@ def write_tsv(path: Path, rows: list[tuple[str, int]]) -> Path:
 
 
 def build_small_index(tmp: Path, rows: list[tuple[str, int]] = ROWS, min_count: float = 3,
-                      name: str = "idx") -> LoadedIndex:
+                      name: str = "idx", **options: Any) -> LoadedIndex:
+    """Build and load an index of ``rows``; ``options`` are further BuildOptions fields (a
+    semantic layer: ``vectors=True, student_dir=..., docs=...``)."""
     corpus = write_tsv(tmp / f"{name}.tsv", rows)
     out = tmp / name
     build_index(read_rows(corpus, text_col="query", weight_col="count"), out,
-                BuildOptions("query", "count", min_count), corpus, progress=None)
-    return load_index(out)
+                BuildOptions("query", "count", min_count, **options), corpus, progress=None)
+    return load_index(out, student_dir=options.get("student_dir"))

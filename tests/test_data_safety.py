@@ -12,15 +12,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.gen_support import api_client, read_sse, settings_for, standin_server, worker_task
-from tests.lexical_fixtures import ROWS, write_tsv
+from tests.lexical_fixtures import ROWS, build_small_index
 from tests.redis_server import RedisServer
 from tests.student_fixtures import tiny_student
 from tests.vllm_standin import StandIn
 from typeahead import keys, prewarm
 from typeahead.app import create_app
 from typeahead.cache import SemanticCache, encode_result
-from typeahead.corpus import read_rows
-from typeahead.index import BuildOptions, LoadedIndex, build_index, load_index
+from typeahead.index import LoadedIndex
 from typeahead.jobs import Jobs, connect, job_id
 from typeahead.normalize import normalize
 from typeahead.prompt import PROMPT_VERSION
@@ -46,18 +45,8 @@ RARE = {normalize(t) for t, c in RARE_ROWS if c < FLOOR and normalize(t) != "new
 def index(tmp_path_factory: pytest.TempPathFactory) -> LoadedIndex:
     tmp = tmp_path_factory.mktemp("safety")
     tiny_student(tmp / "student")
-    corpus = write_tsv(tmp / "c.tsv", RARE_ROWS)
-    options = BuildOptions(
-        "query", "count", FLOOR, vectors=True, vector_factory="flat", student_dir=tmp / "student"
-    )
-    build_index(
-        read_rows(corpus, text_col="query", weight_col="count"),
-        tmp / "idx",
-        options,
-        corpus,
-        progress=None,
-    )
-    return load_index(tmp / "idx", student_dir=tmp / "student")
+    return build_small_index(tmp, RARE_ROWS, FLOOR, vectors=True, vector_factory="flat",
+                             student_dir=tmp / "student")
 
 
 def loose(index: LoadedIndex) -> LoadedIndex:

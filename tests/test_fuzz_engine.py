@@ -15,10 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.lexical_fixtures import ROWS, write_tsv
+from tests.lexical_fixtures import ROWS, build_small_index
 from tests.student_fixtures import tiny_student
-from typeahead.corpus import read_rows
-from typeahead.index import BuildOptions, LoadedIndex, build_index, load_index
+from typeahead.index import LoadedIndex
 from typeahead.normalize import display_form, normalize
 from typeahead.suggest import SuggestService
 
@@ -60,26 +59,10 @@ SERVED_TEXTS = sorted({" ".join(t.split()) for t, _ in ROWS if normalize(t) in S
 def index(tmp_path_factory: pytest.TempPathFactory) -> LoadedIndex:
     tmp = tmp_path_factory.mktemp("fuzz")
     tiny_student(tmp / "student")
-    corpus = write_tsv(tmp / "c.tsv", ROWS)
     docs = tmp / "docs.jsonl.gz"
     docs.write_bytes(gzip.compress("".join(json.dumps(d) + "\n" for d in DOCS).encode()))
-    options = BuildOptions(
-        "query",
-        "count",
-        FLOOR,
-        vectors=True,
-        vector_factory="flat",
-        student_dir=tmp / "student",
-        docs=docs,
-    )
-    build_index(
-        read_rows(corpus, text_col="query", weight_col="count"),
-        tmp / "idx",
-        options,
-        corpus,
-        progress=None,
-    )
-    return load_index(tmp / "idx", student_dir=tmp / "student")
+    return build_small_index(tmp, ROWS, FLOOR, vectors=True, vector_factory="flat",
+                             student_dir=tmp / "student", docs=docs)
 
 
 @pytest.fixture(scope="module")

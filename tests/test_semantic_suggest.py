@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lexical_fixtures import write_tsv
+from tests.lexical_fixtures import build_small_index, write_tsv
 from tests.student_fixtures import tiny_student
 from typeahead.corpus import read_rows
 from typeahead.errors import ArtifactError
@@ -26,15 +26,10 @@ DOCS = [
 
 
 def build(tmp: Path, student_dir: Path, *, docs: bool = True) -> LoadedIndex:
-    corpus = write_tsv(tmp / "c.tsv", ROWS)
     docs_file = tmp / "docs.jsonl.gz"
     docs_file.write_bytes(gzip.compress("".join(json.dumps(d) + "\n" for d in DOCS).encode()))
-    out = tmp / "idx"
-    options = BuildOptions("query", "count", 3, vectors=True, vector_factory="flat",
-                           student_dir=student_dir, docs=docs_file if docs else None)
-    build_index(read_rows(corpus, text_col="query", weight_col="count"), out, options, corpus,
-                progress=None)
-    return load_index(out, student_dir=student_dir)
+    return build_small_index(tmp, ROWS, 3, vectors=True, vector_factory="flat",
+                             student_dir=student_dir, docs=docs_file if docs else None)
 
 
 @pytest.fixture
