@@ -296,21 +296,25 @@ class DocsIndex:
         return cls(docs, Bm25.load(root, len(docs)), vectors, student, manifest)
 
     def search(
-        self, query: str, k: int = 3, *, mode: str = "fused", partial: bool = False
+        self, query: str, k: int = 3, *, mode: str = "fused", partial: bool = False,
+        vector: np.ndarray | None = None,
     ) -> list[DocResult]:
-        """The k best documents for ``query``; mode is fused, semantic or lexical."""
+        """The k best documents for ``query``; mode is fused, semantic or lexical.
+
+        ``vector`` is the student embedding of ``query`` when the caller already has it."""
         if mode not in ("fused", "semantic", "lexical") or k < 1:
             raise ConfigError(f"bad documents search: mode={mode!r}, k={k}")
         lexical = self._bm25.scores(query, partial) if mode != "semantic" else None
         semantic: dict[int, float] = {}
         if mode != "lexical":
-            semantic = self._semantic(query, max(k, CANDIDATES), lexical)
+            semantic = self._semantic(query, max(k, CANDIDATES), lexical, vector)
         ranked = self._rank(lexical, semantic, mode)[:k]
         return [self._result(doc, score, query) for doc, score in ranked]
 
-    def _semantic(self, query: str, n: int, lexical: np.ndarray | None) -> dict[int, float]:
+    def _semantic(self, query: str, n: int, lexical: np.ndarray | None,
+                  vector: np.ndarray | None = None) -> dict[int, float]:
         """Cosine of the top-n neighbours, and of the lexical top-n so fusion sees both sides."""
-        vec = self._student.encode([query])
+        vec = self._student.encode([query]) if vector is None else vector
         if not vec.any():
             return {}
         scores, ids = self._vectors.search(vec, n)

@@ -52,11 +52,13 @@ class SemanticLayer:
                 if i >= 0 and s >= self.min_similarity]
 
 
-    def results(self, query: str, k: int) -> list[dict[str, Any]]:
+    def results(self, query: str, k: int, vector: npt.NDArray[np.float32] | None = None
+                ) -> list[dict[str, Any]]:
+        """Documents for ``query``; ``vector`` is its embedding when already computed."""
         if self.docs is None:
             return []
         return [{"id": r.id, "title": r.title, "snippet": r.snippet, "score": r.score}
-                for r in self.docs.search(query, k, partial=True)
+                for r in self.docs.search(query, k, partial=True, vector=vector)
                 if r.score >= self.results_min_score]
 
 

@@ -55,12 +55,15 @@ class SuggestService:
         suggestions = self.index.lexical.suggest(query, k)
         layer = self.index.semantic if self.semantic else None
         vector = None
-        if layer is not None and (len(suggestions) < k or self.intent is not None):
+        # One embedding per keystroke serves neighbours, documents and intent alike.
+        if layer is not None and (len(suggestions) < k or self.intent is not None
+                                  or self.results_k):
             vector = layer.encode(query)
         if layer is not None and vector is not None and len(suggestions) < k:
             suggestions = self._fuse(suggestions, layer.neighbours(vector, k + len(suggestions)),
                                      k)
-        results = layer.results(query, self.results_k) if layer and self.results_k else []
+        results = layer.results(query, self.results_k, vector) \
+            if layer and self.results_k else []
         return {
             "query": query,
             "suggestions": [_suggestion_json(s) for s in suggestions],
