@@ -111,8 +111,9 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
     if progress:
         progress(f"{len(merged):,} distinct, {len(served):,} at or above the floor; indexing")
     with atomic_directory(out) as tmp:
-        files = _write_lexical(tmp, served, progress)
-        semantic = _write_semantic(tmp, served, options, progress)
+        displays = [m.display() for _, m in served]
+        files = _write_lexical(tmp, served, displays, progress)
+        semantic = _write_semantic(tmp, displays, options, progress)
         manifest = {
             "kind": KIND,
             "format_version": FORMAT_VERSION,
@@ -136,10 +137,9 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
     return manifest
 
 
-def _write_lexical(tmp: Path, served: list[tuple[str, _Merged]], progress: Progress | None
-                   ) -> list[Path]:
+def _write_lexical(tmp: Path, served: list[tuple[str, _Merged]], displays: list[str],
+                   progress: Progress | None) -> list[Path]:
     keys = [k for k, _ in served]
-    displays = [m.display() for _, m in served]
     files = StringTable.write(displays, tmp / "display.bin", tmp / "display.off.npy")
     files += StringTable.write(keys, tmp / "keys.bin", tmp / "keys.off.npy")
     weights = np.array([m.weight for _, m in served], dtype=np.float64)
@@ -162,7 +162,7 @@ def popularity(weights: np.ndarray) -> np.ndarray:
     return (np.log1p(weights) / (np.log1p(top) * 1.0001)).astype(np.float32)
 
 
-def _write_semantic(tmp: Path, served: list[tuple[str, _Merged]], options: BuildOptions,
+def _write_semantic(tmp: Path, displays: list[str], options: BuildOptions,
                     progress: Progress | None) -> dict[str, Any] | None:
     vectors = options.vectors
     if vectors is None:
@@ -175,8 +175,7 @@ def _write_semantic(tmp: Path, served: list[tuple[str, _Merged]], options: Build
 
     if progress:
         progress("embedding entries and documents with the student")
-    texts = [m.display() for _, m in served]
-    return build_semantic(tmp, texts, docs=options.docs, docs_id_field=options.docs_id_field,
+    return build_semantic(tmp, displays, docs=options.docs, docs_id_field=options.docs_id_field,
                           student_dir=options.student_dir, factory=options.vector_factory,
                           vectors=vectors)
 
