@@ -168,8 +168,8 @@ def _logged_query(request: web.Request) -> str | None:
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     # Here rather than in the middleware: streamed responses send their headers early.
+    # (Security headers are added by typeahead.limits, on every response.)
     response.headers[REQUEST_ID_HEADER] = request.get(REQUEST_ID, "")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
 # --- parameters -----------------------------------------------------------------------------

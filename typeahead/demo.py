@@ -11,7 +11,9 @@ from importlib import resources
 
 from aiohttp import web
 
+from typeahead import limits
 from typeahead.errors import NotFound
+from typeahead.limits import CSP
 
 TYPES = {
     "index.html": "text/html; charset=utf-8",
@@ -20,13 +22,9 @@ TYPES = {
     "favicon.svg": "image/svg+xml",
 }
 ASSETS = ("app.js", "app.css", "favicon.svg")
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-       "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = {
+    **limits.SECURITY_HEADERS,
     "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
