@@ -94,3 +94,22 @@ def test_vectors_must_match_the_entries(tmp_path: Path, index: LoadedIndex) -> N
     shutil.copytree(other / "idx" / "vectors", index.path / "vectors")
     with pytest.raises(ArtifactError, match="entry vectors for"):
         load_index(index.path, student_dir=tmp_path / "student")
+
+
+def test_cached_answers_are_the_encoded_answer_and_are_not_recomputed(
+        index: LoadedIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = SuggestService(index=index, results_k=2, cache_size=8)
+    service.warm()  # runs every tier without filling the cache
+    first = service.encoded("paris", 5)
+    assert json.loads(first) == service.suggest("paris", 5)
+    calls: list[str] = []
+    real = SuggestService.suggest
+
+    def counting(self: SuggestService, query: str, k: int) -> dict[str, object]:
+        calls.append(query)
+        return real(self, query, k)
+
+    monkeypatch.setattr(SuggestService, "suggest", counting)
+    assert service.encoded("paris", 5) is first
+    service.encoded("london", 5)
+    assert calls == ["london"]

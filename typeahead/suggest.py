@@ -18,11 +18,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 
 from typeahead.index import LoadedIndex
 from typeahead.lexical import Suggestion
 from typeahead.semantic import has_topic
 
+# Inputs that reach each tier (prefix, any-order words, typo correction, non-ASCII) whatever
+# the corpus: used to warm a freshly loaded index, never cached.
+WARM_PROBES = ("a", "th", "new yo", "york new", "amazn", "wikipediaa", "café", "東京")
 FALLBACK_TOP = 1 / 3  # the highest score a fallback (fuzzy) suggestion can have
 
 
@@ -41,17 +45,30 @@ class SuggestService:
     cache_size: int = 0  # answers kept per process (LRU); keystroke traffic repeats heavily
 
     def __post_init__(self) -> None:
-        compute = self._compute
+        encode = self._encode
         if self.cache_size > 0:
-            compute = functools.lru_cache(maxsize=self.cache_size)(compute)
-        object.__setattr__(self, "_cached", compute)
+            encode = functools.lru_cache(maxsize=self.cache_size)(encode)
+        object.__setattr__(self, "_encoded", encode)
+
+    def encoded(self, query: str, k: int) -> bytes:
+        """The answer for one keystroke as a JSON object, from the LRU when it was asked before.
+
+        The cache holds bytes rather than dicts on purpose: tens of thousands of cached dicts
+        and lists are objects the cyclic GC must walk, and a full collection over them stalled
+        a worker for 60 ms; bytes are not tracked, and a hit skips serialisation too."""
+        return self._encoded(query, k)  # type: ignore[attr-defined]
+
+    def warm(self) -> None:
+        """Run every tier once so the first users do not pay for first-touch costs (page faults
+        on the mapped index, lazily built numpy and tokenizer state: several milliseconds)."""
+        for probe in WARM_PROBES:
+            self.suggest(probe, 10)
+
+    def _encode(self, query: str, k: int) -> bytes:
+        return orjson.dumps(self.suggest(query, k))
 
     def suggest(self, query: str, k: int) -> dict[str, Any]:
-        """The answer for one keystroke. The dict may be shared by later calls: do not mutate
-        it (copy it to add fields)."""
-        return self._cached(query, k)  # type: ignore[attr-defined]
-
-    def _compute(self, query: str, k: int) -> dict[str, Any]:
+        """The answer for one keystroke, computed afresh."""
         suggestions = self.index.lexical.suggest(query, k)
         layer = self.index.semantic if self.semantic else None
         vector = None
