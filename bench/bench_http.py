@@ -2,7 +2,14 @@
 
 Starts ``typeahead serve`` (suggest only, N workers) on a free port, then drives it with the
 project's load tester (``python -m loadtest run``, open model, latency from the scheduled send
-time) with prefixes of held-out AOL queries, and with wrk (if installed) for peak throughput.
+time), and with wrk (if installed) for peak throughput. Two kinds of traffic:
+
+- ``prefixes``: a 2-8 character prefix of a distinct held-out AOL query per request, the
+  worst case for the per-process answer cache (most requests are misses);
+- ``keystrokes``: users typing held-out AOL queries drawn by their held-out counts, one request
+  per debounced keystroke, as a search box sends them (popular prefixes repeat, as they do).
+
+Every row gets a freshly started server, so no row inherits another's warm cache.
 
     python bench/bench_http.py --index indexes/aol [--rates 1000,3000] [--duration 20]
 """
@@ -29,6 +36,8 @@ from bench.common import AOL, print_table
 from typeahead.corpus import read_rows
 from typeahead.normalize import normalize
 
+HELD_OUT = "count_rows_800001_999999"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -37,8 +46,7 @@ def free_port() -> int:
 
 
 def prefixes_file(n: int, out: Path, seed: int = 5) -> Path:
-    queries = [normalize(r.text) for r in read_rows(AOL, text_col="query",
-                                                    weight_col="count_rows_800001_999999")
+    queries = [normalize(r.text) for r in read_rows(AOL, text_col="query", weight_col=HELD_OUT)
                if r.weight > 0]
     rng = random.Random(seed)
     rng.shuffle(queries)
@@ -64,13 +72,19 @@ def start_server(index: Path, port: int, workers: int, env: dict[str, str]
     raise SystemExit("server did not become ready")
 
 
-def run_rate(base: str, values: Path, rate: int, duration: int, procs: int, tmp: Path
+def traffic_args(traffic: str, values: Path) -> list[str]:
+    if traffic == "prefixes":
+        return ["--url", "/v1/suggest?q={value}", "--values", str(values)]
+    return ["--log", str(AOL), "--text-col", "query", "--weight-col", HELD_OUT,
+            "--generate-share", "0"]
+
+
+def run_rate(base: str, traffic: list[str], rate: int, duration: int, procs: int, tmp: Path
              ) -> dict[str, Any]:
     report = tmp / f"r{rate}.json"
-    cmd = [sys.executable, "-m", "loadtest", "run", "--target", base, "--url",
-           "/v1/suggest?q={value}", "--values", str(values), "--rate", str(rate),
-           "--duration", f"{duration}s", "--procs", str(procs), "--report", str(report),
-           "--quiet", "--max-lag", "5ms", "--slo", "errors<0.1%"]
+    cmd = [sys.executable, "-m", "loadtest", "run", "--target", base, *traffic,
+           "--rate", str(rate), "--duration", f"{duration}s", "--procs", str(procs),
+           "--report", str(report), "--quiet", "--max-lag", "5ms", "--slo", "errors<0.1%"]
     rc = subprocess.run(cmd, check=False).returncode
     data = json.loads(report.read_text()) if report.exists() else {}
     data["exit"] = rc
@@ -97,6 +111,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--procs", type=int, default=2, help="load generator processes")
     ap.add_argument("--semantic", action="store_true", help="keep semantic + results on")
+    ap.add_argument("--traffic", default="prefixes,keystrokes",
+                    help="comma-separated: prefixes (distinct, cache-cold) and/or keystrokes "
+                         "(typing sessions; keystrokes run at the lowest rate only)")
     args = ap.parse_args()
     env = {**os.environ, "TYPEAHEAD_GENERATION": "false"}
     if not args.semantic:
@@ -107,25 +124,33 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         values = prefixes_file(20_000, tmp / "prefixes.txt")
-        server = start_server(args.index, port, args.workers, env)
-        try:
-            for rate in (int(r) for r in args.rates.split(",")):
-                rep = run_rate(base, values, rate, args.duration, args.procs, tmp)
-                rows.append(_row(rate, rep))
-            peak = wrk_peak(base, 10)
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
+        rates = [int(r) for r in args.rates.split(",")]
+        kinds = args.traffic.split(",")
+        plan = [("prefixes", rate) for rate in rates if "prefixes" in kinds]
+        plan += [("keystrokes", min(rates))] if "keystrokes" in kinds else []
+        peak = None
+        for traffic, rate in plan:
+            server = start_server(args.index, port, args.workers, env)
+            try:
+                rep = run_rate(base, traffic_args(traffic, values), rate, args.duration,
+                               args.procs, tmp)
+                rows.append([traffic, *_row(rate, rep)])
+                if peak is None:
+                    peak = wrk_peak(base, 10)
+            finally:
+                server.terminate()
+                server.wait(timeout=20)
     print_table(f"/v1/suggest over HTTP ({args.workers} workers, open loop, ms)",
-                ["target rate", "achieved", "n", "p50", "p90", "p99", "p99.9", "max", "errors",
-                 "gen lag p99", "verdict"], rows)
+                ["traffic", "target rate", "achieved", "n", "p50", "p90", "p99", "p99.9", "max",
+                 "errors", "gen lag p99", "verdict"], rows)
     print(f"\npeak throughput (wrk, 2 threads, 64 connections): "
           f"{peak:,.0f} req/s" if peak else "\nwrk not installed: no peak figure")
     return 0
 
 
 def _row(rate: int, rep: dict[str, Any]) -> list[object]:
-    cls = rep.get("classes", {}).get("plain") or rep.get("all", {})
+    classes = rep.get("classes", {})
+    cls = classes.get("plain") or classes.get("suggest") or rep.get("all", {})
     rates = rep.get("rates", {})
     lag = rep.get("generator_lag", {})
 

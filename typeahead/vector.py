@@ -65,6 +65,7 @@ class VectorIndex:
         self.dim = int(index.d)
         self.count = int(index.ntotal)
         self.factory = str(manifest.get("factory", ""))
+        self._ivf = hasattr(faiss.downcast_index(index), "nprobe")
 
     @classmethod
     def load(
@@ -89,13 +90,22 @@ class VectorIndex:
             inner.make_direct_map()  # lets IVF reconstruct rows (fusion scores lexical hits)
         return cls(index, manifest)
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, row ids) per query row; missing neighbours have id -1."""
+    def search(self, vectors: np.ndarray, k: int, *, nprobe: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row ids) per query row; missing neighbours have id -1.
+
+        ``nprobe`` overrides the stored one for this call (IVF only): a caller that keeps only
+        close neighbours finds them in the few nearest lists."""
         queries = np.ascontiguousarray(vectors, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ConfigError(f"query vectors must have shape (n, {self.dim}), got {queries.shape}")
         k = max(1, min(k, self.count)) if self.count else 1
-        scores, ids = self._index.search(queries, k)
+        if nprobe is not None and self._ivf:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = nprobe
+            scores, ids = self._index.search(queries, k, params=params)
+        else:
+            scores, ids = self._index.search(queries, k)
         return scores, ids
 
     def reconstruct(self, ids: Sequence[int]) -> np.ndarray:
