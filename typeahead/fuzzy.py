@@ -19,10 +19,11 @@ vocabulary, so a correction never reveals a query below the privacy floor.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,9 @@ MAX_LEN = 16  # longer typed words are matched on their first 16 characters
 MIN_PREFIX = MIN_LEN - 1
 MAX_PREFIX = MAX_LEN + 2
 MAX_CORRECTIONS = 12
+# Corrections remembered per process. Typed words repeat across users (a keystroke stream is
+# Zipfian), and a lookup costs tens of microseconds of hashing and verification.
+CACHE_WORDS = 8192
 
 
 def max_typos(length: int) -> int:
@@ -55,8 +59,7 @@ def _deletes(text: str) -> set[str]:
     return {text[:i] + text[i + 1 :] for i in range(len(text))}
 
 
-@dataclass(frozen=True)
-class Correction:
+class Correction(NamedTuple):
     prefix: str
     distance: int
 
@@ -69,13 +72,16 @@ class FuzzyVocab:
         self.hashes = hashes
         self.pids = pids
         self.prefixes = prefixes
+        self._cached = functools.lru_cache(maxsize=CACHE_WORDS)(self._corrections)
 
-    def corrections(self, word: str) -> list[Correction]:
+    def corrections(self, word: str) -> tuple[Correction, ...]:
         """Vocabulary prefixes within the allowed distance of ``word``, best first."""
-        word = word[:MAX_LEN]
+        return self._cached(word[:MAX_LEN])
+
+    def _corrections(self, word: str) -> tuple[Correction, ...]:
         d = max_typos(len(word))
         if d == 0 or len(self.hashes) == 0:
-            return []
+            return ()
         variants = {word} | _deletes(word)
         if d == 2:
             variants |= {x for v in _deletes(word) for x in _deletes(v)}
@@ -88,7 +94,7 @@ class FuzzyVocab:
                 pids.update(self.pids[a:b].tolist())
         return self._verify(word, d, pids)
 
-    def _verify(self, word: str, d: int, pids: Iterable[int]) -> list[Correction]:
+    def _verify(self, word: str, d: int, pids: Iterable[int]) -> tuple[Correction, ...]:
         found = []
         for pid in pids:
             cand = self.prefixes[pid]
@@ -98,7 +104,7 @@ class FuzzyVocab:
             if dist <= d:
                 found.append((dist, abs(len(cand) - len(word)), cand))
         found.sort()
-        return [Correction(c, dist) for dist, _, c in found[:MAX_CORRECTIONS]]
+        return tuple(Correction(c, dist) for dist, _, c in found[:MAX_CORRECTIONS])
 
     # --- build and persistence --------------------------------------------------------------
 

@@ -15,6 +15,7 @@ popularity ranks, so "most popular" means "smallest id".
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -30,6 +31,7 @@ from typeahead.prefix import KEY_BYTES, PrefixArray
 _THIRD = 1 / 3
 _PREFIX_BASE = 2 / 3  # the prefix tier's score floor: (2 + popularity) / 3
 WORD_SCAN_LIMIT = 256  # ranges up to this size are scanned whole for any-order matches
+POOL_CACHE = 4096  # candidate pools remembered per engine (word tuples)
 Span = tuple[int, int]
 
 
@@ -61,6 +63,9 @@ class LexicalEngine:
     def __init__(self, data: LexicalData) -> None:
         self.data = data
         self._pop = view(data.popularity)
+        # While a user types "new york ti", "tim", "time", ... the words before the last (and
+        # the fuzzy tier's shared pool) stay the same: their candidate pools are remembered.
+        self._pools = functools.lru_cache(maxsize=POOL_CACHE)(self._build_pool)
 
     def __len__(self) -> int:
         return len(self.data.display)
@@ -125,9 +130,11 @@ class LexicalEngine:
     # --- tiers ------------------------------------------------------------------------------
 
     def _exact(self, key: str, k: int, found: dict[int, _Hit], *, tier: int,
-               source: str = "prefix", dist: int = 0, skip: Container[int] = ()) -> None:
+               source: str = "prefix", dist: int = 0, skip: Container[int] = (),
+               span: tuple[int, int] | None = None) -> None:
+        """The in-order prefix matches of ``key``; ``span`` is its key range if known."""
         raw = key.encode("utf-8")
-        lo, hi = self.data.prefixes.span(raw)
+        lo, hi = span if span is not None else self.data.prefixes.span(raw)
         if lo == hi:
             return
         entries = [
@@ -163,31 +170,39 @@ class LexicalEngine:
     def _pool(self, words: list[str]) -> list[tuple[int, str]]:
         """Candidates (entry, key) that contain a word starting with each of ``words``, drawn
         from the typed word with the fewest matching entries, by popularity."""
-        spans = [self.data.words.span(w.encode("utf-8")) for w in words]
+        return self._pools(tuple(words))
+
+    def _build_pool(self, words: tuple[str, ...]) -> list[tuple[int, str]]:
+        spans = self.data.words.spans([w.encode("utf-8") for w in words])
         if any(lo == hi for lo, hi in spans):
             return []
-        lo, hi = min(spans, key=lambda s: s[1] - s[0])
-        needles = [" " + w for w in words]
-        keys = self.data.keys
-        pool = []
-        for entry in self.data.words.candidates(lo, hi, WORD_SCAN_LIMIT):
-            key = keys[entry]
-            padded = " " + key
-            if all(needle in padded for needle in needles):  # cheap reject before matching
-                pool.append((entry, key))
-        return pool
+        rarest = min(range(len(words)), key=lambda i: spans[i][1] - spans[i][0])
+        entries = self.data.words.candidates(*spans[rarest], WORD_SCAN_LIMIT)
+        pool = list(zip(entries, self.data.keys.many(entries), strict=True))
+        # Every candidate has a word starting with the rarest typed word: check the others.
+        needles = [" " + w for i, w in enumerate(words) if i != rarest]
+        if not needles:
+            return pool
+        return [(entry, key) for entry, key in pool
+                if all(needle in " " + key for needle in needles)]  # cheap reject
 
     def _fuzzy(self, words: list[str], k: int, found: dict[int, _Hit]) -> None:
         # Every correction contributes, then popularity (discounted by distance) decides:
         # stopping at the first correction that fills k would let a rare spelling win.
+        corrections = self.data.vocab.corrections(words[-1])
+        if not corrections:
+            return
         fuzzy: dict[int, _Hit] = {}
+        head = words[:-1]
         # The words before the last are the same for every correction: filter once.
-        shared = self._pool(words[:-1]) if len(words) > 1 else []
-        for corr in self.data.vocab.corrections(words[-1]):
-            fixed = [*words[:-1], corr.prefix]
+        shared = self._pool(head) if head else []
+        keys = [" ".join([*head, corr.prefix]) for corr in corrections]
+        spans = self.data.prefixes.spans([key.encode("utf-8") for key in keys])
+        for corr, key, span in zip(corrections, keys, spans, strict=True):
+            fixed = [*head, corr.prefix]
             batch: dict[int, _Hit] = {}
-            self._exact(" ".join(fixed), k, batch, tier=0, source="fuzzy", dist=corr.distance,
-                        skip=found)
+            self._exact(key, k, batch, tier=0, source="fuzzy", dist=corr.distance, skip=found,
+                        span=span)
             if shared:  # a lone word already had its word-start matches above
                 self._any_order(fixed, k, batch, tier=0, source="fuzzy", dist=corr.distance,
                                 skip=found, pool=shared)

@@ -65,6 +65,15 @@ class PrefixArray:
         lo, hi = self.keys.searchsorted(probe).tolist()
         return lo, hi
 
+    def spans(self, prefixes: list[bytes]) -> list[tuple[int, int]]:
+        """``span`` of each prefix, in one vectorised search (a search call costs more than
+        the search itself; batching pays from three prefixes on)."""
+        if len(prefixes) <= 2 or any(len(p) >= KEY_BYTES for p in prefixes):
+            return [self.span(p) for p in prefixes]
+        probe = np.array([x for p in prefixes for x in (p, p + _HIGH)], dtype=f"S{KEY_BYTES}")
+        bounds = self.keys.searchsorted(probe).tolist()
+        return list(zip(bounds[::2], bounds[1::2], strict=True))
+
     def top(self, lo: int, hi: int, k: int) -> list[int]:
         """The ``k`` (<= TOP_K) smallest distinct entry ids in [lo, hi), ascending."""
         if hi - lo <= SMALL_RANGE:
