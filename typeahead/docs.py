@@ -374,10 +374,11 @@ def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _sentences(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
-    """A document's sentences with their terms: split once, not on every keystroke."""
+def _sentences(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A document's sentences with their distinct terms: split once, not on every keystroke.
+    Tuples, not frozensets, so the remembered splits are invisible to the cyclic GC."""
     parts = re.split(r"(?<=[.!?])\s+", text) or [text]
-    return tuple((s, frozenset(terms_of(s))) for s in parts)
+    return tuple((s, tuple(dict.fromkeys(terms_of(s)))) for s in parts)
 
 
 # --- building -------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ import functools
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -59,9 +58,10 @@ def _deletes(text: str) -> set[str]:
     return {text[:i] + text[i + 1 :] for i in range(len(text))}
 
 
-class Correction(NamedTuple):
-    prefix: str
-    distance: int
+# (vocabulary prefix, distance). A plain tuple, not a NamedTuple: remembered corrections are
+# long-lived, and the cyclic GC stops tracking exact tuples of strings and ints but keeps
+# walking tuple subclasses on every full collection.
+Correction = tuple[str, int]
 
 
 class FuzzyVocab:
@@ -104,7 +104,7 @@ class FuzzyVocab:
             if dist <= d:
                 found.append((dist, abs(len(cand) - len(word)), cand))
         found.sort()
-        return tuple(Correction(c, dist) for dist, _, c in found[:MAX_CORRECTIONS])
+        return tuple((c, dist) for dist, _, c in found[:MAX_CORRECTIONS])
 
     # --- build and persistence --------------------------------------------------------------
 

@@ -152,7 +152,7 @@ class LexicalEngine:
 
     def _any_order(self, words: list[str], k: int, found: dict[int, _Hit], *, tier: int,
                    source: str = "prefix", dist: int = 0, skip: Container[int] = (),
-                   pool: list[tuple[int, str]] | None = None) -> None:
+                   pool: tuple[tuple[int, str], ...] | None = None) -> None:
         """Entries whose words each start with a distinct typed word. ``pool`` is a
         precomputed candidate list (see ``_pool``); by default it is built from ``words``."""
         if pool is None:
@@ -167,24 +167,25 @@ class LexicalEngine:
                 if len(found) >= k:
                     return
 
-    def _pool(self, words: list[str]) -> list[tuple[int, str]]:
+    def _pool(self, words: list[str]) -> tuple[tuple[int, str], ...]:
         """Candidates (entry, key) that contain a word starting with each of ``words``, drawn
         from the typed word with the fewest matching entries, by popularity."""
         return self._pools(tuple(words))
 
-    def _build_pool(self, words: tuple[str, ...]) -> list[tuple[int, str]]:
+    def _build_pool(self, words: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+        # A tuple of (int, str) tuples: remembered pools are then invisible to the cyclic GC.
         spans = self.data.words.spans([w.encode("utf-8") for w in words])
         if any(lo == hi for lo, hi in spans):
-            return []
+            return ()
         rarest = min(range(len(words)), key=lambda i: spans[i][1] - spans[i][0])
         entries = self.data.words.candidates(*spans[rarest], WORD_SCAN_LIMIT)
-        pool = list(zip(entries, self.data.keys.many(entries), strict=True))
+        pool = tuple(zip(entries, self.data.keys.many(entries), strict=True))
         # Every candidate has a word starting with the rarest typed word: check the others.
         needles = [" " + w for i, w in enumerate(words) if i != rarest]
         if not needles:
             return pool
-        return [(entry, key) for entry, key in pool
-                if all(needle in " " + key for needle in needles)]  # cheap reject
+        return tuple((entry, key) for entry, key in pool
+                     if all(needle in " " + key for needle in needles))  # cheap reject
 
     def _fuzzy(self, words: list[str], k: int, found: dict[int, _Hit]) -> None:
         # Every correction contributes, then popularity (discounted by distance) decides:
@@ -195,16 +196,14 @@ class LexicalEngine:
         fuzzy: dict[int, _Hit] = {}
         head = words[:-1]
         # The words before the last are the same for every correction: filter once.
-        shared = self._pool(head) if head else []
-        keys = [" ".join([*head, corr.prefix]) for corr in corrections]
+        shared = self._pool(head) if head else ()
+        keys = [" ".join([*head, prefix]) for prefix, _ in corrections]
         spans = self.data.prefixes.spans([key.encode("utf-8") for key in keys])
-        for corr, key, span in zip(corrections, keys, spans, strict=True):
-            fixed = [*head, corr.prefix]
+        for (prefix, dist), key, span in zip(corrections, keys, spans, strict=True):
             batch: dict[int, _Hit] = {}
-            self._exact(key, k, batch, tier=0, source="fuzzy", dist=corr.distance, skip=found,
-                        span=span)
+            self._exact(key, k, batch, tier=0, source="fuzzy", dist=dist, skip=found, span=span)
             if shared:  # a lone word already had its word-start matches above
-                self._any_order(fixed, k, batch, tier=0, source="fuzzy", dist=corr.distance,
+                self._any_order([*head, prefix], k, batch, tier=0, source="fuzzy", dist=dist,
                                 skip=found, pool=shared)
             for entry, hit in batch.items():
                 if entry not in fuzzy or fuzzy[entry][0] < hit[0]:
