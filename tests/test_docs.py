@@ -125,3 +125,11 @@ def test_snippet_prefers_the_matching_sentence() -> None:
     text = "Alpha beta. Gamma delta epsilon. " + "long " * 100
     assert snippet(text, "delta") == "Gamma delta epsilon."
     assert len(snippet("word " * 100, "word", width=50)) <= 50
+
+
+def test_min_score_drops_weak_documents_only(built: tuple[DocsIndex, Path]) -> None:
+    index, _ = built
+    everything = index.search("cheap flights paris", k=len(DOCS))
+    cut = (everything[0].score + everything[-1].score) / 2
+    kept = index.search("cheap flights paris", k=len(DOCS), min_score=cut)
+    assert kept == [r for r in everything if r.score >= cut] and 0 < len(kept) < len(everything)

@@ -130,3 +130,22 @@ def test_prefixes_longer_than_the_key_width(tmp_path: Path) -> None:
     long_b = "a" * 40 + " second"
     idx = build_small_index(tmp_path, [(long_a, 10), (long_b, 5)])
     assert [s.text for s in idx.lexical.suggest("a" * 40 + " s", 5)] == [long_b]
+
+
+def test_batched_spans_equal_single_spans(index: LoadedIndex) -> None:
+    arrays = (index.lexical.data.prefixes, index.lexical.data.words)
+    probes = [b"", b"n", b"new", b"new y", b"zzz", b"\xe6\x9d\xb1", b"a" * 40, b"pa", b"new york"]
+    for arr in arrays:
+        assert arr.spans(probes) == [arr.span(p) for p in probes]  # with a long one: per item
+        short = probes[:6]
+        assert arr.spans(short) == [arr.span(p) for p in short]  # one vectorised search
+
+
+def test_remembered_tiers_answer_the_same_and_can_be_forgotten(index: LoadedIndex) -> None:
+    engine = index.lexical
+    engine.clear_caches()
+    queries = ["york new", "new yrok", "new yrok", "times yo", "nwe york"]
+    first = [engine.suggest(q, 5) for q in queries]
+    again = [engine.suggest(q, 5) for q in queries]  # pools and corrections now remembered
+    engine.clear_caches()
+    assert first == again == [engine.suggest(q, 5) for q in queries]

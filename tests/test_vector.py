@@ -99,3 +99,16 @@ def test_reconstruct_returns_stored_rows(tmp_path: Path, factory: str) -> None:
     rows = index.reconstruct([1, 3])
     np.testing.assert_allclose(rows, student.encode([TEXTS[1], TEXTS[3]]), atol=0.02)
     assert index.reconstruct([]).shape == (0, 16)
+
+
+def test_per_call_nprobe_only_changes_ivf_search() -> None:
+    data = _unit(2000, 32)
+    queries = data[:20]
+    ivf = VectorIndex(build_index(data, "ivf", IndexParams(nprobe=1)), {"factory": "ivf"})
+    flat = VectorIndex(build_index(data, "flat"), {"factory": "flat"})
+    exact = flat.search(queries, 5)[1]
+    # Each query is a stored row: one probe always finds it, more probes find the rest too.
+    wide = ivf.search(queries, 5, nprobe=64)[1]
+    np.testing.assert_array_equal(wide[:, 0], np.arange(20))
+    assert np.mean([len(set(w) & set(e)) for w, e in zip(wide, exact, strict=True)]) >= 4.5
+    np.testing.assert_array_equal(flat.search(queries, 5, nprobe=1)[1], exact)  # ignored

@@ -78,6 +78,9 @@ class FuzzyVocab:
         """Vocabulary prefixes within the allowed distance of ``word``, best first."""
         return self._cached(word[:MAX_LEN])
 
+    def cache_clear(self) -> None:
+        self._cached.cache_clear()
+
     def _corrections(self, word: str) -> tuple[Correction, ...]:
         d = max_typos(len(word))
         if d == 0 or len(self.hashes) == 0:

@@ -70,6 +70,11 @@ class LexicalEngine:
     def __len__(self) -> int:
         return len(self.data.display)
 
+    def clear_caches(self) -> None:
+        """Forget remembered candidate pools and corrections (benchmarks measure cold tiers)."""
+        self._pools.cache_clear()
+        self.data.vocab.cache_clear()
+
     def suggest(self, query: str, k: int, *, fallback: bool = True) -> list[Suggestion]:
         """Top ``k`` completions; ``fallback=False`` stops after the in-order prefix tier."""
         key = normalize(query)
@@ -78,11 +83,13 @@ class LexicalEngine:
         # A trailing space means the last word is complete: "new " should not offer "newark".
         complete = query[-1].isspace()
         prefix = key + " " if complete else key
-        fast = self._prefix_only(prefix, k)
+        raw = prefix.encode("utf-8")
+        span = self.data.prefixes.span(raw)  # searched once, for the fast path and the tiers
+        fast = self._prefix_only(prefix, span, k) if len(raw) <= KEY_BYTES else None
         if fast is not None:
             return fast
         found: dict[int, _Hit] = {}
-        self._exact(prefix, k, found, tier=2)
+        self._exact(prefix, k, found, tier=2, span=span)
         if not fallback or len(found) >= k:
             # The prefix tier inserts by popularity, so ``found`` is already in rank order.
             return self.materialise(found, k, ranked=True)
@@ -93,12 +100,9 @@ class LexicalEngine:
             self._fuzzy(words, k, found)
         return self.materialise(found, k)
 
-    def _prefix_only(self, key: str, k: int) -> list[Suggestion] | None:
+    def _prefix_only(self, key: str, span: tuple[int, int], k: int) -> list[Suggestion] | None:
         """The common case, built directly: the prefix tier alone fills all k slots."""
-        raw = key.encode("utf-8")
-        if len(raw) > KEY_BYTES:
-            return None
-        lo, hi = self.data.prefixes.span(raw)
+        lo, hi = span
         if hi - lo < k:
             return None
         ids = self.data.prefixes.top(lo, hi, k)
