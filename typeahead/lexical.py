@@ -16,7 +16,7 @@ popularity ranks, so "most popular" means "smallest id".
 from __future__ import annotations
 
 import functools
-from collections.abc import Container
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -156,11 +156,12 @@ class LexicalEngine:
 
     def _any_order(self, words: list[str], k: int, found: dict[int, _Hit], *, tier: int,
                    source: str = "prefix", dist: int = 0, skip: Container[int] = (),
-                   pool: tuple[tuple[int, str], ...] | None = None) -> None:
+                   pool: Iterable[tuple[int, str]] | None = None) -> None:
         """Entries whose words each start with a distinct typed word. ``pool`` is a
-        precomputed candidate list (see ``_pool``); by default it is built from ``words``."""
+        precomputed candidate list (see ``_pool``); by default candidates are scanned lazily
+        from ``words``, so the scan stops as soon as k entries match."""
         if pool is None:
-            pool = self._pool(words)
+            pool = self._scan(words)
         last = " " + words[-1]
         for entry, key in pool:
             if entry in found or entry in skip or last not in " " + key:
@@ -172,24 +173,29 @@ class LexicalEngine:
                     return
 
     def _pool(self, words: list[str]) -> tuple[tuple[int, str], ...]:
-        """Candidates (entry, key) that contain a word starting with each of ``words``, drawn
-        from the typed word with the fewest matching entries, by popularity."""
+        """Every candidate of ``_scan``, remembered: for pools that are scanned again (the
+        fuzzy tier's words before the last, once per correction and keystroke)."""
         return self._pools(tuple(words))
 
     def _build_pool(self, words: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
         # A tuple of (int, str) tuples: remembered pools are then invisible to the cyclic GC.
+        return tuple(self._scan(words))
+
+    def _scan(self, words: Sequence[str]) -> Iterator[tuple[int, str]]:
+        """Candidates (entry, key) that contain a word starting with each of ``words``, drawn
+        from the typed word with the fewest matching entries, by popularity."""
         spans = self.data.words.spans([w.encode("utf-8") for w in words])
         if any(lo == hi for lo, hi in spans):
-            return ()
+            return
         rarest = min(range(len(words)), key=lambda i: spans[i][1] - spans[i][0])
-        entries = self.data.words.candidates(*spans[rarest], WORD_SCAN_LIMIT)
-        pool = tuple(zip(entries, self.data.keys.many(entries), strict=True))
         # Every candidate has a word starting with the rarest typed word: check the others.
         needles = [" " + w for i, w in enumerate(words) if i != rarest]
-        if not needles:
-            return pool
-        return tuple((entry, key) for entry, key in pool
-                     if all(needle in " " + key for needle in needles))  # cheap reject
+        keys = self.data.keys
+        for entry in self.data.words.candidates(*spans[rarest], WORD_SCAN_LIMIT):
+            key = keys[entry]
+            padded = " " + key
+            if all(needle in padded for needle in needles):  # cheap reject before matching
+                yield entry, key
 
     def _fuzzy(self, words: list[str], k: int, found: dict[int, _Hit]) -> None:
         # Every correction contributes, then popularity (discounted by distance) decides:
