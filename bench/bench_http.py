@@ -131,6 +131,8 @@ def main() -> int:
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction,
                     default=(os.cpu_count() or 1) >= 2,
                     help="generator on CPU 0, server on the other CPUs")
+    ap.add_argument("--reports", type=Path, default=None,
+                    help="keep each row's load-test JSON report (with its timeline) here")
     ap.add_argument("--warmup", type=int, default=10,
                     help="seconds of unmeasured keystroke traffic before the keystrokes row")
     ap.add_argument("--semantic", action="store_true", help="keep semantic + results on")
@@ -162,6 +164,10 @@ def main() -> int:
                 if traffic == "keystrokes" and args.warmup:
                     run_rate(base, load, rate, args.warmup, args.procs, tmp, gen_cpus, seed=2)
                 rep = run_rate(base, load, rate, args.duration, args.procs, tmp, gen_cpus)
+                if args.reports:
+                    args.reports.mkdir(parents=True, exist_ok=True)
+                    (args.reports / f"{traffic}-{rate}.json").write_bytes(
+                        (tmp / f"r{rate}.json").read_bytes())
                 rows.append([traffic, *_row(rate, rep)])
                 if peak is None:
                     peak = wrk_peak(base, 10)
@@ -172,7 +178,7 @@ def main() -> int:
              if gen_cpus and server_cpus else "unpinned")
     print_table(f"/v1/suggest over HTTP ({workers} workers, {where}, open loop, ms)",
                 ["traffic", "target rate", "achieved", "n", "p50", "p90", "p99", "p99.9", "max",
-                 "errors", "gen lag p99", "verdict"], rows)
+                 "errors", "gen lag p99", "gen lag max", "verdict"], rows)
     print(f"\npeak throughput (wrk, 2 threads, 64 connections): "
           f"{peak:,.0f} req/s" if peak else "\nwrk not installed: no peak figure")
     return 0
@@ -190,7 +196,8 @@ def _row(rate: int, rep: dict[str, Any]) -> list[object]:
 
     return [rate, rates.get("answered_per_s", "?"), cls.get("count", "?"), ms("p50_us"),
             ms("p90_us"), ms("p99_us"), ms("p99_9_us"), ms("max_us"),
-            rep.get("errors", {}) or 0, ms_of(lag.get("p99_us")), rep.get("verdict", "?")]
+            rep.get("errors", {}) or 0, ms_of(lag.get("p99_us")), ms_of(lag.get("max_us")),
+            rep.get("verdict", "?")]
 
 
 def ms_of(value: object) -> object:

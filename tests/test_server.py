@@ -85,3 +85,23 @@ def test_sigterm_stops_everything(server: tuple[str, subprocess.Popen[bytes]]) -
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_listen_backlog_is_the_configured_one(tmp_path: Path, workers: int) -> None:
+    """aiohttp re-listens a given socket with its own backlog (128) unless told otherwise;
+    bursts of new connections then overflowed it and waited 0.2-1 s for TCP retransmits."""
+    if subprocess.run(["ss", "-V"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("iproute2's ss is not installed")
+    index = build_small_index(tmp_path)
+    env = {**os.environ, "TYPEAHEAD_LISTEN_BACKLOG": "777", "TYPEAHEAD_GENERATION": "false"}
+    base, proc = start_serve(index.path, workers=workers, env=env)
+    try:
+        wait_ready(base)
+        port = base.rsplit(":", 1)[1]
+        out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True,
+                             text=True, check=True).stdout
+        # Listening sockets show their backlog as Send-Q (the third column).
+        assert {line.split()[2] for line in out.splitlines()} == {"777"}
+    finally:
+        stop_serve(proc)

@@ -136,7 +136,7 @@ def configure_logging(settings: Settings) -> None:
     logs.configure(settings)
 
 
-def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+def bind_socket(host: str, port: int, *, reuse_port: bool, backlog: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -147,7 +147,7 @@ def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
-    sock.listen(1024)
+    sock.listen(backlog)
     sock.setblocking(False)
     return sock
 
@@ -175,8 +175,11 @@ async def _serve(settings: Settings, *, sock: socket.socket | None,
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     if sock is None:
-        sock = bind_socket(settings.host, settings.port, reuse_port=False)
-    site = web.SockSite(runner, sock)
+        sock = bind_socket(settings.host, settings.port, reuse_port=False,
+                           backlog=settings.listen_backlog)
+    # SockSite listens again with its own backlog (aiohttp's default is 128, which bursts of
+    # new keystroke connections overflowed): pass ours.
+    site = web.SockSite(runner, sock, backlog=settings.listen_backlog)
     await site.start()
     host, port = sock.getsockname()[:2]
     log.info("typeahead serving on http://%s:%s (pid %s)", host, port, os.getpid())
@@ -227,7 +230,8 @@ class Supervisor:
         # dies, connections waiting to be accepted stay queued for the others, where a socket
         # per worker would take its queue down with it (the kernel resets those). SO_REUSEPORT
         # stays on so a second supervisor can bind beside this one for a rolling restart.
-        self.sock = bind_socket(self.settings.host, self.settings.port, reuse_port=True)
+        self.sock = bind_socket(self.settings.host, self.settings.port, reuse_port=True,
+                                backlog=self.settings.listen_backlog)
         try:
             signal.signal(signal.SIGTERM, self._stop)
             signal.signal(signal.SIGINT, self._stop)

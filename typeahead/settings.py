@@ -28,6 +28,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    # Connections waiting to be accepted (the kernel caps it at net.core.somaxconn). A search
+    # box opens connections in bursts; an overflowing queue drops handshakes, which the client
+    # retries only after 0.2-1 s.
+    listen_backlog: int = 4096
     default_k: int = 10
     max_k: int = 50
     max_query_chars: int = 200
@@ -96,6 +100,7 @@ class Settings:
     def validate(self) -> None:
         _require(1 <= self.port <= 65535 or self.port == 0, "port must be 0..65535")
         _require(1 <= self.workers <= 64, "workers must be 1..64")
+        _require(1 <= self.listen_backlog <= 65535, "listen_backlog must be 1..65535")
         _require(1 <= self.default_k <= self.max_k, "default_k must be 1..max_k")
         _require(1 <= self.max_query_chars <= 10_000, "max_query_chars must be 1..10000")
         _require(self.queue_max_depth >= 1, "queue_max_depth must be >= 1")
