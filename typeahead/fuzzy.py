@@ -38,7 +38,7 @@ MAX_PREFIX = MAX_LEN + 2
 MAX_CORRECTIONS = 12
 # Corrections remembered per process. Typed words repeat across users (a keystroke stream is
 # Zipfian), and a lookup costs tens of microseconds of hashing and verification.
-CACHE_WORDS = 8192
+CACHE_WORDS = 4096
 
 
 def max_typos(length: int) -> int:

