@@ -18,10 +18,10 @@ from tests.gen_support import (
     worker_task,
 )
 from tests.redis_server import RedisServer
-from tests.vllm_standin import DEFAULT_TOKENS, StandIn
+from tests.vllm_standin import DEFAULT_TEXT, DEFAULT_TOKENS, StandIn
 from typeahead.prompt import SYSTEM
 
-FULL = "".join(DEFAULT_TOKENS)
+FULL = DEFAULT_TEXT
 
 
 async def post(client: Any, query: str) -> tuple[int, dict[str, Any], Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.gen_support import DOCS, settings_for, standin_server
-from tests.vllm_standin import DEFAULT_TOKENS, StandIn
+from tests.vllm_standin import DEFAULT_TEXT, DEFAULT_TOKENS, StandIn
 from typeahead.errors import UpstreamError
 from typeahead.llm import VLLMBackend
 from typeahead.prompt import SYSTEM
@@ -29,7 +29,7 @@ async def test_streams_the_tokens_in_order_with_the_built_prompt() -> None:
     standin = StandIn()
     async with standin_server(standin) as url:
         backend = backend_for(url)
-        assert await collect(backend, "where is paris") == "".join(DEFAULT_TOKENS)
+        assert await collect(backend, "where is paris") == DEFAULT_TEXT
         await backend.close()
     body = standin.requests[0]
     assert body["stream"] is True and body["model"] == "stand-in/model"
@@ -63,7 +63,7 @@ async def test_a_transient_503_is_retried_transparently() -> None:
     standin = StandIn(fail_first=1)
     async with standin_server(standin) as url:
         backend = backend_for(url)
-        assert await collect(backend) == "".join(DEFAULT_TOKENS)
+        assert await collect(backend) == DEFAULT_TEXT
         await backend.close()
     assert standin.calls == 2
 
@@ -122,5 +122,5 @@ async def test_concurrent_requests_are_capped() -> None:
         backend = backend_for(url, llm_max_concurrency=2)
         results = await asyncio.gather(*(collect(backend) for _ in range(5)))
         await backend.close()
-    assert all(r == "".join(DEFAULT_TOKENS) for r in results)
+    assert all(r == DEFAULT_TEXT for r in results)
     assert standin.max_active == 2 and standin.calls == 5

@@ -23,11 +23,11 @@ from tests.gen_support import (
     worker_task,
 )
 from tests.redis_server import RedisServer
-from tests.vllm_standin import DEFAULT_TOKENS, StandIn
+from tests.vllm_standin import DEFAULT_TEXT, StandIn
 from typeahead import keys
 from typeahead.jobs import Jobs, connect, job_id
 
-FULL = "".join(DEFAULT_TOKENS)
+FULL = DEFAULT_TEXT
 ROOT = Path(__file__).resolve().parent.parent
 
 

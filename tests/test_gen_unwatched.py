@@ -24,13 +24,13 @@ from tests.gen_support import (
     worker_task,
 )
 from tests.redis_server import RedisServer
-from tests.vllm_standin import DEFAULT_TOKENS, StandIn
+from tests.vllm_standin import DEFAULT_TEXT, DEFAULT_TOKENS, StandIn
 from typeahead import generate_routes, keys, prewarm
 from typeahead.cache import get_summary
 from typeahead.jobs import Jobs, connect
 from typeahead.settings import Settings
 
-FULL = "".join(DEFAULT_TOKENS)
+FULL = DEFAULT_TEXT
 GRACE_S = 0.3
 SLOW = ["w "] * 40  # 4 s at 0.1 s a token: still streaming when a cancellation comes
 

@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 
 DEFAULT_TOKENS = ["The ", "answer ", "is ", "in ", "the ", "documents ", "[1]", "."]
+DEFAULT_TEXT = "".join(DEFAULT_TOKENS)  # what a client assembles from the default stream
 
 
 @dataclass
