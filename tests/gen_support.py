@@ -45,8 +45,10 @@ async def error_middleware(
 
 
 def settings_for(redis_url: str | None, **overrides: Any) -> Settings:
+    """Test settings; jobs go through the queue unless ``generate_inline_jobs`` says otherwise
+    (``inline_settings``), so that the worker tests test the worker."""
     base: dict[str, Any] = {"redis_url": redis_url, "job_claim_idle_s": 0.5,
-                            "job_deadline_s": 10.0}
+                            "job_deadline_s": 10.0, "generate_inline_jobs": 0}
     base.update(overrides)
     return Settings.from_env(environ={}, **base)
 

@@ -34,17 +34,19 @@ from typeahead.errors import (
     QueryTooLong,
     ServiceUnavailable,
 )
+from typeahead.inline import InlineRunner
 from typeahead.jobs import (
     REDIS_DOWN,
     Event,
     Jobs,
     RedisGuard,
+    Submission,
     connect,
     job_id,
     stream_id,
     valid_job_id,
 )
-from typeahead.llm import Backend, make_backend
+from typeahead.llm import Backend, VLLMBackend, make_backend
 from typeahead.prompt import PROMPT_VERSION
 from typeahead.settings import Settings
 from typeahead.stream_hub import FINAL_EVENTS, REDIS_LOST, StreamHub, sse
@@ -64,6 +66,7 @@ class Generation:
     guard: RedisGuard
     model_id: str
     semantic: SemanticCache | None = None
+    inline: InlineRunner | None = None  # runs the jobs this process creates (vLLM only)
 
 
 GENERATION = web.AppKey("generation", Generation)
@@ -104,6 +107,8 @@ async def generation_context(
         stack.push_async_callback(gen.hub.close)  # first: streams end before the clients go
         if not settings.redis_url:
             await stack.enter_async_context(_embedded_worker(settings, url, backend, embedder))
+        elif settings.generate_inline_jobs > 0 and isinstance(backend, VLLMBackend):
+            gen.inline = await stack.enter_async_context(_inline_runner(gen, backend, embedder))
         yield gen
 
 
@@ -166,6 +171,28 @@ async def _embedded_worker(
         await redis.aclose()
 
 
+@contextlib.asynccontextmanager
+async def _inline_runner(
+    gen: Generation, backend: Backend, embedder: Embedder | None,
+) -> AsyncIterator[InlineRunner]:
+    """This process runs the jobs it creates (see ``typeahead.inline``), with the grounding
+    documents a worker would use."""
+    from typeahead.worker import load_retriever
+
+    embedder = embedder or load_embedder()
+    retriever = load_retriever(gen.settings.index_dir, None, embedder)
+    runner = InlineRunner(gen.jobs, backend, retriever, gen.settings, gen.hub,
+                          semantic=gen.semantic)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield runner
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await backend.close()
+
+
 # --- handlers -------------------------------------------------------------------------------
 
 
@@ -216,11 +243,7 @@ async def post_generate(request: web.Request) -> web.Response:
         semantic = await _semantic_hit(gen, query)
         if semantic is not None:
             return _done(semantic[0], semantic[1], cached=True)
-    sub = await gen.guard(lambda: gen.jobs.submit(
-        job, query, deadline_s=gen.settings.job_deadline_s,
-        max_depth=gen.settings.queue_max_depth, listen_s=listen_grace_s(gen.settings),
-        check_cache=exact_in_script,
-    ))
+    sub = await _submit(gen, job, query, check_cache=exact_in_script)
     if sub.outcome == "full":
         raise ServiceUnavailable("the generation queue is full; retry shortly",
                                  code="queue_full", retry_after=QUEUE_FULL_RETRY_S)
@@ -228,6 +251,31 @@ async def post_generate(request: web.Request) -> web.Response:
         return _done(job, sub.result, cached=True)
     stream_url = f"/v1/generate/{job}/stream"
     return _json({"id": job, "status": sub.status, "stream_url": stream_url}, status=202)
+
+
+async def _submit(gen: Generation, job: str, query: str, *, check_cache: bool) -> Submission:
+    """Create, join or find the job; a job this call creates runs in this process when it has
+    a free inline slot (``typeahead.inline``), else it goes on the queue."""
+    inline = gen.inline
+    owner = inline.name if inline is not None and inline.reserve() else ""
+    settings = gen.settings
+    try:
+        sub = await gen.guard(lambda: gen.jobs.submit(
+            job, query, deadline_s=settings.job_deadline_s, max_depth=settings.queue_max_depth,
+            listen_s=listen_grace_s(settings), check_cache=check_cache, owner=owner,
+            lease_s=settings.job_claim_idle_s,
+        ))
+    except BaseException:
+        if inline is not None and owner:
+            inline.unreserve()
+        raise
+    if inline is not None and owner:
+        if sub.outcome == "claimed":
+            inline.start(job, query, created=sub.created,
+                         deadline=sub.created + settings.job_deadline_s)
+        else:
+            inline.unreserve()
+    return sub
 
 
 async def _semantic_hit(gen: Generation, query: str) -> tuple[str, dict[str, Any]] | None:

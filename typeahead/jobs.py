@@ -114,17 +114,20 @@ class RedisGuard:
 
 # --- Lua: every job state change, atomic and attempt-guarded --------------------------------
 
-# KEYS: job, tokens, queue, listeners[, summary]. ARGV: id, query, now, deadline, max_depth,
-# job_ttl, stale_grace, interest ("watch": cancel when unwatched, after grace_ms; "pin": never
-# cancel, also for a job this call joins; "off": neither), grace_ms.
-# With a fifth key, a cached summary there is the answer ('cached'): one round trip instead of
+# KEYS: job, tokens, queue, listeners, leases[, summary]. ARGV: id, query, now, deadline,
+# max_depth, job_ttl, stale_grace, interest ("watch": cancel when unwatched, after grace_ms;
+# "pin": never cancel, also for a job this call joins; "off": neither), grace_ms, owner, lease.
+# With a sixth key, a cached summary there is the answer ('cached'): one round trip instead of
 # a GET and then this script for a request that is not cached.
 # A failed job (cancelled included) falls through to a fresh start, like a lost one.
 # The queue entry carries the query too, so that a worker can retrieve the grounding
 # documents while its start script is in flight.
+# With an owner (an API process that runs the job itself), a new job starts at once as that
+# owner's attempt 1 under a lease until ARGV[11] ('claimed'), instead of joining the queue;
+# the queue's depth limit does not apply (the owner bounds its own inline jobs).
 _ENQUEUE = """
-if KEYS[5] then
-  local cached = redis.call('GET', KEYS[5])
+if KEYS[6] then
+  local cached = redis.call('GET', KEYS[6])
   if cached then return {'cached', cached} end
 end
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -141,8 +144,10 @@ if st == 'queued' or st == 'running' then
   end
 end
 if st == 'done' then return {'done', redis.call('HGET', KEYS[1], 'result') or ''} end
-if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[5]) then return {'full', ''} end
+local inline = ARGV[10] ~= ''
+if not inline and redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[5]) then return {'full', ''} end
 redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[5], ARGV[1])
 local needs = '0'
 if ARGV[8] == 'watch' then needs = '1' end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'query', ARGV[2], 'status', 'queued',
@@ -150,6 +155,11 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'query', ARGV[2], 'status', 'queued',
   'needs_listener', needs)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 interest()
+if inline then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', 1, 'worker', ARGV[10])
+  redis.call('ZADD', KEYS[5], ARGV[11], ARGV[1])
+  return {'claimed', 'running'}
+end
 redis.call('XADD', KEYS[3], '*', 'id', ARGV[1], 'q', ARGV[2])
 return {'new', 'queued'}
 """
@@ -198,20 +208,33 @@ redis.call('XADD', KEYS[2], '*', 't', 'token', 'd', ARGV[2])
 return 1
 """
 
-# KEYS: job, tokens, summary. ARGV: attempt, result_json, cache_ttl, job_ttl.
+# KEYS: job, tokens. ARGV: attempt, then (event id, piece) pairs: an inline job's tokens, under
+# the ids its process already gave them when it handed them to its own listeners.
+_TOKENS_AT = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+for i = 2, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], ARGV[i], 't', 'token', 'd', ARGV[i + 1])
+end
+return 1
+"""
+
+# KEYS: job, tokens, summary, leases. ARGV: attempt, result_json, cache_ttl, job_ttl, event id
+# ('*' unless the caller numbers its events).
 _COMPLETE = """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'done', 'result', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'completions', 1)
 redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
-redis.call('XADD', KEYS[2], '*', 't', 'done', 'd', ARGV[2])
+redis.call('XADD', KEYS[2], ARGV[5], 't', 'done', 'd', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('ZREM', KEYS[4], redis.call('HGET', KEYS[1], 'id') or '')
 return 1
 """
 
-# KEYS: job, tokens. ARGV: attempt, message, job_ttl.
+# KEYS: job, tokens, leases. ARGV: attempt, message, job_ttl.
 _FAIL = """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
@@ -219,7 +242,30 @@ redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2])
 redis.call('XADD', KEYS[2], '*', 't', 'error', 'd', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id') or '')
 return 1
+"""
+
+# KEYS: leases, queue, then each candidate's job key. ARGV: now, then each candidate's id.
+# Inline jobs whose lease expired (their API process died or stalled) go on the queue, where a
+# worker's start script makes the next attempt (and a reset event) as for any reclaimed job.
+# The expiry is checked again here: a lease renewed since the caller listed it stays.
+# Returns how many were queued.
+_REQUEUE_EXPIRED = """
+local queued = 0
+for i = 3, #KEYS do
+  local id = ARGV[i - 1]
+  local until_ = redis.call('ZSCORE', KEYS[1], id)
+  if until_ and tonumber(until_) <= tonumber(ARGV[1]) then
+    redis.call('ZREM', KEYS[1], id)
+    local h = redis.call('HMGET', KEYS[i], 'status', 'query')
+    if h[1] == 'running' or h[1] == 'queued' then
+      redis.call('XADD', KEYS[2], '*', 'id', id, 'q', h[2] or '')
+      queued = queued + 1
+    end
+  end
+end
+return queued
 """
 
 
@@ -251,9 +297,10 @@ return out
 class Submission:
     """What enqueueing produced: a new or joined job, a finished result, or a full queue."""
 
-    outcome: str  # "new", "joined", "done", "cached", "full"
+    outcome: str  # "new", "joined", "done", "cached", "full", "claimed" (run it yourself)
     status: str
     result: dict[str, Any] | None = None
+    created: float = 0.0  # when the call was made (a claimed job's creation time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +363,8 @@ class Jobs:
         self._start = redis.register_script(_START)
         self._begin = redis.register_script(_BEGIN)
         self._token = redis.register_script(_TOKEN)
+        self._tokens_at = redis.register_script(_TOKENS_AT)
+        self._requeue_expired = redis.register_script(_REQUEUE_EXPIRED)
         self._complete = redis.register_script(_COMPLETE)
         self._fail = redis.register_script(_FAIL)
         self._cancel_unwatched = redis.register_script(_CANCEL_UNWATCHED)
@@ -325,20 +374,23 @@ class Jobs:
     async def submit(
         self, job: str, query: str, *, deadline_s: float, max_depth: int,
         listen_s: float = 0.0, pin: bool = False, check_cache: bool = False,
+        owner: str = "", lease_s: float = 0.0,
     ) -> Submission:
         """Create, join or find the job. ``listen_s > 0``: the caller is a listener, and the
         job may be cancelled once nobody has listened for that long. ``pin``: the job must
         never be cancelled for want of listeners (pre-warm), even one this call joins.
-        ``check_cache``: a cached summary is returned as outcome "cached" (same round trip)."""
+        ``check_cache``: a cached summary is returned as outcome "cached" (same round trip).
+        ``owner``: a new job is not queued but started as ``owner``'s attempt 1 under a lease
+        of ``lease_s`` (outcome "claimed"); the owner must run it and renew the lease."""
         now = time.time()
         interest = "pin" if pin else "watch" if listen_s > 0 else "off"
-        names = [keys.job(job), keys.tokens(job), keys.QUEUE, keys.listeners(job)]
+        names = [keys.job(job), keys.tokens(job), keys.QUEUE, keys.listeners(job), keys.LEASES]
         if check_cache:
             names.append(keys.summary(job))
         outcome, detail = await self._enqueue(
             keys=names,
             args=[job, query, now, now + deadline_s, max_depth, self.job_ttl_s,
-                  keys.STALE_GRACE_S, interest, _ms(listen_s)],
+                  keys.STALE_GRACE_S, interest, _ms(listen_s), owner, now + lease_s],
         )
         outcome, detail = _text(outcome), _text(detail)
         if outcome == "cached":
@@ -347,10 +399,10 @@ class Jobs:
                 return Submission("cached", "done", result)
             # A corrupt cache entry is a miss, never a 500: submit past it.
             return await self.submit(job, query, deadline_s=deadline_s, max_depth=max_depth,
-                                     listen_s=listen_s, pin=pin)
+                                     listen_s=listen_s, pin=pin, owner=owner, lease_s=lease_s)
         if outcome == "done":
             return Submission("done", "done", orjson.loads(detail) if detail else None)
-        return Submission(outcome, detail or outcome)
+        return Submission(outcome, detail or outcome, created=now)
 
     async def record(self, job: str) -> dict[str, str]:
         raw = await self.redis.hgetall(keys.job(job))
@@ -484,13 +536,43 @@ class Jobs:
         reply = await self._token(keys=[keys.job(job), keys.tokens(job)], args=[attempt, piece])
         return bool(reply)
 
-    async def complete(self, job: str, attempt: int, result: bytes, *, cache_ttl_s: int) -> bool:
+    async def tokens_at(self, job: str, attempt: int, events: Sequence[tuple[str, str]]) -> bool:
+        """Store (event id, piece) tokens of an inline job in order; False: not its attempt."""
+        flat = [part for event in events for part in event]
+        reply = await self._tokens_at(keys=[keys.job(job), keys.tokens(job)],
+                                      args=[attempt, *flat])
+        return bool(reply)
+
+    async def complete(self, job: str, attempt: int, result: bytes, *, cache_ttl_s: int,
+                       event_id: str = "*") -> bool:
         return bool(await self._complete(
-            keys=[keys.job(job), keys.tokens(job), keys.summary(job)],
-            args=[attempt, result, cache_ttl_s, self.job_ttl_s],
+            keys=[keys.job(job), keys.tokens(job), keys.summary(job), keys.LEASES],
+            args=[attempt, result, cache_ttl_s, self.job_ttl_s, event_id],
         ))
 
     async def fail(self, job: str, attempt: int, message: str) -> bool:
         return bool(await self._fail(
-            keys=[keys.job(job), keys.tokens(job)], args=[attempt, message, self.job_ttl_s],
+            keys=[keys.job(job), keys.tokens(job), keys.LEASES],
+            args=[attempt, message, self.job_ttl_s],
+        ))
+
+    # --- leases of inline jobs ----------------------------------------------------------------
+
+    async def renew(self, jobs: Sequence[str], lease_s: float) -> None:
+        """Extend the leases of the inline jobs this process is running (only those still
+        leased: one that was requeued meanwhile belongs to the queue now)."""
+        if jobs:
+            until = time.time() + lease_s
+            await self.redis.zadd(keys.LEASES, dict.fromkeys(jobs, until), xx=True)
+
+    async def requeue_expired(self, *, count: int) -> int:
+        """Put up to ``count`` inline jobs whose lease expired on the queue; how many went."""
+        now = time.time()
+        expired: Any = await self.redis.zrangebyscore(keys.LEASES, "-inf", now, start=0,
+                                                      num=count)
+        ids = [_text(job) for job in expired or ()]
+        if not ids:
+            return 0
+        return int(await self._requeue_expired(
+            keys=[keys.LEASES, keys.QUEUE, *(keys.job(job) for job in ids)], args=[now, *ids],
         ))

@@ -21,6 +21,11 @@ JOB_TTL_S = 3600
 # A queued or running job whose deadline passed this long ago is considered lost (its worker
 # and every reclaimer died) and may be enqueued again.
 STALE_GRACE_S = 5.0
+# Jobs an API process runs itself (inline) are not in the queue: each holds a lease here, a
+# sorted set of job id -> expiry (unix seconds) that its process renews. A worker puts a job
+# whose lease expired (its API process died) on the queue, where it is retried as usual.
+LEASES = PREFIX + "leases"
+
 # A job reclaimed more often than this fails instead of crashing worker after worker.
 MAX_ATTEMPTS = 3
 

@@ -63,6 +63,11 @@ class Settings:
     # listeners key has been absent this long; pre-warm jobs are exempt.
     generate_cancel_unwatched: bool = True
     generate_unwatched_grace_s: float = 10.0
+    # Jobs an API process runs itself, at once, when the LLM is an HTTP server (vLLM): the job
+    # it just created goes straight to the LLM and its tokens straight to its own streams,
+    # without the queue's hops through Redis and a worker. Beyond this many, and with the
+    # CPU-bound extractive summariser always, jobs go through the queue. 0: never inline.
+    generate_inline_jobs: int = 8
     # --- operations and abuse limits -------------------------------------------------------
     admin_token: str | None = None
     cors_origins: tuple[str, ...] = ()
@@ -105,6 +110,7 @@ class Settings:
         _require(1 <= self.max_query_chars <= 10_000, "max_query_chars must be 1..10000")
         _require(self.queue_max_depth >= 1, "queue_max_depth must be >= 1")
         _require(self.job_deadline_s > 0, "job_deadline_s must be > 0")
+        _require(0 <= self.generate_inline_jobs <= 1024, "generate_inline_jobs must be 0..1024")
         _require(self.generate_unwatched_grace_s > 0, "generate_unwatched_grace_s must be > 0")
         _require(0.0 <= self.suggest_log_sample <= 1.0, "suggest_log_sample must be in [0, 1]")
         _require(0.0 < self.semantic_cache_threshold <= 1.0, "semantic_cache_threshold in (0, 1]")

@@ -243,6 +243,9 @@ class Worker:
         while not stop.is_set():
             await _sleep_unless(stop, max(idle / 2, 0.05))
             try:
+                # Inline jobs of API processes that died go on the queue first, so that
+                # this read or the next picks them up like any other entry.
+                await self.jobs.requeue_expired(count=16)
                 claimed = await self.jobs.reclaim(self.name, min_idle_s=idle, count=4)
             except REDIS_DOWN:
                 continue
@@ -310,7 +313,13 @@ class Worker:
         if attempt <= 0:
             await self.jobs.ack(entry)  # done, failed or gone: nothing left to do
             return
-        run = Running(job, attempt)
+        await self._attempt(entry, Running(job, attempt), record, docs)
+
+    async def _attempt(
+        self, entry: str | None, run: Running, record: dict[str, str], docs: Sequence[Doc],
+    ) -> None:
+        """Generate one started attempt to its end: stored, failed or cancelled, then the queue
+        entry (if the job came from the queue) acknowledged."""
         started = time.perf_counter()
         try:
             result = await self._generate_within(run, record, docs)
@@ -326,24 +335,36 @@ class Worker:
                 await self._cancelled(entry, started)
                 return
             metrics.get().job_done("deadline", time.perf_counter() - started)
-            await self._fail(entry, job, attempt, "deadline exceeded while generating")
+            await self._fail(entry, run, "deadline exceeded while generating")
             return
         except TypeaheadError as exc:
             metrics.get().job_done("failed", time.perf_counter() - started)
-            await self._fail(entry, job, attempt, exc.message)
+            await self._fail(entry, run, exc.message)
             return
-        if not await self.jobs.complete(
-            job, attempt, result, cache_ttl_s=self.settings.cache_ttl_s,
-        ):
+        if not await self._complete(run, result):
             if not await self._was_cancelled(run):  # else cancelled as the last piece came
-                raise Superseded(job)
+                raise Superseded(run.job)
             await self._cancelled(entry, started)
             return
         metrics.get().job_done("done", time.perf_counter() - started)
         self.completed += 1
-        await self.jobs.ack(entry)
+        await self._ack(entry)
         if self.semantic is not None:
-            await self.semantic.add(job, record.get("query", ""))
+            await self.semantic.add(run.job, record.get("query", ""))
+
+    async def _ack(self, entry: str | None) -> None:
+        if entry is not None:
+            await self.jobs.ack(entry)
+
+    async def _emit(self, run: Running, piece: str) -> None:
+        """Store one generated piece as the attempt's next token event."""
+        if not await self.jobs.token(run.job, run.attempt, piece):
+            raise Superseded(run.job)
+
+    async def _complete(self, run: Running, result: bytes) -> bool:
+        """Store the result (and the done event); False when the attempt is no longer ours."""
+        return await self.jobs.complete(run.job, run.attempt, result,
+                                        cache_ttl_s=self.settings.cache_ttl_s)
 
     async def _begin(self, job: str, hint: str) -> tuple[int, dict[str, str], list[Doc]]:
         """Start the attempt and fetch the record (one round trip) and, while Redis answers,
@@ -378,7 +399,7 @@ class Worker:
         try:
             async with asyncio.timeout(max(remaining, 0.001)) as scope:
                 run.scope = scope
-                return await self._generate(run.job, run.attempt, record.get("query", ""), docs)
+                return await self._generate(run, record.get("query", ""), docs)
         finally:
             self._running.discard(run)
 
@@ -390,31 +411,30 @@ class Worker:
         return (record.get("attempt") == str(run.attempt) and record.get("status") == "failed"
                 and record.get("error") == keys.UNWATCHED_ERROR)
 
-    async def _cancelled(self, entry: str, started: float) -> None:
+    async def _cancelled(self, entry: str | None, started: float) -> None:
         metrics.get().job_done("cancelled", time.perf_counter() - started)
         self.cancelled_unwatched += 1
-        await self.jobs.ack(entry)
+        await self._ack(entry)
 
-    async def _generate(self, job: str, attempt: int, query: str, docs: Sequence[Doc]) -> bytes:
+    async def _generate(self, run: Running, query: str, docs: Sequence[Doc]) -> bytes:
         parts: list[str] = []
         asked = time.perf_counter()
         async with contextlib.aclosing(self.backend.generate(query, docs)) as stream:
             async for piece in stream:
                 if not parts:
                     metrics.get().first_token(self.backend.model_id, time.perf_counter() - asked)
-                if not await self.jobs.token(job, attempt, piece):
-                    raise Superseded(job)
+                await self._emit(run, piece)
                 parts.append(piece)
         return encode_result(
-            job, query, "".join(parts).strip(), sources_of(docs), self.backend.model_id,
+            run.job, query, "".join(parts).strip(), sources_of(docs), self.backend.model_id,
             PROMPT_VERSION,
         )
 
-    async def _fail(self, entry: str, job: str, attempt: int, message: str) -> None:
-        log.warning("job %s failed: %s", job, message)
-        if not await self.jobs.fail(job, attempt, message):
-            raise Superseded(job)
-        await self.jobs.ack(entry)
+    async def _fail(self, entry: str | None, run: Running, message: str) -> None:
+        log.warning("job %s failed: %s", run.job, message)
+        if not await self.jobs.fail(run.job, run.attempt, message):
+            raise Superseded(run.job)
+        await self._ack(entry)
 
 
 def _now() -> float:

@@ -1,0 +1,272 @@
+"""Inline jobs (``typeahead.inline``): the API process runs the job it creates, hands tokens to
+its own streams before Redis has them, and still keeps the queue's guarantees: a lease that a
+worker takes over when the process dies or shuts down, refused writes from a superseded
+attempt, a bound on inline jobs, and streams that never skip or repeat an event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from tests.gen_support import (
+    api_client,
+    read_sse,
+    settings_for,
+    standin_server,
+    text_of,
+    worker_task,
+)
+from tests.redis_server import RedisServer
+from tests.test_gen_queue import wait_for
+from tests.vllm_standin import DEFAULT_TEXT, DEFAULT_TOKENS, StandIn
+from typeahead import keys
+from typeahead.generate_routes import GENERATION
+from typeahead.jobs import Event, Jobs, connect, job_id
+from typeahead.stream_hub import StreamHub
+
+FULL = DEFAULT_TEXT
+
+
+def inline_settings(redis_url: str, llm_url: str, **overrides: Any) -> Any:
+    return settings_for(redis_url, llm_url=llm_url, **{"generate_inline_jobs": 8, **overrides})
+
+
+@contextlib.asynccontextmanager
+async def inline_api(redis_url: str, standin: StandIn) -> AsyncIterator[Any]:
+    """An API that runs its jobs inline against ``standin``, with no worker."""
+    async with standin_server(standin) as url, api_client(inline_settings(redis_url, url)) as c:
+        yield c
+
+
+async def post(client: Any, query: str) -> dict[str, Any]:
+    resp = await client.post("/v1/generate", json={"query": query})
+    assert resp.status == 202, await resp.text()
+    return dict(await resp.json())
+
+
+async def record(client: Any, job: str) -> dict[str, str]:
+    return await client.app[GENERATION].jobs.record(job)
+
+
+async def test_the_api_runs_its_job_without_any_worker(redis_server: RedisServer) -> None:
+    standin = StandIn(token_delay_s=0.02)
+    async with inline_api(redis_server.url, standin) as client:
+        body = await post(client, "where does the rhine flow")
+        assert body["status"] == "running"
+        events = await read_sse(client, body["stream_url"])
+        rec = await record(client, body["id"])
+        again = await client.post("/v1/generate", json={"query": "where does the rhine flow"})
+        cached = await again.json()
+    assert [d for e, d in events if e == "token"] == DEFAULT_TOKENS
+    assert events[-1][0] == "done" and orjson.loads(events[-1][1])["summary"] == FULL.strip()
+    assert rec["worker"].startswith("api-") and rec["attempt"] == "1"
+    assert rec["status"] == "done" and rec["completions"] == "1"
+    assert again.status == 200 and cached["cached"] is True
+    assert standin.calls == 1
+
+
+async def test_redis_holds_the_same_events_under_the_ids_the_streams_got(
+    redis_server: RedisServer,
+) -> None:
+    """A client streaming from this process and one reading Redis afterwards (another replica,
+    or a reconnect) see one event sequence: same ids, same order, nothing missing."""
+    standin = StandIn(token_delay_s=0.05)
+    async with inline_api(redis_server.url, standin) as client:
+        body = await post(client, "oxygen atomic number")
+        live = await read_sse_with_ids(client, body["stream_url"])
+        stored = await client.app[GENERATION].jobs.events_since(body["id"], "0-0")
+    assert [(e.id, e.type, e.data) for e in stored] == live
+    ids = [e.id for e in stored]
+    base = ids[0].split("-")[0]
+    assert ids == [f"{base}-{n}" for n in range(1, len(ids) + 1)]
+
+
+async def read_sse_with_ids(client: Any, path: str) -> list[tuple[str, str, str]]:
+    out: list[tuple[str, str, str]] = []
+    async with client.get(path) as resp:
+        ident, name, data = "", "message", list[str]()
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("id: "):
+                ident = line[4:]
+            elif line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+            elif line == "" and data:
+                out.append((ident, name, "\n".join(data)))
+                if name in ("done", "error"):
+                    break
+                ident, name, data = "", "message", []
+    return out
+
+
+async def test_late_joiners_and_resumes_get_every_token_once(redis_server: RedisServer) -> None:
+    standin = StandIn(token_delay_s=0.1)
+    async with inline_api(redis_server.url, standin) as client:
+        body = await post(client, "paris landmarks")
+        seen: list[str] = []
+        early = asyncio.create_task(read_sse(client, body["stream_url"],
+                                             on_event=lambda e, d: seen.append(d)))
+        while len(seen) < 2:
+            await asyncio.sleep(0.01)
+        late = asyncio.create_task(read_sse(client, body["stream_url"]))
+        while len(seen) < 4:
+            await asyncio.sleep(0.01)
+        stored = await client.app[GENERATION].jobs.events_since(body["id"], "0-0")
+        resumed_from = stored[1].id
+        async with client.get(body["stream_url"],
+                              headers={"Last-Event-ID": resumed_from}) as resp:
+            rest = (await resp.read()).decode()
+        first, second = await early, await late
+    for events in (first, second):
+        assert [d for e, d in events if e == "token"] == DEFAULT_TOKENS
+        assert events[-1][0] == "done"
+    tokens_after = [line[6:] for line in rest.split("\n") if line.startswith("data: ")][:-1]
+    assert tokens_after == DEFAULT_TOKENS[2:]
+    assert standin.calls == 1
+
+
+async def test_a_dead_owners_job_goes_to_a_worker_once_its_lease_lapses(
+    redis_server: RedisServer,
+) -> None:
+    """An API process that claimed a job and died: a worker queues it when the lease expires,
+    runs the next attempt, and the dead attempt can neither stream nor complete."""
+    standin = StandIn()
+    redis = connect(redis_server.url)
+    jobs = Jobs(redis)
+    job = job_id("rhine length", "p", "m")
+    try:
+        async with standin_server(standin) as url:
+            settings = settings_for(redis_server.url, llm_url=url)
+            sub = await jobs.submit(job, "rhine length", deadline_s=30, max_depth=10,
+                                    owner="api-dead", lease_s=0.3)
+            assert sub.outcome == "claimed" and sub.status == "running"
+            assert await jobs.depth() == 0  # not on the queue while its owner holds it
+            async with worker_task(settings) as worker:
+                await wait_for(lambda: worker.completed == 1)
+        rec = await jobs.record(job)
+        assert rec["status"] == "done" and rec["attempt"] == "2" and rec["worker"] == "w1"
+        assert rec["completions"] == "1"
+        events = await jobs.events_since(job, "0-0")
+        assert events[0].type == "reset"
+        assert not await jobs.tokens_at(job, 1, [("1-1", "zombie")])
+        assert not await jobs.complete(job, 1, b'{"summary": "zombie"}', cache_ttl_s=60)
+        assert await redis.zscore(keys.LEASES, job) is None
+        assert standin.calls == 1
+    finally:
+        await redis.aclose()
+
+
+async def test_a_renewed_lease_keeps_a_slow_job_with_its_owner(redis_server: RedisServer) -> None:
+    """Generation that outlasts the lease several times over stays inline: no takeover, one
+    upstream call, no reset."""
+    standin = StandIn(token_delay_s=0.2)  # ~2 s against a 0.5 s lease
+    async with standin_server(standin) as url:
+        settings = inline_settings(redis_server.url, url)
+        async with api_client(settings) as client, worker_task(settings) as worker:
+            body = await post(client, "slow but alive")
+            events = await read_sse(client, body["stream_url"])
+            rec = await record(client, body["id"])
+    assert "reset" not in [e for e, _ in events] and text_of(events) == FULL
+    assert rec["worker"].startswith("api-") and rec["attempt"] == "1"
+    assert standin.calls == 1 and worker.completed == 0
+
+
+async def test_shutting_down_hands_running_jobs_to_the_workers(redis_server: RedisServer) -> None:
+    standin = StandIn(token_delay_s=0.1)
+    async with standin_server(standin) as url:
+        settings = inline_settings(redis_server.url, url, job_claim_idle_s=5.0)
+        queue_only = settings_for(redis_server.url, llm_url=url, job_claim_idle_s=5.0)
+        async with worker_task(queue_only) as worker:
+            async with api_client(settings) as client:
+                body = await post(client, "handed over")
+                await wait_for(lambda: standin.active == 1)
+            # The lease is 5 s, but a closing process gives its jobs back at once.
+            await wait_for(lambda: worker.completed == 1, timeout=6.0)
+            async with api_client(queue_only) as other:
+                events = await read_sse(other, body["stream_url"])
+                rec = await record(other, body["id"])
+    assert text_of(events) == FULL and events[-1][0] == "done"
+    assert rec["worker"] == "w1" and rec["attempt"] == "2"
+    assert standin.calls == 2
+
+
+async def test_beyond_its_inline_slots_a_process_queues_jobs(redis_server: RedisServer) -> None:
+    standin = StandIn(token_delay_s=0.05)
+    async with standin_server(standin) as url:
+        settings = inline_settings(redis_server.url, url, generate_inline_jobs=1)
+        async with api_client(settings) as client, worker_task(settings):
+            first = await post(client, "first question")
+            second = await post(client, "second question")
+            assert (first["status"], second["status"]) == ("running", "queued")
+            streams = await asyncio.gather(read_sse(client, first["stream_url"]),
+                                           read_sse(client, second["stream_url"]))
+            runners = [(await record(client, b["id"]))["worker"] for b in (first, second)]
+            third = await post(client, "third question")  # the slot is free again
+    assert all(text_of(events) == FULL for events in streams)
+    assert runners[0].startswith("api-") and runners[1] == "w1"
+    assert third["status"] == "running"
+
+
+async def test_redis_stopping_mid_job_ends_the_stream_and_the_api_recovers(
+    redis_server: RedisServer,
+) -> None:
+    standin = StandIn(token_delay_s=0.2)
+    async with inline_api(redis_server.url, standin) as client:
+        body = await post(client, "during an outage")
+        seen: list[str] = []
+        stream = asyncio.create_task(read_sse(client, body["stream_url"],
+                                              on_event=lambda e, d: seen.append(e)))
+        await wait_for(lambda: len(seen) >= 1)
+        redis_server.stop()
+        events = await asyncio.wait_for(stream, 10)
+        redis_server.start()
+        for _ in range(100):
+            resp = await client.post("/v1/generate", json={"query": "after the outage"})
+            if resp.status == 202:
+                break
+            await asyncio.sleep(0.1)
+        after = await resp.json()
+        done = await read_sse(client, after["stream_url"])
+    assert events[-1][0] == "error"
+    assert text_of(done) == FULL
+
+
+async def test_the_extractive_summariser_never_runs_inline(redis_server: RedisServer) -> None:
+    settings = settings_for(redis_server.url, generate_inline_jobs=8)  # no LLM URL
+    async with api_client(settings) as client:
+        assert client.app[GENERATION].inline is None
+        body = await post(client, "what is oxygen")
+    assert body["status"] == "queued"
+
+
+async def test_publish_hands_on_only_the_next_event_of_each_listener(
+    redis_server: RedisServer,
+) -> None:
+    """A listener takes a published event only when it is the one right after its last; one
+    that is behind waits for the reader (Redis), so nothing is skipped or repeated."""
+    redis = connect(redis_server.url)
+    hub = StreamHub(Jobs(redis), Jobs(redis), period_s=0.2)
+    try:
+        at_start = await hub.subscribe("j", "0-0")
+        behind = await hub.subscribe("j", "0-0")
+        behind.last = (0, 0)
+        at_start.last = (5, 1)
+        hub.publish("j", "5-1", Event("5-2", "token", "b"))
+        hub.publish("j", "5-2", Event("5-3", "token", "c"))
+        chunk, final = await asyncio.wait_for(at_start.next(), 1)
+        assert not final and chunk.count(b"event: token") == 2 and b"id: 5-3" in chunk
+        assert behind.queue.empty() and behind.last == (0, 0)
+        hub.publish("j", "5-3", Event("5-4", "done", "{}"))
+        chunk, final = await asyncio.wait_for(at_start.next(), 1)
+        assert final and b"event: done" in chunk
+        hub.publish("other", "0-0", Event("1-1", "token", "x"))  # nobody watches: ignored
+    finally:
+        hub.unsubscribe(behind)
+        await hub.close()
+        await redis.aclose()
