@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -51,6 +52,15 @@ def settings_for(redis_url: str | None, **overrides: Any) -> Settings:
                             "job_deadline_s": 10.0, "generate_inline_jobs": 0}
     base.update(overrides)
     return Settings.from_env(environ={}, **base)
+
+
+def docs_index_dir(root: Path) -> Path:
+    """An index directory whose only content is the DOCS fixture (``docs/docs.jsonl``): what
+    an API process that runs jobs inline grounds them on, like ``worker_task``'s worker."""
+    (root / "docs").mkdir(parents=True, exist_ok=True)
+    (root / "docs" / "docs.jsonl").write_bytes(b"\n".join(
+        orjson.dumps({"id": d.id, "title": d.title, "text": d.text}) for d in DOCS))
+    return root
 
 
 def api_app(settings: Settings) -> web.Application:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from tests.gen_support import (
     api_client,
+    docs_index_dir,
     read_sse,
     settings_for,
     standin_server,
@@ -31,15 +33,18 @@ from typeahead.stream_hub import StreamHub
 FULL = DEFAULT_TEXT
 
 
-def inline_settings(redis_url: str, llm_url: str, **overrides: Any) -> Any:
-    return settings_for(redis_url, llm_url=llm_url, **{"generate_inline_jobs": 8, **overrides})
+def inline_settings(redis_url: str, llm_url: str, root: Path, **overrides: Any) -> Any:
+    """Jobs run inline, grounded on the DOCS fixture (an index directory under ``root``)."""
+    return settings_for(redis_url, llm_url=llm_url, **{
+        "generate_inline_jobs": 8, "index_dir": docs_index_dir(root), **overrides})
 
 
 @contextlib.asynccontextmanager
-async def inline_api(redis_url: str, standin: StandIn) -> AsyncIterator[Any]:
+async def inline_api(redis_url: str, standin: StandIn, root: Path) -> AsyncIterator[Any]:
     """An API that runs its jobs inline against ``standin``, with no worker."""
-    async with standin_server(standin) as url, api_client(inline_settings(redis_url, url)) as c:
-        yield c
+    settings = lambda url: inline_settings(redis_url, url, root)  # noqa: E731
+    async with standin_server(standin) as url, api_client(settings(url)) as client:
+        yield client
 
 
 async def post(client: Any, query: str) -> dict[str, Any]:
@@ -52,9 +57,11 @@ async def record(client: Any, job: str) -> dict[str, str]:
     return await client.app[GENERATION].jobs.record(job)
 
 
-async def test_the_api_runs_its_job_without_any_worker(redis_server: RedisServer) -> None:
+async def test_the_api_runs_its_job_without_any_worker(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
     standin = StandIn(token_delay_s=0.02)
-    async with inline_api(redis_server.url, standin) as client:
+    async with inline_api(redis_server.url, standin, tmp_path) as client:
         body = await post(client, "where does the rhine flow")
         assert body["status"] == "running"
         events = await read_sse(client, body["stream_url"])
@@ -69,13 +76,35 @@ async def test_the_api_runs_its_job_without_any_worker(redis_server: RedisServer
     assert standin.calls == 1
 
 
+async def test_a_job_is_grounded_on_documents_searched_during_its_claim(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
+    """The documents search fills the claim's Redis round trip; a job asked again (it exists
+    now) is remembered and costs no second search."""
+    standin = StandIn()
+    async with inline_api(redis_server.url, standin, tmp_path) as client:
+        inline = client.app[GENERATION].inline
+        searches: list[str] = []
+        search = inline._search
+        inline._search = lambda q: searches.append(q) or search(q)  # type: ignore[method-assign]
+        body = await post(client, "capital of france")
+        await read_sse(client, body["stream_url"])
+        again = await client.post("/v1/generate", json={"query": "Capital of  France"})
+        assert again.status == 200
+        again = await client.post("/v1/generate", json={"query": "capital of france"})
+    assert searches == ["capital of france"]
+    user = standin.requests[0]["messages"][1]["content"]
+    assert '[1] title: "Paris"' in user
+    assert not inline.worth_prefetching(body["id"])
+
+
 async def test_redis_holds_the_same_events_under_the_ids_the_streams_got(
-    redis_server: RedisServer,
+    redis_server: RedisServer, tmp_path: Path,
 ) -> None:
     """A client streaming from this process and one reading Redis afterwards (another replica,
     or a reconnect) see one event sequence: same ids, same order, nothing missing."""
     standin = StandIn(token_delay_s=0.05)
-    async with inline_api(redis_server.url, standin) as client:
+    async with inline_api(redis_server.url, standin, tmp_path) as client:
         body = await post(client, "oxygen atomic number")
         live = await read_sse_with_ids(client, body["stream_url"])
         stored = await client.app[GENERATION].jobs.events_since(body["id"], "0-0")
@@ -105,9 +134,11 @@ async def read_sse_with_ids(client: Any, path: str) -> list[tuple[str, str, str]
     return out
 
 
-async def test_late_joiners_and_resumes_get_every_token_once(redis_server: RedisServer) -> None:
+async def test_late_joiners_and_resumes_get_every_token_once(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
     standin = StandIn(token_delay_s=0.1)
-    async with inline_api(redis_server.url, standin) as client:
+    async with inline_api(redis_server.url, standin, tmp_path) as client:
         body = await post(client, "paris landmarks")
         seen: list[str] = []
         early = asyncio.create_task(read_sse(client, body["stream_url"],
@@ -162,12 +193,14 @@ async def test_a_dead_owners_job_goes_to_a_worker_once_its_lease_lapses(
         await redis.aclose()
 
 
-async def test_a_renewed_lease_keeps_a_slow_job_with_its_owner(redis_server: RedisServer) -> None:
+async def test_a_renewed_lease_keeps_a_slow_job_with_its_owner(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
     """Generation that outlasts the lease several times over stays inline: no takeover, one
     upstream call, no reset."""
     standin = StandIn(token_delay_s=0.2)  # ~2 s against a 0.5 s lease
     async with standin_server(standin) as url:
-        settings = inline_settings(redis_server.url, url)
+        settings = inline_settings(redis_server.url, url, tmp_path)
         async with api_client(settings) as client, worker_task(settings) as worker:
             body = await post(client, "slow but alive")
             events = await read_sse(client, body["stream_url"])
@@ -177,10 +210,12 @@ async def test_a_renewed_lease_keeps_a_slow_job_with_its_owner(redis_server: Red
     assert standin.calls == 1 and worker.completed == 0
 
 
-async def test_shutting_down_hands_running_jobs_to_the_workers(redis_server: RedisServer) -> None:
+async def test_shutting_down_hands_running_jobs_to_the_workers(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
     standin = StandIn(token_delay_s=0.1)
     async with standin_server(standin) as url:
-        settings = inline_settings(redis_server.url, url, job_claim_idle_s=5.0)
+        settings = inline_settings(redis_server.url, url, tmp_path, job_claim_idle_s=5.0)
         queue_only = settings_for(redis_server.url, llm_url=url, job_claim_idle_s=5.0)
         async with worker_task(queue_only) as worker:
             async with api_client(settings) as client:
@@ -196,10 +231,12 @@ async def test_shutting_down_hands_running_jobs_to_the_workers(redis_server: Red
     assert standin.calls == 2
 
 
-async def test_beyond_its_inline_slots_a_process_queues_jobs(redis_server: RedisServer) -> None:
+async def test_beyond_its_inline_slots_a_process_queues_jobs(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
     standin = StandIn(token_delay_s=0.05)
     async with standin_server(standin) as url:
-        settings = inline_settings(redis_server.url, url, generate_inline_jobs=1)
+        settings = inline_settings(redis_server.url, url, tmp_path, generate_inline_jobs=1)
         async with api_client(settings) as client, worker_task(settings):
             first = await post(client, "first question")
             second = await post(client, "second question")
@@ -214,10 +251,10 @@ async def test_beyond_its_inline_slots_a_process_queues_jobs(redis_server: Redis
 
 
 async def test_redis_stopping_mid_job_ends_the_stream_and_the_api_recovers(
-    redis_server: RedisServer,
+    redis_server: RedisServer, tmp_path: Path,
 ) -> None:
     standin = StandIn(token_delay_s=0.2)
-    async with inline_api(redis_server.url, standin) as client:
+    async with inline_api(redis_server.url, standin, tmp_path) as client:
         body = await post(client, "during an outage")
         seen: list[str] = []
         stream = asyncio.create_task(read_sse(client, body["stream_url"],

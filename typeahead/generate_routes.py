@@ -259,22 +259,27 @@ async def _submit(gen: Generation, job: str, query: str, *, check_cache: bool) -
     inline = gen.inline
     owner = inline.name if inline is not None and inline.reserve() else ""
     settings = gen.settings
+    claim = gen.guard(lambda: gen.jobs.submit(
+        job, query, deadline_s=settings.job_deadline_s, max_depth=settings.queue_max_depth,
+        listen_s=listen_grace_s(settings), check_cache=check_cache, owner=owner,
+        lease_s=settings.job_claim_idle_s,
+    ))
+    if inline is None or not owner:
+        return await claim
     try:
-        sub = await gen.guard(lambda: gen.jobs.submit(
-            job, query, deadline_s=settings.job_deadline_s, max_depth=settings.queue_max_depth,
-            listen_s=listen_grace_s(settings), check_cache=check_cache, owner=owner,
-            lease_s=settings.job_claim_idle_s,
-        ))
-    except BaseException:
-        if inline is not None and owner:
-            inline.unreserve()
-        raise
-    if inline is not None and owner:
-        if sub.outcome == "claimed":
-            inline.start(job, query, created=sub.created,
-                         deadline=sub.created + settings.job_deadline_s)
+        if inline.worth_prefetching(job):
+            sub, docs = await inline.with_documents(query, claim)
         else:
-            inline.unreserve()
+            sub, docs = await claim, None
+    except BaseException:
+        inline.unreserve()
+        raise
+    if sub.outcome == "claimed":
+        inline.start(job, query, created=sub.created,
+                     deadline=sub.created + settings.job_deadline_s, docs=docs)
+    else:
+        inline.unreserve()
+        inline.existed(job)
     return sub
 
 

@@ -35,16 +35,23 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from typeahead.cache import SemanticCache
 from typeahead.jobs import REDIS_DOWN, Event, Jobs
 from typeahead.llm import Backend
+from typeahead.prompt import Doc
 from typeahead.settings import Settings
 from typeahead.stream_hub import StreamHub
 from typeahead.worker import Retriever, Running, Superseded, Worker
 
 log = logging.getLogger("typeahead.inline")
+
+T = TypeVar("T")
+# How many existing jobs an API process remembers, to skip speculative searches for them.
+EXISTING_MEMORY = 4096
 
 
 class TokenWriter:
@@ -122,6 +129,9 @@ class InlineRunner(Worker):
         self.lease_s = settings.job_claim_idle_s
         self._free = settings.generate_inline_jobs
         self._leased: set[str] = set()
+        # Jobs whose POST found them existing (running or answered): a repeat of one is not
+        # worth a speculative documents search (see ``with_documents``).
+        self._existing: dict[str, None] = {}
 
     # --- the API's side -----------------------------------------------------------------------
 
@@ -136,18 +146,49 @@ class InlineRunner(Worker):
         """Give back a slot ``reserve`` took that no job used (the job existed already)."""
         self._free += 1
 
-    def start(self, job: str, query: str, *, created: float, deadline: float) -> None:
-        """Run a job claimed with a reserved slot; the slot is given back when it ends."""
+    def worth_prefetching(self, job: str) -> bool:
+        """Whether to search the documents while the claim is in flight: not for a job this
+        process recently found existing (a popular, cached question asked again)."""
+        return job not in self._existing
+
+    def existed(self, job: str) -> None:
+        """The claim found the job running or answered: remember it (a bounded memory)."""
+        self._existing[job] = None
+        if len(self._existing) > EXISTING_MEMORY:
+            del self._existing[next(iter(self._existing))]
+
+    async def with_documents(self, query: str, claim: Awaitable[T]) -> tuple[T, list[Doc] | None]:
+        """Await ``claim`` while searching the grounding documents for ``query``: the search
+        is CPU work on this loop, so it fills the Redis round trip instead of following it
+        (a new job's first token comes that much sooner; a job that existed wasted it)."""
+        pending = asyncio.ensure_future(claim)
+        try:
+            await asyncio.sleep(0)  # the script goes out before the search holds the loop
+            try:
+                docs: list[Doc] | None = self._search(query)
+            except Exception:  # the job searches again once it runs, and fails there if so
+                docs = None
+            return await pending, docs
+        finally:
+            if not pending.done():
+                pending.cancel()
+
+    def start(self, job: str, query: str, *, created: float, deadline: float,
+              docs: list[Doc] | None = None) -> None:
+        """Run a job claimed with a reserved slot; the slot is given back when it ends.
+        ``docs``: its grounding documents, when already searched."""
         run = InlineRun(job, 1, base_ms=int(created * 1000))
         run.writer = TokenWriter(self.jobs, job, 1)
         self._leased.add(job)
-        task = asyncio.create_task(self._run_claimed(run, query, deadline))
+        task = asyncio.create_task(self._run_claimed(run, query, deadline, docs))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_claimed(self, run: InlineRun, query: str, deadline: float) -> None:
+    async def _run_claimed(self, run: InlineRun, query: str, deadline: float,
+                           docs: list[Doc] | None) -> None:
         try:
-            docs = self._search(query)
+            if docs is None:
+                docs = self._search(query)
             record = {"query": query, "deadline": repr(deadline)}
             await self._attempt(None, run, record, docs)
         except Superseded:
@@ -172,6 +213,9 @@ class InlineRunner(Worker):
         self.hub.publish(run.job, run.last_id, Event(event_id, "token", piece))
         run.last_id = event_id
         run.writer.add(event_id, piece)
+        # Tokens often arrive several to a read; without this the whole burst would be parsed
+        # and published before any stream gets to write the first one.
+        await asyncio.sleep(0)
 
     async def _complete(self, run: Running, result: bytes) -> bool:
         assert isinstance(run, InlineRun) and run.writer is not None
@@ -183,6 +227,7 @@ class InlineRunner(Worker):
             return False
         self.hub.publish(run.job, run.last_id, Event(event_id, "done", result.decode()))
         run.last_id = event_id
+        self.existed(run.job)  # answered now: a repeat is a cache hit
         return True
 
     # --- lifetime -----------------------------------------------------------------------------
