@@ -227,12 +227,19 @@ async def llm_faults(run: Run) -> None:
 
 
 async def api_kill(run: Run) -> None:
+    """Kill the API process that runs the most inline jobs: the supervisor restarts it, and a
+    worker takes its jobs over once their leases lapse."""
     name, stack = "API process SIGKILL", run.stack
     before = await api_pids(stack.base)
     if len(before) < 2:
         run.row(name, "find the API processes", False, f"saw pids {sorted(before)}")
         return
-    victim = min(before)
+    stack.standin.mode, stack.standin.token_delay_s = "ok", 0.15
+    ids = await submit_spread(run, "apikill", run.cfg.jobs)
+    redis = redis_client(stack)
+    owners = {job: r.get("worker", "") for job, r in (await job_records(redis, ids)).items()}
+    victim = _busiest(owners, before)
+    on_victim = [job for job, owner in owners.items() if owner.endswith(f"-{victim}")]
     t0 = time.time()
     os.kill(victim, signal.SIGKILL)
     restarted = None
@@ -242,12 +249,40 @@ async def api_kill(run: Run) -> None:
             restarted = time.time() - t0
             break
         await asyncio.sleep(0.2)
+    records, ended = await wait_final(redis, ids, 30.0)
+    await redis.aclose()
+    stack.standin.token_delay_s = 0.0
     await asyncio.sleep(1.0)
     run.window(name, t0, time.time(), errors_allowed=True)
     run.row(name, "the supervisor restarts the killed process",
             restarted is not None,
             f"pid {victim} killed; new process serving after {restarted:.2f} s"
             if restarted is not None else "no new process in 20 s")
+    done = [job for job in ids if records.get(job, {}).get("status") == "done"]
+    taken = [job for job in on_victim if int(records.get(job, {}).get("attempt", 0)) > 1]
+    completions = [int(r.get("completions", 0)) for r in records.values()]
+    run.row(name, "its inline jobs are taken over and every accepted job completes once",
+            len(done) == len(ids) and len(taken) == len(on_victim) and bool(on_victim)
+            and max(completions, default=0) == 1,
+            f"{len(ids)} accepted, {len(on_victim)} running inline in the killed process, "
+            f"{len(taken)} of those finished by a worker; {len(done)} done, completions per "
+            f"job max {max(completions, default=0)}, all done in "
+            f"{max(ended.values(), default=0):.1f} s")
+
+
+async def submit_spread(run: Run, tag: str, n: int) -> list[str]:
+    """Like ``submit``, each on a new connection, so the jobs land on every API process."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        answers = [await post_generate(session, run.stack.base, unique(tag)) for _ in range(n)]
+    return [body["id"] for status, _, body in answers if status == 202]
+
+
+def _busiest(owners: dict[str, str], pids: set[int]) -> int:
+    """The API process (pid) that runs the most of these jobs inline."""
+    counts = {pid: sum(owner.endswith(f"-{pid}") and owner.startswith("api-")
+                       for owner in owners.values()) for pid in pids}
+    return max(sorted(pids), key=lambda pid: counts[pid])
 
 
 # --- 5. slow clients and idle event streams ---------------------------------------------------

@@ -75,6 +75,9 @@ def build_index(work: Path) -> Path:
     return out
 
 
+INLINE_JOBS = 2
+
+
 def _env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TYPEAHEAD_")}
     env.update(HF_HUB_OFFLINE="1", TYPEAHEAD_LOG_LEVEL="WARNING", **extra)
@@ -151,6 +154,9 @@ class Stack:
             "TYPEAHEAD_JOB_CLAIM_IDLE_S": "1.0",
             "TYPEAHEAD_JOB_DEADLINE_S": str(self.job_deadline_s),
             "TYPEAHEAD_LLM_READ_TIMEOUT_S": "30",
+            # Two inline jobs per API process: a burst of jobs runs partly inline and partly
+            # on the workers, so killing either kind of process loses something to recover.
+            "TYPEAHEAD_GENERATE_INLINE_JOBS": str(INLINE_JOBS),
         })
 
     async def start(self) -> None:

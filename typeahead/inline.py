@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from typeahead.cache import SemanticCache
-from typeahead.jobs import REDIS_DOWN, Event, Jobs
+from typeahead.jobs import REDIS_DOWN, Event, Jobs, let_send
 from typeahead.llm import Backend
 from typeahead.prompt import Doc
 from typeahead.settings import Settings
@@ -163,7 +163,7 @@ class InlineRunner(Worker):
         (a new job's first token comes that much sooner; a job that existed wasted it)."""
         pending = asyncio.ensure_future(claim)
         try:
-            await asyncio.sleep(0)  # the script goes out before the search holds the loop
+            await let_send()  # the script goes out before the search holds the loop
             try:
                 docs: list[Doc] | None = self._search(query)
             except Exception:  # the job searches again once it runs, and fails there if so

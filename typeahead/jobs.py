@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,12 +43,21 @@ from typeahead.normalize import normalize
 T = TypeVar("T")
 
 JOB_ID_CHARS = 32
+SEND_TURNS = 3  # see let_send
 # Commands of one process that wait for a pooled connection rather than fail at once when a
 # burst (hundreds of event streams opening together) has every connection busy.
 POOL_SIZE = 100
 POOL_WAIT_S = 1.0
 # The fields of a job record that say whether its event stream can still grow.
 ENDING_FIELDS = ("status", "error", "result", "deadline")
+
+
+async def let_send() -> None:
+    """Let a command just started as a task reach the socket before CPU work that is meant to
+    overlap its round trip. redis-py writes it only a few loop turns later (measured: after
+    one turn the reply still came 0.35-0.42 ms after 1 ms of CPU work, after three 0.21 ms)."""
+    for _ in range(SEND_TURNS):
+        await asyncio.sleep(0)
 
 
 def job_id(query: str, prompt_version: str, model_id: str) -> str:

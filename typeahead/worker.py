@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from typeahead import keys, logs, metrics
 from typeahead.cache import SemanticCache, encode_result
 from typeahead.errors import ConfigError, DataError, TypeaheadError
-from typeahead.jobs import REDIS_DOWN, Entry, Jobs, connect
+from typeahead.jobs import REDIS_DOWN, Entry, Jobs, connect, let_send
 from typeahead.llm import Backend, make_backend
 from typeahead.prompt import PROMPT_VERSION, Doc
 from typeahead.settings import Settings
@@ -376,7 +376,7 @@ class Worker:
         docs: list[Doc] | None = None
         try:
             if hint:
-                await asyncio.sleep(0)  # lets the script go out before the search holds the loop
+                await let_send()  # the script goes out before the search holds the loop
                 docs = self._search(hint)
             attempt, record = await begin
         finally:
