@@ -112,30 +112,40 @@ async def worker_task(
         await redis.aclose()
 
 
-async def read_sse(
+async def read_sse_events(
     client: TestClient[Any, Any], path: str, *, on_event: Callable[[str, str], None] | None = None,
-) -> list[tuple[str, str]]:
-    """Every (event, data) of an event stream until done or error; comments skipped."""
-    events: list[tuple[str, str]] = []
+) -> list[tuple[str, str, str]]:
+    """Every (id, event, data) of an event stream until done or error; comments skipped."""
+    events: list[tuple[str, str, str]] = []
     async with client.get(path) as resp:
         assert resp.status == 200, await resp.text()
         assert resp.headers["Content-Type"].startswith("text/event-stream")
-        name, data = "message", list[str]()
+        ident, name, data = "", "message", list[str]()
         async for raw in resp.content:
             line = raw.decode().rstrip("\r\n")
             if line == "":
                 if data:
-                    events.append((name, "\n".join(data)))
+                    events.append((ident, name, "\n".join(data)))
                     if on_event is not None:
                         on_event(name, "\n".join(data))
                     if name in ("done", "error"):
                         break
-                name, data = "message", []
+                ident, name, data = "", "message", []
+            elif line.startswith("id: "):
+                ident = line[4:]
             elif line.startswith("event: "):
                 name = line[7:]
             elif line.startswith("data: "):
                 data.append(line[6:])
     return events
+
+
+async def read_sse(
+    client: TestClient[Any, Any], path: str, *, on_event: Callable[[str, str], None] | None = None,
+) -> list[tuple[str, str]]:
+    """Every (event, data) of an event stream until done or error; comments skipped."""
+    return [(name, data) for _, name, data in
+            await read_sse_events(client, path, on_event=on_event)]
 
 
 def text_of(events: list[tuple[str, str]]) -> str:

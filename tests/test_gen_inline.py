@@ -17,6 +17,7 @@ from tests.gen_support import (
     api_client,
     docs_index_dir,
     read_sse,
+    read_sse_events,
     settings_for,
     standin_server,
     text_of,
@@ -106,32 +107,12 @@ async def test_redis_holds_the_same_events_under_the_ids_the_streams_got(
     standin = StandIn(token_delay_s=0.05)
     async with inline_api(redis_server.url, standin, tmp_path) as client:
         body = await post(client, "oxygen atomic number")
-        live = await read_sse_with_ids(client, body["stream_url"])
+        live = await read_sse_events(client, body["stream_url"])
         stored = await client.app[GENERATION].jobs.events_since(body["id"], "0-0")
     assert [(e.id, e.type, e.data) for e in stored] == live
     ids = [e.id for e in stored]
     base = ids[0].split("-")[0]
     assert ids == [f"{base}-{n}" for n in range(1, len(ids) + 1)]
-
-
-async def read_sse_with_ids(client: Any, path: str) -> list[tuple[str, str, str]]:
-    out: list[tuple[str, str, str]] = []
-    async with client.get(path) as resp:
-        ident, name, data = "", "message", list[str]()
-        async for raw in resp.content:
-            line = raw.decode().rstrip("\r\n")
-            if line.startswith("id: "):
-                ident = line[4:]
-            elif line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data.append(line[6:])
-            elif line == "" and data:
-                out.append((ident, name, "\n".join(data)))
-                if name in ("done", "error"):
-                    break
-                ident, name, data = "", "message", []
-    return out
 
 
 async def test_late_joiners_and_resumes_get_every_token_once(
