@@ -133,3 +133,40 @@ def test_min_score_drops_weak_documents_only(built: tuple[DocsIndex, Path]) -> N
     cut = (everything[0].score + everything[-1].score) / 2
     kept = index.search("cheap flights paris", k=len(DOCS), min_score=cut)
     assert kept == [r for r in everything if r.score >= cut] and 0 < len(kept) < len(everything)
+
+
+def test_passages_are_the_search_hits_whole(built: tuple[DocsIndex, Path]) -> None:
+    """Grounding gets whole documents, in the order and with the scores of the search."""
+    index, _ = built
+    hits = index.search("cheap flights paris", k=3)
+    whole = index.passages("cheap flights paris", k=3)
+    assert [(h.id, h.title, h.score) for h in hits] == [(d, t, round(s, 6)) for d, t, _, s in whole]
+    assert whole[0][2] == "Cheap flights to Paris leave daily. Paris is in France."
+
+
+def test_served_docs_ground_on_the_served_index_else_build_the_fallback_once(
+    built: tuple[DocsIndex, Path],
+) -> None:
+    from typeahead.prompt import Doc
+    from typeahead.worker import ServedDocs
+
+    index, _ = built
+    served: list[DocsIndex | None] = [index]
+    built_fallbacks: list[int] = []
+
+    class Fallback:
+        def search(self, query: str, k: int) -> list[Doc]:
+            return [Doc("f", "Fallback", "from the fallback", 0.5)]
+
+    def make() -> Fallback:
+        built_fallbacks.append(1)
+        return Fallback()
+
+    docs = ServedDocs(lambda: served[0], make)
+    first = docs.search("oxygen chemistry element", 1)[0]
+    assert first.id == "Oxygen#0"
+    assert first.text == "Oxygen is a chemistry element. Oxygenation matters."
+    assert built_fallbacks == []
+    served[0] = None  # e.g. a reload to an index without documents
+    assert [d.id for d in docs.search("x", 1)] == ["f"]
+    assert [d.id for d in docs.search("y", 1)] == ["f"] and built_fallbacks == [1]

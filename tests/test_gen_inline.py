@@ -288,3 +288,33 @@ async def test_publish_hands_on_only_the_next_event_of_each_listener(
         hub.unsubscribe(behind)
         await hub.close()
         await redis.aclose()
+
+
+async def test_the_api_grounds_inline_jobs_on_the_index_it_serves(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
+    """One copy of the documents per process: the one its instant results come from."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from tests.student_fixtures import tiny_student
+    from tests.test_semantic_suggest import build
+    from typeahead.app import create_app
+    from typeahead.suggest import SuggestService
+    from typeahead.worker import ServedDocs
+
+    tiny_student(tmp_path / "student")
+    index = build(tmp_path, tmp_path / "student")
+    standin = StandIn()
+    async with standin_server(standin) as url:
+        settings = settings_for(redis_server.url, llm_url=url, generate_inline_jobs=8,
+                                index_dir=tmp_path / "idx", student_dir=tmp_path / "student")
+        app = create_app(settings, SuggestService(index=index))
+        async with TestClient(TestServer(app)) as client:
+            inline = app[GENERATION].inline
+            assert isinstance(inline.retriever, ServedDocs)
+            assert inline.retriever.served() is index.semantic.docs
+            body = await post(client, "cheap flights to paris")
+            events = await read_sse(client, body["stream_url"])
+    assert events[-1][0] == "done"
+    user = standin.requests[0]["messages"][1]["content"]
+    assert '[1] title: "Paris"' in user and "Cheap flights to Paris. Paris is in France." in user

@@ -359,13 +359,19 @@ def create_app(settings: Settings, service: SuggestService | None = None, *,
     if settings.generation:
         from typeahead.generate_routes import setup_generation
 
-        setup_generation(app, settings)
+        setup_generation(app, settings, served_docs=lambda: _served_docs(holder))
     if service is None:
         app.cleanup_ctx.append(_load_index_ctx)
     else:
         record_index(service)
     app.cleanup_ctx.append(_background_ctx)
     return app
+
+
+def _served_docs(holder: ServiceHolder) -> Any | None:
+    """The documents index of the service serving now (None without one, or before load)."""
+    index = getattr(holder.current, "index", None)
+    return getattr(getattr(index, "semantic", None), "docs", None)
 
 
 async def _load_index_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -305,6 +305,19 @@ class DocsIndex:
 
         ``vector`` is the student embedding of ``query`` when the caller already has it;
         documents scoring below ``min_score`` are dropped before their snippets are cut."""
+        return [self._result(doc, score, query)
+                for doc, score in self._ranked(query, k, mode, partial, vector)
+                if round(score, 6) >= min_score]
+
+    def passages(self, query: str, k: int = 3) -> list[tuple[str, str, str, float]]:
+        """The k best documents whole, as (id, title, text, fused score): the grounding of a
+        summary, which needs full texts rather than snippets."""
+        return [(*self._docs[doc], score)
+                for doc, score in self._ranked(query, k, "fused", False, None)]
+
+    def _ranked(self, query: str, k: int, mode: str, partial: bool,
+                vector: np.ndarray | None) -> list[tuple[int, float]]:
+        """The k best document rows and their scores."""
         if mode not in ("fused", "semantic", "lexical") or k < 1:
             raise ConfigError(f"bad documents search: mode={mode!r}, k={k}")
         lexical = self._bm25.scores(query, partial) if mode != "semantic" else None
@@ -313,9 +326,7 @@ class DocsIndex:
             cand, sem = lex_top, np.zeros(len(lex_top), dtype=np.float32)
         else:
             cand, sem = self._semantic(query, max(k, CANDIDATES), lex_top, vector)
-        return [self._result(doc, score, query)
-                for doc, score in self._rank(cand, sem, lexical, mode, k)
-                if round(score, 6) >= min_score]
+        return self._rank(cand, sem, lexical, mode, k)
 
     def _semantic(self, query: str, n: int, lex_top: np.ndarray,
                   vector: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,13 +77,16 @@ def listen_grace_s(settings: Settings) -> float:
     return settings.generate_unwatched_grace_s if settings.generate_cancel_unwatched else 0.0
 
 
-def setup_generation(app: web.Application, settings: Settings) -> None:
+def setup_generation(app: web.Application, settings: Settings, *,
+                     served_docs: Callable[[], Any | None] | None = None) -> None:
+    """The routes and their Redis clients. ``served_docs``: the documents index the process
+    serves instant results from (None when it has none), for grounding inline jobs."""
     app.router.add_post("/v1/generate", post_generate)
     app.router.add_get("/v1/generate/{id}", get_generate)
     app.router.add_get("/v1/generate/{id}/stream", stream_generate)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        async with generation_context(settings) as gen:
+        async with generation_context(settings, served_docs=served_docs) as gen:
             app[GENERATION] = gen
             yield
 
@@ -93,6 +96,7 @@ def setup_generation(app: web.Application, settings: Settings) -> None:
 @contextlib.asynccontextmanager
 async def generation_context(
     settings: Settings, *, embedder: Embedder | None = None, backend: Backend | None = None,
+    served_docs: Callable[[], Any | None] | None = None,
 ) -> AsyncIterator[Generation]:
     """Redis clients (and, without REDIS_URL, an embedded Redis and worker) for the app's life."""
     embedder = embedder if embedder is not None or settings.llm_url else load_embedder()
@@ -108,7 +112,8 @@ async def generation_context(
         if not settings.redis_url:
             await stack.enter_async_context(_embedded_worker(settings, url, backend, embedder))
         elif settings.generate_inline_jobs > 0 and isinstance(backend, VLLMBackend):
-            gen.inline = await stack.enter_async_context(_inline_runner(gen, backend, embedder))
+            gen.inline = await stack.enter_async_context(
+                _inline_runner(gen, backend, embedder, served_docs))
         yield gen
 
 
@@ -174,13 +179,21 @@ async def _embedded_worker(
 @contextlib.asynccontextmanager
 async def _inline_runner(
     gen: Generation, backend: Backend, embedder: Embedder | None,
+    served_docs: Callable[[], Any | None] | None,
 ) -> AsyncIterator[InlineRunner]:
-    """This process runs the jobs it creates (see ``typeahead.inline``), with the grounding
-    documents a worker would use."""
-    from typeahead.worker import load_retriever
+    """This process runs the jobs it creates (see ``typeahead.inline``), grounded on the
+    documents index it already serves instant results from; else on what a worker would use."""
+    from typeahead.worker import Retriever, ServedDocs, load_retriever
 
-    embedder = embedder or load_embedder()
-    retriever = load_retriever(gen.settings.index_dir, None, embedder)
+    settings = gen.settings
+
+    def own() -> Retriever:
+        return load_retriever(settings.index_dir, None, embedder or load_embedder())
+
+    if served_docs is not None and settings.semantic and (settings.index_dir / "docs").is_dir():
+        retriever: Retriever = ServedDocs(served_docs, own)
+    else:
+        retriever = own()  # loaded now, not on the first job's event loop
     runner = InlineRunner(gen.jobs, backend, retriever, gen.settings, gen.hub,
                           semantic=gen.semantic)
     stop = asyncio.Event()

@@ -23,7 +23,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -103,18 +103,33 @@ def as_doc(item: Any) -> Doc:
 
 
 class DocsIndexRetriever:
-    """Adapts ``typeahead.docs.DocsIndex`` (whose hits carry a snippet) to full-text Docs."""
+    """Adapts ``typeahead.docs.DocsIndex`` (which holds the full texts) to Docs."""
 
-    def __init__(self, index: Any, texts: dict[str, tuple[str, str]]) -> None:
+    def __init__(self, index: Any) -> None:
         self.index = index
-        self.texts = texts
 
     def search(self, query: str, k: int) -> list[Doc]:
-        out = []
-        for hit in self.index.search(query, k):
-            title, text = self.texts.get(str(hit.id), (hit.title, hit.snippet))
-            out.append(Doc(str(hit.id), title, text, float(hit.score)))
-        return out
+        return [Doc(doc_id, title, text, float(score))
+                for doc_id, title, text, score in self.index.passages(query, k)]
+
+
+class ServedDocs:
+    """Grounding from the documents index an API process already serves instant results from
+    (whichever is current, across reloads), so that it holds one copy; ``fallback`` (built on
+    first need) when the served index has none."""
+
+    def __init__(self, served: Callable[[], Any | None], fallback: Callable[[], Retriever]) -> None:
+        self.served = served
+        self._make_fallback = fallback
+        self._fallback: Retriever | None = None
+
+    def search(self, query: str, k: int) -> list[Doc]:
+        index = self.served()
+        if index is not None:
+            return DocsIndexRetriever(index).search(query, k)
+        if self._fallback is None:
+            self._fallback = self._make_fallback()
+        return [as_doc(d) for d in self._fallback.search(query, k)]
 
 
 def _docs_index(index_dir: Path, embedder: Embedder) -> Retriever | None:
@@ -127,13 +142,11 @@ def _docs_index(index_dir: Path, embedder: Embedder) -> Retriever | None:
     if not isinstance(embedder, Student):
         return None
     try:
-        root = docs_dir(index_dir)
-        index = DocsIndex.load(root, embedder)
+        index = DocsIndex.load(docs_dir(index_dir), embedder)
     except TypeaheadError as exc:
         log.warning("documents index not usable: %s", exc.message)
         return None
-    texts = {d.id: (d.title, d.text) for d in read_docs_jsonl(root / "docs.jsonl")}
-    return DocsIndexRetriever(index, texts)
+    return DocsIndexRetriever(index)
 
 
 def load_retriever(index_dir: Path | None, docs_file: Path | None, embedder: Embedder) -> Retriever:
