@@ -188,7 +188,7 @@ async def _inline_runner(
     settings = gen.settings
 
     def own() -> Retriever:
-        return load_retriever(settings.index_dir, None, embedder or load_embedder())
+        return load_retriever(settings.index_dir, None, embedder)
 
     if served_docs is not None and settings.semantic and (settings.index_dir / "docs").is_dir():
         retriever: Retriever = ServedDocs(served_docs, own)

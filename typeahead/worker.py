@@ -39,7 +39,7 @@ from typeahead.jobs import REDIS_DOWN, Entry, Jobs, connect, let_send
 from typeahead.llm import Backend, make_backend
 from typeahead.prompt import PROMPT_VERSION, Doc
 from typeahead.settings import Settings
-from typeahead.summarize import Embedder, load_embedder
+from typeahead.summarize import Embedder, HashingEmbedder, load_embedder
 
 log = logging.getLogger("typeahead.worker")
 
@@ -149,19 +149,19 @@ def _docs_index(index_dir: Path, embedder: Embedder) -> Retriever | None:
     return DocsIndexRetriever(index)
 
 
-def load_retriever(index_dir: Path | None, docs_file: Path | None, embedder: Embedder) -> Retriever:
-    """Grounding documents: an explicit JSON-lines file, else the index's documents."""
+def load_retriever(
+    index_dir: Path | None, docs_file: Path | None, embedder: Embedder | None = None,
+) -> Retriever:
+    """Grounding documents: an explicit JSON-lines file, else the index's documents.
+    ``embedder`` (None: the student, loaded only when there are documents to embed)."""
     if docs_file is not None:
-        return VectorDocs(read_docs_jsonl(docs_file), embedder)
-    if index_dir is not None:
+        return VectorDocs(read_docs_jsonl(docs_file), embedder or load_embedder())
+    if index_dir is not None and (index_dir / "docs" / "docs.jsonl").is_file():
+        embedder = embedder or load_embedder()
         found = _docs_index(index_dir, embedder)
-        if found is not None:
-            return found
-        plain = index_dir / "docs" / "docs.jsonl"
-        if plain.is_file():
-            return VectorDocs(read_docs_jsonl(plain), embedder)
+        return found or VectorDocs(read_docs_jsonl(index_dir / "docs" / "docs.jsonl"), embedder)
     log.warning("no grounding documents found; summaries will say so")
-    return VectorDocs([], embedder)
+    return VectorDocs([], embedder or HashingEmbedder())
 
 
 def sources_of(docs: Sequence[Doc]) -> list[dict[str, Any]]:
