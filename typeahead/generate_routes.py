@@ -43,6 +43,7 @@ from typeahead.jobs import (
     Submission,
     connect,
     job_id,
+    let_send,
     stream_id,
     valid_job_id,
 )
@@ -290,6 +291,7 @@ async def _submit(gen: Generation, job: str, query: str, *, check_cache: bool) -
     if sub.outcome == "claimed":
         inline.start(job, query, created=sub.created,
                      deadline=sub.created + settings.job_deadline_s, docs=docs)
+        await let_send()  # the LLM request goes out before this response is written
     else:
         inline.unreserve()
         inline.existed(job)

@@ -53,9 +53,11 @@ ENDING_FIELDS = ("status", "error", "result", "deadline")
 
 
 async def let_send() -> None:
-    """Let a command just started as a task reach the socket before CPU work that is meant to
-    overlap its round trip. redis-py writes it only a few loop turns later (measured: after
-    one turn the reply still came 0.35-0.42 ms after 1 ms of CPU work, after three 0.21 ms)."""
+    """Let a request just started as a task (a Redis command, the LLM call) reach its socket
+    before this task goes on with CPU work or a response of its own. Clients write a request
+    only a few loop turns after it starts (measured for redis-py: after one turn the reply
+    still came 0.35-0.42 ms after 1 ms of CPU work, after three 0.21 ms; for the LLM call,
+    yielding before the 202 is written brought its arrival at the LLM 0.6 ms sooner)."""
     for _ in range(SEND_TURNS):
         await asyncio.sleep(0)
 
