@@ -212,6 +212,18 @@ async def test_shutting_down_hands_running_jobs_to_the_workers(
     assert standin.calls == 2
 
 
+def job_starts() -> dict[str, float]:
+    """``typeahead_generate_job_starts_total`` by runner, from this process's /metrics text."""
+    from typeahead import metrics
+
+    out: dict[str, float] = {}
+    for line in metrics.get().exposition().decode().splitlines():
+        if line.startswith("typeahead_generate_job_starts_total{"):
+            runner = line.split('runner="', 1)[1].split('"', 1)[0]
+            out[runner] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 async def test_beyond_its_inline_slots_a_process_queues_jobs(
     redis_server: RedisServer, tmp_path: Path,
 ) -> None:
@@ -219,6 +231,7 @@ async def test_beyond_its_inline_slots_a_process_queues_jobs(
     async with standin_server(standin) as url:
         settings = inline_settings(redis_server.url, url, tmp_path, generate_inline_jobs=1)
         async with api_client(settings) as client, worker_task(settings):
+            before = job_starts()
             first = await post(client, "first question")
             second = await post(client, "second question")
             assert (first["status"], second["status"]) == ("running", "queued")
@@ -226,9 +239,12 @@ async def test_beyond_its_inline_slots_a_process_queues_jobs(
                                            read_sse(client, second["stream_url"]))
             runners = [(await record(client, b["id"]))["worker"] for b in (first, second)]
             third = await post(client, "third question")  # the slot is free again
+            after = job_starts()
     assert all(text_of(events) == FULL for events in streams)
     assert runners[0].startswith("api-") and runners[1] == "w1"
     assert third["status"] == "running"
+    started = {k: after.get(k, 0) - before.get(k, 0) for k in ("inline", "queue")}
+    assert started == {"inline": 2, "queue": 1}
 
 
 async def test_redis_stopping_mid_job_ends_the_stream_and_the_api_recovers(

@@ -23,7 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from typeahead import keys
+from typeahead import keys, metrics
 from typeahead.cache import SemanticCache, get_summary
 from typeahead.errors import (
     InvalidBody,
@@ -279,7 +279,7 @@ async def _submit(gen: Generation, job: str, query: str, *, check_cache: bool) -
         lease_s=settings.job_claim_idle_s,
     ))
     if inline is None or not owner:
-        return await claim
+        return _counted(await claim)
     try:
         if inline.worth_prefetching(job):
             sub, docs = await inline.with_documents(query, claim)
@@ -295,6 +295,13 @@ async def _submit(gen: Generation, job: str, query: str, *, check_cache: bool) -
     else:
         inline.unreserve()
         inline.existed(job)
+    return _counted(sub)
+
+
+def _counted(sub: Submission) -> Submission:
+    """Count a job this request created, by where it runs (``/metrics``)."""
+    if sub.outcome in ("claimed", "new"):
+        metrics.get().job_started("inline" if sub.outcome == "claimed" else "queue")
     return sub
 
 

@@ -68,6 +68,9 @@ class Metrics:
         self.queue_depth = Gauge(
             "typeahead_generate_queue_depth", "generation jobs waiting in the Redis queue "
             "(sampled when /metrics is scraped)", registry=r, multiprocess_mode="livemostrecent")
+        self.job_starts = Counter(
+            "typeahead_generate_job_starts", "new generation jobs by where they run: inline "
+            "(in the API process that created them) or queue (a worker)", ["runner"], registry=r)
         self.job_seconds = Histogram(
             "typeahead_generate_job_duration_seconds", "time a worker spent on a job, by outcome",
             ["outcome"], buckets=JOB_BUCKETS, registry=r)
@@ -117,6 +120,9 @@ class Metrics:
 
     def cache_result(self, hit: bool) -> None:
         self.cache.labels("hit" if hit else "miss").inc()
+
+    def job_started(self, runner: str) -> None:
+        self.job_starts.labels(runner).inc()
 
     def job_done(self, outcome: str, seconds: float) -> None:
         self.job_seconds.labels(outcome).observe(seconds)

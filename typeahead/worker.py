@@ -258,7 +258,9 @@ class Worker:
             try:
                 # Inline jobs of API processes that died go on the queue first, so that
                 # this read or the next picks them up like any other entry.
-                await self.jobs.requeue_expired(count=16)
+                if requeued := await self.jobs.requeue_expired(count=16):
+                    log.info("queued %d inline jobs whose API process stopped renewing them",
+                             requeued)
                 claimed = await self.jobs.reclaim(self.name, min_idle_s=idle, count=4)
             except REDIS_DOWN:
                 continue
