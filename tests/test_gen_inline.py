@@ -334,3 +334,21 @@ async def test_the_api_grounds_inline_jobs_on_the_index_it_serves(
     assert events[-1][0] == "done"
     user = standin.requests[0]["messages"][1]["content"]
     assert '[1] title: "Paris"' in user and "Cheap flights to Paris. Paris is in France." in user
+
+
+async def test_another_replica_streams_an_inline_job_through_redis(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
+    """A job running inline in replica A is streamed by a client of replica B (the load
+    balancer sent the stream there): same events, same ids, in order, then done."""
+    standin = StandIn(token_delay_s=0.05)
+    async with standin_server(standin) as url:
+        settings = inline_settings(redis_server.url, url, tmp_path)
+        async with api_client(settings) as a, api_client(settings) as b:
+            body = await post(a, "the rhine and its tributaries")
+            on_a, on_b = await asyncio.gather(read_sse_events(a, body["stream_url"]),
+                                              read_sse_events(b, body["stream_url"]))
+            joined = await b.post("/v1/generate", json={"query": "the rhine and its tributaries"})
+    assert on_b == on_a and [d for _, e, d in on_b if e == "token"] == DEFAULT_TOKENS
+    assert on_b[-1][1] == "done" and standin.calls == 1
+    assert joined.status == 200  # answered by then: B serves the cached summary
