@@ -18,6 +18,9 @@ Keep-alive comments come from each listener's own timer, not from the hub.
 * Each period the same pipeline marks every watched job as listened to (``keys.listeners``,
   for ``listen_s`` plus two periods, so that a late tick never lets it lapse): a worker cancels
   a job whose key has expired. With nothing watched, nothing is refreshed.
+* A job this process runs itself (``typeahead.inline``) hands its events to the listeners
+  here at once (``publish``), under the ids it stores them with; the reader's copy of them
+  from Redis is then a repeat that every listener skips.
 * Redis failing ends every open stream with an error event. The hub keeps running and, with
   nobody listening, makes no Redis calls at all; new streams are served once Redis is back.
 """
