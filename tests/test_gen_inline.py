@@ -352,3 +352,25 @@ async def test_another_replica_streams_an_inline_job_through_redis(
     assert on_b == on_a and [d for _, e, d in on_b if e == "token"] == DEFAULT_TOKENS
     assert on_b[-1][1] == "done" and standin.calls == 1
     assert joined.status == 200  # answered by then: B serves the cached summary
+
+
+async def test_an_inline_job_nobody_listens_to_any_more_is_cancelled(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
+    """The API process checks its own running jobs' listeners as a worker does: a client that
+    hangs up gets the job failed, the LLM request closed and the slot back."""
+    standin = StandIn(tokens=["w "] * 40, token_delay_s=0.1)  # 4 s unless cancelled
+    async with standin_server(standin) as url:
+        settings = inline_settings(redis_server.url, url, tmp_path, generate_inline_jobs=1,
+                                   generate_unwatched_grace_s=0.3)
+        async with api_client(settings) as client:
+            body = await post(client, "what is oxygen")
+            async with client.get(body["stream_url"]) as resp:
+                async for line in resp.content:
+                    if line.startswith(b"event: token"):
+                        break  # generation is under way: hang up
+            await wait_for(lambda: standin.disconnects == 1, timeout=3.0)
+            rec = await record(client, body["id"])
+            again = await post(client, "what is nitrogen")  # the one slot is free again
+    assert rec["status"] == "failed" and rec["error"] == keys.UNWATCHED_ERROR
+    assert rec["worker"].startswith("api-") and again["status"] == "running"
