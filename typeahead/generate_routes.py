@@ -52,6 +52,7 @@ from typeahead.prompt import PROMPT_VERSION
 from typeahead.settings import Settings
 from typeahead.stream_hub import FINAL_EVENTS, REDIS_LOST, StreamHub, sse
 from typeahead.summarize import Embedder, load_embedder
+from typeahead.worker import Worker
 
 STREAM_BLOCK_MS = 1000  # the keep-alive period of an idle event stream, and the longest read
 QUEUE_FULL_RETRY_S = 2.0
@@ -159,22 +160,32 @@ async def _embedded_redis() -> AsyncIterator[str]:
 async def _embedded_worker(
     settings: Settings, url: str, backend: Backend, embedder: Embedder | None,
 ) -> AsyncIterator[None]:
-    from typeahead.worker import Worker, load_retriever, semantic_cache
+    from typeahead.worker import load_retriever, semantic_cache
 
     embedder = embedder or load_embedder()
     retriever = load_retriever(settings.index_dir, None, embedder)
     redis = connect(url, read_timeout_s=5.0)
-    stop = asyncio.Event()
     worker = Worker(Jobs(redis), backend, retriever, settings, name="embedded",
                     semantic=semantic_cache(settings, redis, embedder, backend.model_id))
+    try:
+        async with _running(worker):
+            yield
+    finally:
+        await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _running(worker: Worker) -> AsyncIterator[None]:
+    """``worker.run`` (or an inline runner's) for the context's life; then it stops and its
+    LLM backend is closed."""
+    stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
         yield
     finally:
         stop.set()
         await asyncio.gather(task, return_exceptions=True)
-        await backend.close()
-        await redis.aclose()
+        await worker.backend.close()
 
 
 @contextlib.asynccontextmanager
@@ -197,14 +208,8 @@ async def _inline_runner(
         retriever = own()  # loaded now, not on the first job's event loop
     runner = InlineRunner(gen.jobs, backend, retriever, gen.settings, gen.hub,
                           semantic=gen.semantic)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
+    async with _running(runner):
         yield runner
-    finally:
-        stop.set()
-        await asyncio.gather(task, return_exceptions=True)
-        await backend.close()
 
 
 # --- handlers -------------------------------------------------------------------------------
