@@ -34,6 +34,8 @@ from hypothesis import strategies as st
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer, free_port
 from typeahead.app import create_app
+from typeahead.fastpath import KeystrokeSite
+from typeahead.server import bind_socket
 from typeahead.settings import Settings
 from typeahead.suggest import SuggestService
 
@@ -79,7 +81,9 @@ def _serve(app: web.Application, port: int, ready: threading.Event,
     async def main() -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        # The production site: keystrokes meet the fast path first, as under typeahead serve.
+        sock = bind_socket("127.0.0.1", port, reuse_port=False, backlog=128)
+        await KeystrokeSite(runner, sock, backlog=128).start()
         ready.set()
         while not stop.is_set():
             await asyncio.sleep(0.05)

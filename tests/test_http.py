@@ -6,17 +6,21 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.fastpath_server import FastPathTestServer
 from tests.lexical_fixtures import build_small_index
 from typeahead.app import create_app
 from typeahead.settings import Settings
 from typeahead.suggest import SuggestService
 
 
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[TestClient]:
+@pytest.fixture(params=["fastpath", "aiohttp"])
+async def client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TestClient]:
+    """Every test here runs twice: through the keystroke fast path that ``typeahead serve``
+    uses, and through aiohttp alone; both must give the same contract."""
     index = build_small_index(tmp_path)
     app = create_app(Settings(generation=False), SuggestService(index=index))
-    async with TestClient(TestServer(app)) as c:
+    server = FastPathTestServer(app) if request.param == "fastpath" else TestServer(app)
+    async with TestClient(server) as c:
         yield c
 
 

@@ -36,6 +36,7 @@ from aiohttp import web
 from typeahead import logs, metrics
 from typeahead.app import create_app, load_service
 from typeahead.errors import ConfigError
+from typeahead.fastpath import KeystrokeSite
 from typeahead.reload import BROADCAST_SIGNAL, RELOADER, ReloadControl
 from typeahead.settings import Settings
 
@@ -177,9 +178,10 @@ async def _serve(settings: Settings, *, sock: socket.socket | None,
     if sock is None:
         sock = bind_socket(settings.host, settings.port, reuse_port=False,
                            backlog=settings.listen_backlog)
-    # SockSite listens again with its own backlog (aiohttp's default is 128, which bursts of
+    # The site listens again with its own backlog (aiohttp's default is 128, which bursts of
     # new keystroke connections overflowed): pass ours.
-    site = web.SockSite(runner, sock, backlog=settings.listen_backlog)
+    site_class = KeystrokeSite if settings.suggest_fast_path else web.SockSite
+    site = site_class(runner, sock, backlog=settings.listen_backlog)
     await site.start()
     host, port = sock.getsockname()[:2]
     log.info("typeahead serving on http://%s:%s (pid %s)", host, port, os.getpid())

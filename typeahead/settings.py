@@ -39,6 +39,9 @@ class Settings:
     semantic: bool = True  # semantic neighbours in /v1/suggest when the index has vectors
     results_k: int = 3  # instant results (documents) per suggest call
     suggest_cache_size: int = 50_000  # per-process LRU of whole answers; 0 disables
+    # Answer plain keystroke requests beneath aiohttp's framework (typeahead.fastpath);
+    # false: every request goes through aiohttp (the same answers, at several times the CPU).
+    suggest_fast_path: bool = True
     student_dir: Path | None = None  # None: the packaged default student
     intent_model_dir: Path | None = None  # None: the packaged default model
     intent_threshold: float | None = None  # None: the threshold stored with the model

@@ -1,0 +1,31 @@
+"""aiohttp's ``TestServer`` with the production site: connections start on the keystroke
+fast path (``typeahead.fastpath``), as under ``typeahead serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+from typeahead.fastpath import KeystrokeSite
+
+
+class FastPathTestServer(TestServer):
+    site: KeystrokeSite
+
+    async def start_server(self, loop: asyncio.AbstractEventLoop | None = None,
+                           **kwargs: Any) -> None:
+        if self.runner:
+            return
+        self._loop = loop
+        self.runner = await self._make_runner(handler_cancellation=True, **kwargs)
+        await self.runner.setup()
+        sock = self.socket_factory(self.host, self.port or 0, socket.AF_INET)
+        self.host, self.port = sock.getsockname()[:2]
+        self.site = KeystrokeSite(self.runner, sock, backlog=128)  # type: ignore[arg-type]
+        await self.site.start()
+        self.scheme = "http"
+        self._root = URL(f"http://{self.host}:{self.port}")

@@ -1,0 +1,316 @@
+"""The keystroke fast path: ``GET /v1/suggest`` answered beneath aiohttp's web framework.
+
+Why: a search box sends a request per keystroke, and on a 2-core machine aiohttp's request
+machinery (its parser objects, ``Request`` and ``Response``, the middleware chain, signals and
+header multidicts) cost about 230 µs of CPU per request, more than most answers do; a plain
+``asyncio.Protocol`` writing the same bytes costs about 45 µs. At 1,000 keystrokes a second on
+one core that difference is a quarter of the core, and it is what the queueing tail is made of.
+
+How: every connection starts with a ``KeystrokeProtocol``. While its requests are plain
+``GET /v1/suggest?…`` HTTP/1.1 requests without a body, arriving whole, with valid parameters,
+it answers them itself: the same body, headers, metrics and sampled access log as the aiohttp
+route. At the first request it does not take (another route or method, a body, HTTP/1.0, an
+upgrade, a head split across reads, a parameter error, an index still loading, any failure),
+it hands the connection, from that request's first byte on, to aiohttp's ``RequestHandler``
+for good. So every error is still rendered in one place (``app.error_middleware``), and every
+other route keeps its one implementation; the fast path only ever writes a 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.tcp_helpers import tcp_keepalive, tcp_nodelay
+
+from typeahead import logs, metrics
+from typeahead.app import (
+    SERVICE,
+    SETTINGS,
+    SUGGEST_ROUTE,
+    parse_k,
+    parse_q,
+    parse_query_string,
+    request_id,
+    should_log,
+    suggest_body,
+)
+from typeahead.errors import TypeaheadError
+from typeahead.limits import CORS_EXPOSE, LIMITS, SECURITY_HEADERS, Limits
+
+HEAD_END = b"\r\n\r\n"
+# A head bigger than this is aiohttp's to judge (it answers 400 or 431 by its own limits).
+MAX_HEAD_BYTES = 8190
+# Idle connections close after aiohttp's own keep-alive timeout, so both paths agree.
+IDLE_TIMEOUT_S = 3630.0
+# Request headers whose meaning the fast path does not implement: their presence hands over.
+HAND_OVER_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
+_TARGET = b"/v1/suggest"
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z").match  # RFC 9110 field names
+
+
+@dataclass(frozen=True, slots=True)
+class Keystroke:
+    """What the fast path needs of one request: its parameters and the few headers it obeys."""
+
+    query: str
+    request_id: str | None
+    origin: str | None
+    close: bool
+
+
+def parse_head(head: bytes) -> Keystroke | None:
+    """A request head (without its blank line) when it is one the fast path takes, else None."""
+    line, _, fields = head.partition(b"\r\n")
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1":
+        return None
+    path, mark, query = parts[1].partition(b"?")
+    if path != _TARGET or b"#" in query or not query.isascii():
+        return None
+    headers = _headers(fields) if fields else {}
+    if headers is None:
+        return None
+    connection = headers.get(b"connection", b"").lower()
+    if b"upgrade" in connection:
+        return None
+    rid, origin = headers.get(b"x-request-id"), headers.get(b"origin")
+    return Keystroke(query.decode("ascii") if mark else "",
+                     _text(rid), _text(origin), b"close" in connection)
+
+
+def _headers(fields: bytes) -> dict[bytes, bytes] | None:
+    """Header fields by lower-cased name (the first of repeats), or None to hand over."""
+    found: dict[bytes, bytes] = {}
+    for field in fields.split(b"\r\n"):
+        name, colon, value = field.partition(b":")
+        if not colon or _TOKEN(name) is None:
+            return None  # malformed or folded: aiohttp answers 400
+        name = name.lower()
+        if name in HAND_OVER_HEADERS:
+            return None
+        found.setdefault(name, value.strip())
+    return found
+
+
+def _text(value: bytes | None) -> str | None:
+    # As aiohttp decodes header values, so ids and origins compare the same on both paths.
+    return None if value is None else value.decode("utf-8", "surrogateescape")
+
+
+class ResponseHead:
+    """The bytes of a 200 head that never change, with the date refreshed once a second."""
+
+    def __init__(self, limits: Limits | None) -> None:
+        fixed = [("Content-Type", "application/json"), ("Server", SERVER_SOFTWARE),
+                 *SECURITY_HEADERS.items()]
+        self._fixed = ("HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fixed)
+                       ).encode("latin-1")
+        self._limits = limits if limits is not None and limits.origins else None
+        self._second = -1
+        self._date = b""
+
+    def render(self, length: int, rid: str, origin: str | None, close: bool) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._date = email.utils.formatdate(now, usegmt=True).encode("ascii")
+        return b"%bContent-Length: %d\r\nDate: %b\r\nX-Request-ID: %b\r\n%b%b\r\n" % (
+            self._fixed, length, self._date, rid.encode("ascii"), self._cors(origin),
+            b"Connection: close\r\n" if close else b"")
+
+    def _cors(self, origin: str | None) -> bytes:
+        if self._limits is None:
+            return b""  # CORS is off by default: no Access-Control headers at all
+        allowed = self._limits.allowed_origin(origin)
+        if allowed is None:
+            return b""
+        return (f"Access-Control-Allow-Origin: {allowed}\r\n"
+                f"Access-Control-Expose-Headers: {CORS_EXPOSE}\r\nVary: Origin\r\n"
+                ).encode("utf-8", "surrogateescape")
+
+
+class KeystrokeProtocol(asyncio.Protocol):
+    """One connection: keystrokes answered here until the first request aiohttp must take."""
+
+    def __init__(self, site: KeystrokeSite) -> None:
+        self._site = site
+        self._transport: asyncio.Transport | None = None
+        self._inner: Any = None  # aiohttp's RequestHandler once handed over
+        self._buffer = b""
+        self._paused = False
+        self._closing = False
+        self._last = 0.0
+        self._idle: asyncio.TimerHandle | None = None
+
+    # --- asyncio callbacks --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports implement asyncio.Transport without subclassing it)
+        self._transport = cast(asyncio.Transport, transport)
+        tcp_nodelay(self._transport, True)
+        tcp_keepalive(self._transport)
+        self._site.connections.add(self)
+        self._last = self._site.loop.time()
+        self._idle = self._site.loop.call_at(self._last + IDLE_TIMEOUT_S, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+            return
+        self._last = self._site.loop.time()
+        self._buffer += data
+        if not self._paused:
+            self._drain()
+
+    def eof_received(self) -> bool | None:
+        if self._inner is not None:
+            return bool(self._inner.eof_received())
+        return None  # the transport closes: nothing of ours is pending
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        # The client reads slower than it asks: stop answering (and reading) until it catches
+        # up, so its unread answers cannot pile up in memory.
+        if self._inner is not None:
+            self._inner.pause_writing()
+            return
+        self._paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+            return
+        self._paused = False
+        if self._transport is not None and not self._closing:
+            self._transport.resume_reading()
+            self._drain()
+
+    # --- the fast path ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close an idle connection (shutdown); a handed-over one is aiohttp's to close."""
+        if self._inner is None and self._transport is not None:
+            self._closing = True
+            self._transport.close()
+
+    def _drain(self) -> None:
+        """Answer every whole request in the buffer, in order, until one must be handed over."""
+        while self._buffer and not self._paused and not self._closing:
+            end = self._buffer.find(HEAD_END, 0, MAX_HEAD_BYTES + len(HEAD_END))
+            if end < 0:
+                self._hand_over()  # split, oversized or not HTTP: aiohttp reads it its way
+                return
+            keystroke = parse_head(self._buffer[:end])
+            answer = self._site.answer(keystroke) if keystroke is not None else None
+            if answer is None:
+                self._hand_over()
+                return
+            self._buffer = self._buffer[end + len(HEAD_END):]
+            assert self._transport is not None
+            self._transport.write(answer)
+            if keystroke is not None and keystroke.close:
+                self._closing = True
+                self._transport.close()
+
+    def _hand_over(self) -> None:
+        """Give the connection, and the unanswered bytes, to aiohttp for the rest of its life."""
+        self._forget()
+        inner = self._site.handler_factory()
+        self._inner = inner
+        inner.connection_made(self._transport)
+        if self._paused:
+            inner.pause_writing()
+        data, self._buffer = self._buffer, b""
+        inner.data_received(data)
+
+    def _check_idle(self) -> None:
+        if self._inner is not None or self._transport is None:
+            return
+        due = self._last + IDLE_TIMEOUT_S
+        if self._site.loop.time() >= due:
+            self.close()
+        else:
+            self._idle = self._site.loop.call_at(due, self._check_idle)
+
+    def _forget(self) -> None:
+        self._site.connections.discard(self)
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+
+class KeystrokeSite(web.SockSite):
+    """aiohttp's socket site, whose connections start on the keystroke fast path."""
+
+    def __init__(self, runner: web.AppRunner, sock: Any, *, backlog: int) -> None:
+        super().__init__(runner, sock, backlog=backlog)
+        self.app = runner.app
+        self.connections: set[KeystrokeProtocol] = set()
+        self.loop = asyncio.get_event_loop()
+        self._head = ResponseHead(self.app.get(LIMITS))
+
+    @property
+    def handler_factory(self) -> Callable[[], Any]:
+        server = self._runner.server
+        assert server is not None
+        return server
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_server(
+            lambda: KeystrokeProtocol(self), sock=self._sock, backlog=self._backlog)
+
+    async def stop(self) -> None:
+        await super().stop()
+        for conn in list(self.connections):
+            conn.close()
+
+    def answer(self, keystroke: Keystroke) -> bytes | None:
+        """The whole 200 response for ``keystroke``, or None when aiohttp must answer it."""
+        started = time.perf_counter()
+        app = self.app
+        settings = app[SETTINGS]
+        service = app[SERVICE].current
+        if service is None:
+            return None  # aiohttp answers 503 not_ready
+        try:
+            params = parse_query_string(keystroke.query)
+            q, k = parse_q(params, settings), parse_k(params, settings)
+            rid = request_id(keystroke.request_id)
+            token = logs.REQUEST_ID.set(rid)
+            try:
+                body = suggest_body(service, q, k)
+            finally:
+                logs.REQUEST_ID.reset(token)
+        except TypeaheadError:
+            return None  # the error middleware renders it, as for every other error
+        except Exception:
+            return None  # aiohttp runs it again, and its error middleware logs and maps it
+        head = self._head.render(len(body), rid, keystroke.origin, keystroke.close)
+        self._record(settings, rid, q, time.perf_counter() - started)
+        return head + body
+
+    def _record(self, settings: Any, rid: str, q: str, elapsed: float) -> None:
+        metrics.get().observe_request(SUGGEST_ROUTE, "GET", 200, elapsed)
+        if should_log(settings, SUGGEST_ROUTE, 200, elapsed):
+            token = logs.REQUEST_ID.set(rid)
+            try:
+                logs.access("GET", SUGGEST_ROUTE, SUGGEST_ROUTE, 200, elapsed,
+                            q if logs.log_queries(settings) else None)
+            finally:
+                logs.REQUEST_ID.reset(token)
