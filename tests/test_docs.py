@@ -4,10 +4,20 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.student_fixtures import tiny_student
-from typeahead.docs import DocsIndex, build_docs_index, docs_dir, read_records, snippet
+from tests.student_fixtures import WORDS, tiny_student
+from typeahead.docs import (
+    CANDIDATES,
+    PREFIX_EXPANSION,
+    Bm25,
+    DocsIndex,
+    build_docs_index,
+    docs_dir,
+    read_records,
+    snippet,
+)
 from typeahead.errors import ArtifactError, ConfigError, DataError
 
 DOCS = [
@@ -127,6 +137,26 @@ def test_snippet_prefers_the_matching_sentence() -> None:
     assert len(snippet("word " * 100, "word", width=50)) <= 50
 
 
+def test_snippet_counts_distinct_shared_words_first_sentence_on_a_tie() -> None:
+    text = "Cats purr. Dogs bark at cats! Dogs and cats and dogs? Nothing here."
+    assert snippet(text, "dogs cats") == "Dogs bark at cats!"  # 2 words beat 1, first of two
+    assert snippet(text, "cats cats") == "Cats purr."
+    assert snippet(text, "zebra") == "Cats purr."  # nothing shared: the first sentence
+    assert snippet(text, "here") == "Nothing here."
+
+
+def test_long_prefixes_expand_to_the_most_widespread_terms_every_time() -> None:
+    # 12 terms start with "ab"; term i appears in i + 1 documents.
+    texts = [" ".join(f"ab{i:02d}" for i in range(12) if i >= doc) for doc in range(12)]
+    bm25 = Bm25.build(texts)
+    expected = tuple(f"ab{i:02d}" for i in range(11, 11 - PREFIX_EXPANSION, -1))
+    assert tuple(bm25._expand("ab")) == expected
+    assert tuple(bm25._expand("ab")) == expected  # remembered, same answer
+    assert list(bm25._expand("ab0")) == [f"ab0{i}" for i in range(10)][-PREFIX_EXPANSION:][::-1]
+    first = bm25.scores("ab", partial=True)
+    np.testing.assert_array_equal(bm25.scores("ab", partial=True), first)
+
+
 def test_min_score_drops_weak_documents_only(built: tuple[DocsIndex, Path]) -> None:
     index, _ = built
     everything = index.search("cheap flights paris", k=len(DOCS))
@@ -170,3 +200,46 @@ def test_served_docs_ground_on_the_served_index_else_build_the_fallback_once(
     served[0] = None  # e.g. a reload to an index without documents
     assert [d.id for d in docs.search("x", 1)] == ["f"]
     assert [d.id for d in docs.search("y", 1)] == ["f"] and built_fallbacks == [1]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> tuple[DocsIndex, DocsIndex]:
+    """More documents than CANDIDATES, loaded twice: scored whole (dense) and through FAISS."""
+    rng = np.random.default_rng(7)
+    words = WORDS[2:]
+    rows = [{"id": f"d{i}", "title": "", "text": " ".join(rng.choice(words, size=6)) + "."}
+            for i in range(3 * CANDIDATES)]
+    student = tiny_student(tmp_path / "student", dim=16)
+    build_docs_index(_write(tmp_path / "docs.jsonl.gz", rows), tmp_path / "docs", student)
+    dense, through_faiss = (DocsIndex.load(tmp_path / "docs", student) for _ in range(2))
+    through_faiss._rows_t = None  # as for a corpus of SMALL_CORPUS documents or more
+    return dense, through_faiss
+
+
+@pytest.mark.parametrize("mode", ["fused", "semantic", "lexical"])
+@pytest.mark.parametrize("partial", [False, True])
+@pytest.mark.parametrize("weight", [0.6, 0.0, 1.0])
+def test_small_corpus_scored_whole_ranks_as_faiss_does(
+    corpus: tuple[DocsIndex, DocsIndex], mode: str, partial: bool, weight: float
+) -> None:
+    dense, through_faiss = corpus
+    assert dense._rows_t is not None
+    dense.semantic_weight = through_faiss.semantic_weight = weight
+    for query in ["cheap flights", "the cat sat on the m", "norman", "ri", "zebra", "r", "o"]:
+        for k in (1, 3, CANDIDATES + 10):
+            got = dense.search(query, k, mode=mode, partial=partial)
+            want = through_faiss.search(query, k, mode=mode, partial=partial)
+            assert [r.id for r in got] == [r.id for r in want], (query, k)
+            np.testing.assert_allclose([r.score for r in got], [r.score for r in want], atol=2e-6)
+    got_whole = dense.passages("river rhine france", 5)
+    want_whole = through_faiss.passages("river rhine france", 5)
+    assert [p[0] for p in got_whole] == [p[0] for p in want_whole]
+
+
+def test_only_small_exact_corpora_are_scored_whole(tmp_path: Path) -> None:
+    student = tiny_student(tmp_path / "student", dim=16)
+    source = _write(tmp_path / "docs.jsonl.gz", DOCS)
+    build_docs_index(source, tmp_path / "hnsw", student, factory="hnsw")
+    hnsw = DocsIndex.load(tmp_path / "hnsw", student)
+    assert hnsw._rows_t is None
+    assert hnsw.search("oxygen chemistry element", k=1)[0].id == "Oxygen#0"

@@ -101,6 +101,21 @@ def test_reconstruct_returns_stored_rows(tmp_path: Path, factory: str) -> None:
     assert index.reconstruct([]).shape == (0, 16)
 
 
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_exact_rows_only_for_flat_indexes(tmp_path: Path, factory: str) -> None:
+    student = tiny_student(tmp_path / "student", dim=16)
+    build_vector_index(TEXTS, student, tmp_path / "vec", factory)
+    index = VectorIndex.load(tmp_path / "vec", student)
+    rows = index.exact_rows()
+    if factory != "flat":
+        assert rows is None
+        return
+    assert rows is not None and rows.dtype == np.float32 and rows.flags.c_contiguous
+    np.testing.assert_array_equal(rows, index.reconstruct(range(len(TEXTS))))
+    scores, ids = index.search(rows[:3], 4)
+    np.testing.assert_allclose(scores, np.take_along_axis(rows[:3] @ rows.T, ids, 1), atol=1e-6)
+
+
 def test_per_call_nprobe_only_changes_ivf_search() -> None:
     data = _unit(2000, 32)
     queries = data[:20]
@@ -112,3 +127,6 @@ def test_per_call_nprobe_only_changes_ivf_search() -> None:
     np.testing.assert_array_equal(wide[:, 0], np.arange(20))
     assert np.mean([len(set(w) & set(e)) for w, e in zip(wide, exact, strict=True)]) >= 4.5
     np.testing.assert_array_equal(flat.search(queries, 5, nprobe=1)[1], exact)  # ignored
+    # The parameters are built once per nprobe and reused: same answers every time.
+    np.testing.assert_array_equal(ivf.search(queries, 5, nprobe=64)[1], wide)
+    np.testing.assert_array_equal(ivf.search(queries, 5)[1], ivf.search(queries, 5, nprobe=1)[1])

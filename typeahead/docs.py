@@ -10,7 +10,9 @@
 
 ``DocsIndex.search(query, k)`` takes the union of the semantic and lexical top candidates and
 ranks them by ``w * cosine + (1 - w) * bm25 / max_bm25``. With ``partial=True`` (the user is
-still typing) the last query word also matches the indexed terms it is a prefix of.
+still typing) the last query word also matches the indexed terms it is a prefix of. A small
+corpus (flat index, under SMALL_CORPUS documents) gets every cosine from one mat-vec instead of
+a FAISS search, with the same ranking.
 """
 
 from __future__ import annotations
@@ -200,6 +202,11 @@ class Bm25:
         self._ptr = indptr.tolist()  # element reads on the hot path: Python ints are faster
         self.n_docs = n_docs
         self._df = np.diff(indptr)
+        # Expansions of the prefixes with more than PREFIX_EXPANSION completions, sorted out
+        # once each: "a" or "th" come back on every other keystroke, and sorting their
+        # thousand completions cost more than the rest of the scoring. Bounded by the
+        # vocabulary, as only prefixes of that many terms are kept.
+        self._expansions: dict[str, tuple[str, ...]] = {}
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> Bm25:
@@ -251,14 +258,18 @@ class Bm25:
                            np.concatenate([weights[ptr[t] : ptr[t + 1]] for t in ids]),
                            minlength=self.n_docs).astype(np.float32)
 
-    def _expand(self, prefix: str) -> list[str]:
+    def _expand(self, prefix: str) -> Sequence[str]:
+        known = self._expansions.get(prefix)
+        if known is not None:
+            return known
         lo = bisect.bisect_left(self.terms, prefix)
         hi = bisect.bisect_left(self.terms, prefix + "\U0010ffff")
         if hi - lo <= PREFIX_EXPANSION:
             return self.terms[lo:hi]
         # Too many completions: keep the most widespread ones, as a typist most likely means them.
         best = np.argsort(-self._df[lo:hi], kind="stable")[:PREFIX_EXPANSION]
-        return [self.terms[lo + int(i)] for i in best]
+        known = self._expansions[prefix] = tuple(self.terms[lo + int(i)] for i in best)
+        return known
 
 
 # --- the index ------------------------------------------------------------------------------
@@ -278,6 +289,11 @@ class DocsIndex:
         self._docs, self._bm25, self._vectors, self._student = docs, bm25, vectors, student
         self.manifest = manifest
         self.semantic_weight = float(manifest.get("semantic_weight", SEMANTIC_WEIGHT))
+        # A small corpus in an exact index is scored whole: one mat-vec against its rows
+        # beats a FAISS search plus reconstructing the lexical candidates several times over.
+        # Kept transposed, as numpy's vector-times-matrix kernel is a third faster here.
+        rows = vectors.exact_rows() if len(docs) < SMALL_CORPUS else None
+        self._rows_t = None if rows is None else np.ascontiguousarray(rows.T)
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -305,9 +321,10 @@ class DocsIndex:
 
         ``vector`` is the student embedding of ``query`` when the caller already has it;
         documents scoring below ``min_score`` are dropped before their snippets are cut."""
-        return [self._result(doc, score, query)
-                for doc, score in self._ranked(query, k, mode, partial, vector)
-                if round(score, 6) >= min_score]
+        ranked = [(doc, rounded) for doc, score in self._ranked(query, k, mode, partial, vector)
+                  if (rounded := round(score, 6)) >= min_score]
+        wanted = frozenset(terms_of(query)) if ranked else frozenset()
+        return [self._result(doc, score, wanted) for doc, score in ranked]
 
     def passages(self, query: str, k: int = 3) -> list[tuple[str, str, str, float]]:
         """The k best documents whole, as (id, title, text, fused score): the grounding of a
@@ -320,21 +337,26 @@ class DocsIndex:
         """The k best document rows and their scores."""
         if mode not in ("fused", "semantic", "lexical") or k < 1:
             raise ConfigError(f"bad documents search: mode={mode!r}, k={k}")
+        n = max(k, CANDIDATES)
         lexical = self._bm25.scores(query, partial) if mode != "semantic" else None
-        lex_top = _top(lexical, max(k, CANDIDATES)) if lexical is not None else _NONE
+        top_lex = float(lexical.max()) if lexical is not None and len(lexical) else 0.0
+        if top_lex <= 0:  # no document matches a word: no lexical side (a third of keystrokes)
+            lexical = None
         if mode == "lexical":
-            cand, sem = lex_top, np.zeros(len(lex_top), dtype=np.float32)
-        else:
-            cand, sem = self._semantic(query, max(k, CANDIDATES), lex_top, vector)
-        return self._rank(cand, sem, lexical, mode, k)
-
-    def _semantic(self, query: str, n: int, lex_top: np.ndarray,
-                  vector: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates and their cosines: the top-n neighbours plus the lexical top-n (whose
-        cosines are computed from the stored vectors), so fusion sees both sides."""
+            return self._rank(_top(lexical, n), None, lexical, top_lex, mode, k)
         vec = self._student.encode([query]) if vector is None else vector
         if not vec.any():  # no known word: no semantic side
-            return lex_top, np.zeros(len(lex_top), dtype=np.float32)
+            return self._rank(_top(lexical, n), None, lexical, top_lex, mode, k)
+        if self._rows_t is not None:
+            sims = np.asarray(vec[0], dtype=np.float32) @ self._rows_t
+            return self._ranked_dense(sims, n, lexical, top_lex, mode, k)
+        cand, sem = self._semantic(vec, _top(lexical, n), n)
+        return self._rank(cand, sem, lexical, top_lex, mode, k)
+
+    def _semantic(self, vec: np.ndarray, lex_top: np.ndarray, n: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates and their cosines: the top-n neighbours plus the lexical top-n (whose
+        cosines are computed from the stored vectors), so fusion sees both sides."""
         scores, ids = self._vectors.search(vec, n)
         found = ids[0] >= 0
         ids, scores = ids[0][found], scores[0][found]
@@ -345,29 +367,61 @@ class DocsIndex:
             return np.concatenate((ids, missing)), np.concatenate((scores, sims))
         return ids, scores
 
-    def _rank(self, cand: np.ndarray, sem: np.ndarray, lexical: np.ndarray | None, mode: str,
-              k: int) -> list[tuple[int, float]]:
-        """The k best candidates by the fused score (ties: smaller document row first)."""
+    def _ranked_dense(self, sims: np.ndarray, n: int, lexical: np.ndarray | None,
+                      top_lex: float, mode: str, k: int) -> list[tuple[int, float]]:
+        """``_ranked`` for a small exact corpus, given the cosine of every document.
+
+        When the lexical top n is every lexical hit (most keystrokes), fusing all documents
+        picks the very k best that fusing the candidates does: a document in neither top n
+        has n documents with a higher cosine, and so with a higher fused score. That is one
+        vectorised expression and no candidate bookkeeping. Otherwise the candidates are
+        gathered as ``_semantic`` does (with the documents tied with the n-th cosine all
+        counted in, where FAISS keeps some)."""
+        w = self._weight(mode)
+        hits = None if lexical is None else lexical > 0
+        if w > 0 and (hits is None or np.count_nonzero(hits) <= n):
+            fused = w * sims.astype(np.float64)
+            if lexical is not None:
+                fused += (1.0 - w) * (lexical.astype(np.float64) / top_lex)
+            return _best(fused, k)
+        pool = sims >= _nth_largest(sims, n)
+        if lexical is not None and hits is not None:
+            if np.count_nonzero(hits) <= n:
+                pool |= hits
+            else:
+                pool[_top(lexical, n)] = True
+        cand = pool.nonzero()[0]
+        return self._rank(cand, sims[cand], lexical, top_lex, mode, k)
+
+    def _weight(self, mode: str) -> float:
+        """The weight of the cosine in the fused score."""
+        return self.semantic_weight if mode == "fused" else 1.0 if mode == "semantic" else 0.0
+
+    def _rank(self, cand: np.ndarray, sem: np.ndarray | None, lexical: np.ndarray | None,
+              top_lex: float, mode: str, k: int) -> list[tuple[int, float]]:
+        """The k best candidates by ``w * cosine + (1 - w) * bm25 / top_lex`` (ties: smaller
+        document row first); ``sem`` or ``lexical`` is None when that side is absent."""
         if not len(cand):
             return []
-        w = {"fused": self.semantic_weight, "semantic": 1.0, "lexical": 0.0}[mode]
-        fused = w * sem.astype(np.float64)
-        top_lex = float(lexical.max()) if lexical is not None and len(lexical) else 0.0
-        if lexical is not None and top_lex > 0:
+        w = self._weight(mode)
+        fused = np.zeros(len(cand)) if sem is None else w * sem.astype(np.float64)
+        if lexical is not None:
             fused += (1.0 - w) * (lexical[cand].astype(np.float64) / top_lex)
         order = np.lexsort((cand, -fused))[:k]
         return list(zip(cand[order].tolist(), fused[order].tolist(), strict=True))
 
-    def _result(self, doc: int, score: float, query: str) -> DocResult:
+    def _result(self, doc: int, score: float, wanted: frozenset[str]) -> DocResult:
         doc_id, title, text = self._docs[doc]
-        return DocResult(doc_id, title, snippet(text, query), round(score, 6))
+        return DocResult(doc_id, title, _snippet(text, wanted), score)
 
 
 _NONE = np.zeros(0, dtype=np.int64)
 
 
-def _top(scores: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the n highest positive scores (unordered)."""
+def _top(scores: np.ndarray | None, n: int) -> np.ndarray:
+    """Indices of the n highest positive scores (unordered); none without scores."""
+    if scores is None:
+        return _NONE
     n = min(n, len(scores))
     if n == 0:
         return _NONE
@@ -375,21 +429,72 @@ def _top(scores: np.ndarray, n: int) -> np.ndarray:
     return best[scores[best] > 0]
 
 
+_ARGMAX_K = 8  # up to this k, k passes of argmax beat a partition and a sort
+
+
+def _best(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The k highest ``scores`` as (row, score), best first (ties: smaller row first).
+    ``scores`` is scratch: it may be overwritten."""
+    k = min(k, len(scores))
+    if k <= _ARGMAX_K:
+        best: list[tuple[int, float]] = []
+        for _ in range(k):
+            row = int(scores.argmax())  # the first of equal maxima: the smaller row
+            best.append((row, float(scores[row])))
+            scores[row] = -math.inf
+        return best
+    cand = (scores >= _nth_largest(scores, k)).nonzero()[0]
+    top = scores[cand]
+    order = np.lexsort((cand, -top))[:k]
+    return list(zip(cand[order].tolist(), top[order].tolist(), strict=True))
+
+
+def _nth_largest(values: np.ndarray, n: int) -> float:
+    """The n-th highest of ``values`` (-inf when there are n or fewer): the floor of a top n."""
+    if n >= len(values):
+        return -math.inf
+    cut = len(values) - n
+    return float(np.partition(values, cut)[cut])
+
+
 def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     """The sentence sharing most words with the query (the first one on a tie), shortened."""
-    wanted = set(terms_of(query))
-    best = max(_sentences(text), key=lambda st: len(wanted.intersection(st[1])))[0]
+    return _snippet(text, frozenset(terms_of(query)), width)
+
+
+def _snippet(text: str, wanted: frozenset[str], width: int = SNIPPET_CHARS) -> str:
+    """``snippet`` for the query terms ``wanted``, counted through the sentences' term index
+    (a few dict reads) rather than by intersecting every sentence with the query."""
+    sentences, where = _sentences(text), _sentence_masks(text)
+    shared = [0] * len(sentences)
+    for term in wanted:
+        mask = where.get(term, 0)
+        while mask:
+            low = mask & -mask
+            shared[low.bit_length() - 1] += 1
+            mask ^= low
+    best = sentences[shared.index(max(shared))]
     if len(best) <= width:
         return best
     return best[: width - 1].rsplit(" ", 1)[0] + "…"
 
 
 @functools.lru_cache(maxsize=4096)
-def _sentences(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """A document's sentences with their distinct terms: split once, not on every keystroke.
-    Tuples, not frozensets, so the remembered splits are invisible to the cyclic GC."""
-    parts = re.split(r"(?<=[.!?])\s+", text) or [text]
-    return tuple((s, tuple(dict.fromkeys(terms_of(s)))) for s in parts)
+def _sentences(text: str) -> tuple[str, ...]:
+    """A document's sentences: split once, not on every keystroke."""
+    return tuple(re.split(r"(?<=[.!?])\s+", text) or [text])
+
+
+@functools.lru_cache(maxsize=4096)
+def _sentence_masks(text: str) -> dict[str, int]:
+    """Per term of a document, a bit mask of the sentences holding it. Ints and strings only,
+    and kept apart from the sentences: a dict of atoms, alone, is invisible to the cyclic GC
+    (a tuple holding a dict, or a dict holding sets, would be tracked for good)."""
+    where: dict[str, int] = {}
+    for i, sentence in enumerate(_sentences(text)):
+        for term in terms_of(sentence):
+            where[term] = where.get(term, 0) | 1 << i
+    return where
 
 
 # --- building -------------------------------------------------------------------------------

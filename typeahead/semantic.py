@@ -8,6 +8,8 @@ embedded, so a semantic neighbour is never below the privacy floor.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +55,11 @@ class SemanticLayer:
         if self.entries is None or not vector.any():
             return []
         scores, ids = self.entries.search(vector, k, nprobe=NEIGHBOUR_NPROBE)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
-                if i >= 0 and s >= self.min_similarity]
+        # Filtered as Python numbers: comparing numpy scalars one by one cost twice as much.
+        # The floor is rounded to float32 first, as numpy compared the float32 scores to it.
+        floor = float(np.float32(self.min_similarity))
+        return [(i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True)
+                if i >= 0 and s >= floor]
 
 
     def results(self, query: str, k: int, vector: npt.NDArray[np.float32] | None = None
@@ -116,7 +121,15 @@ def build_semantic(out: Path, texts: list[str], *, docs: Path | None, docs_id_fi
 
 def has_topic(text: str) -> bool:
     """Whether ``text`` has a word of 3+ characters that is neither a stop word nor URL noise."""
+    stopwords, term_re = _topic_words()
+    return any(len(w) >= 3 and w not in stopwords and w not in _NOISE
+               for w in term_re.findall(text.lower()))
+
+
+@functools.cache
+def _topic_words() -> tuple[frozenset[str], re.Pattern[str]]:
+    """The documents index's stop words and word pattern, imported on first use (that module
+    loads FAISS) and then kept: an import statement costs a microsecond on every call."""
     from typeahead.docs import STOPWORDS, TERM_RE
 
-    return any(len(w) >= 3 and w not in STOPWORDS and w not in _NOISE
-               for w in TERM_RE.findall(text.lower()))
+    return STOPWORDS, TERM_RE

@@ -113,5 +113,7 @@ class SuggestService:
 
 
 def _suggestion_json(s: Suggestion) -> dict[str, Any]:
-    return {"text": s.text, "score": round(s.score, 6), "source": s.source,
-            "matches": [list(span) for span in s.spans]}
+    # Unpacked once: a NamedTuple's named fields are each a Python-level property read.
+    _, text, score, source, spans = s
+    return {"text": text, "score": round(score, 6), "source": source,
+            "matches": [[start, end] for start, end in spans]}

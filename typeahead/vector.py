@@ -66,6 +66,7 @@ class VectorIndex:
         self.count = int(index.ntotal)
         self.factory = str(manifest.get("factory", ""))
         self._ivf = hasattr(faiss.downcast_index(index), "nprobe")
+        self._nprobe_params: dict[int, Any] = {}
 
     @classmethod
     def load(
@@ -100,13 +101,33 @@ class VectorIndex:
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ConfigError(f"query vectors must have shape (n, {self.dim}), got {queries.shape}")
         k = max(1, min(k, self.count)) if self.count else 1
-        if nprobe is not None and self._ivf:
+        params = self._search_params(nprobe) if nprobe is not None and self._ivf else None
+        scores, ids = self._index.search(queries, k, params=params)
+        return scores, ids
+
+    def _search_params(self, nprobe: int) -> Any:
+        """The IVF search parameters for ``nprobe``, built once: creating and filling the SWIG
+        object on every call cost several microseconds of a keystroke. FAISS only reads it, so
+        concurrent searches may share it."""
+        params = self._nprobe_params.get(nprobe)
+        if params is None:
             params = faiss.SearchParametersIVF()
             params.nprobe = nprobe
-            scores, ids = self._index.search(queries, k, params=params)
-        else:
-            scores, ids = self._index.search(queries, k)
-        return scores, ids
+            self._nprobe_params[nprobe] = params
+        return params
+
+    def exact_rows(self) -> np.ndarray | None:
+        """Every stored vector as one contiguous (count, dim) float32 matrix when the index is
+        exact (flat, inner product), else None: its product with a query gives the cosines a
+        search would (to float32 rounding), so a small corpus can be scored whole with one
+        mat-vec. Quantised or graph indexes return None: their search scores differ from it."""
+        inner = faiss.downcast_index(self._index)
+        exact = isinstance(inner, faiss.IndexFlat)
+        if not exact or inner.metric_type != faiss.METRIC_INNER_PRODUCT:
+            return None
+        if not self.count:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.ascontiguousarray(inner.reconstruct_n(0, self.count), dtype=np.float32)
 
     def reconstruct(self, ids: Sequence[int]) -> np.ndarray:
         """The stored (possibly quantised) vectors of rows ``ids``, shape (len(ids), dim)."""
