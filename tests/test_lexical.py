@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.lexical_fixtures import build_small_index
 from typeahead.index import LoadedIndex
+from typeahead.lexical import match_words
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +151,81 @@ def test_remembered_tiers_answer_the_same_and_can_be_forgotten(index: LoadedInde
     again = [engine.suggest(q, 5) for q in queries]  # pools and corrections now remembered
     engine.clear_caches()
     assert first == again == [engine.suggest(q, 5) for q in queries]
+
+
+def _match_words_reference(typed: list[str], key: str) -> tuple[tuple[int, int], ...] | None:
+    """The word-by-word definition ``match_words`` must agree with."""
+    starts, pos = [], 0
+    for w in key.split(" "):
+        starts.append((pos, w))
+        pos += len(w) + 1
+    used: set[int] = set()
+    spans = []
+    for t in sorted(typed, key=len, reverse=True):
+        hit = next((i for i, (_, w) in enumerate(starts) if i not in used and w.startswith(t)),
+                   None)
+        if hit is None:
+            return None
+        used.add(hit)
+        spans.append((starts[hit][0], starts[hit][0] + len(t)))
+    return tuple(sorted(spans))
+
+
+def test_match_words_agrees_with_the_word_by_word_definition() -> None:
+    keys = ["my music my mom", "my space", "mymy m", "new york new", "a b c", "ab abc abcd"]
+    typed = [["my"], ["m"], ["my", "m"], ["m", "my"], ["my", "my", "m"], ["new", "new"],
+             ["york", "new", "ne"], ["ab", "abc"], ["abc", "ab", "a"], ["b", "a"], ["zz"]]
+    for key in keys:
+        for words in typed:
+            assert match_words(words, key) == _match_words_reference(words, key), (words, key)
+    assert match_words(["my", "m"], "my music") == ((0, 2), (3, 4))
+    assert match_words(["my", "m"], "my space") is None
+
+
+def test_a_typed_word_that_starts_another_needs_its_own_word(tmp_path: Path) -> None:
+    rows = [(f"my space {i:03d}", 1000 - i) for i in range(200)]  # each has one "m..." word
+    rows += [("my music", 5), ("my mom", 4), ("music my", 3)]
+    idx = build_small_index(tmp_path, rows)
+    got = [s.text for s in idx.lexical.suggest("my m", 10)]
+    assert got == ["my music", "my mom", "music my"]
+
+
+def test_pooled_typo_matches_equal_a_plain_scan(index: LoadedIndex) -> None:
+    engine = index.lexical
+    for head, last in [(["new"], "york"), (["new"], "yo"), (["york"], "new"), (["the"], "tim"),
+                       (["zzz"], "new")]:
+        words = [*head, last]
+        pool = engine._pool(head)
+        got: dict[int, Any] = {}
+        engine._any_order_pooled(words, 10, got, dist=1, skip=(), pool=pool)
+        entries, starts, blob = pool
+        keys = [blob[starts[i] + 1 : starts[i + 1]] for i in range(len(entries))]
+        assert keys == [key for _, key in engine._scan(head)]
+        want = [e for e, key in zip(entries, keys, strict=True)
+                if match_words(words, key) is not None][:10]
+        assert list(got) == want, words
+        assert all(hit[1] == "fuzzy" for hit in got.values())
+
+
+def test_typo_variants_and_verification_agree_with_their_definitions(index: LoadedIndex) -> None:
+    from rapidfuzz.distance import OSA
+
+    from typeahead import fuzzy
+
+    def deletes(text: str) -> set[str]:
+        return {text[:i] + text[i + 1 :] for i in range(len(text))}
+
+    for word in ["abcdefgh", "aabbccdd", "mapqeust", "café", "abcd"]:
+        d = fuzzy.max_typos(len(word))
+        want = {word} | deletes(word)
+        if d == 2:
+            want |= {x for v in deletes(word) for x in deletes(v)}
+        assert set(fuzzy._variants(word, d)) == want
+    vocab = index.lexical.data.vocab
+    for word in ["mapqeust", "wikipedai", "amazn", "gogle", "yorc"]:
+        d = fuzzy.max_typos(len(word))
+        pids = range(len(vocab.prefixes))
+        by_hand = sorted((OSA.distance(word, c), abs(len(c) - len(word)), c)
+                         for c in (vocab.prefixes[p] for p in pids) if c != word)
+        want = tuple((c, dist) for dist, _, c in by_hand if dist <= d)[: fuzzy.MAX_CORRECTIONS]
+        assert vocab._verify(word, d, pids) == want

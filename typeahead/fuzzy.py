@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from typeahead.mapped import StringTable, load_array
+from typeahead.mapped import StringTable, load_array, view
 
 MIN_LEN = 4  # shorter words get no typo tolerance
 TWO_TYPOS_LEN = 8
@@ -58,6 +59,25 @@ def _deletes(text: str) -> set[str]:
     return {text[:i] + text[i + 1 :] for i in range(len(text))}
 
 
+def _variants(word: str, d: int) -> list[str]:
+    """``word``, its one-deletes and, if ``d`` is 2, its two-deletes. Repeats are harmless
+    (they find the same prefixes), so no set is built."""
+    n = len(word)
+    ones = [word[:i] + word[i + 1 :] for i in range(n)]
+    if d < 2:
+        return [word, *ones]
+    # Deleting position j >= i of the i-th one-delete reaches each pair of positions once.
+    return [word, *ones, *[one[:j] + one[j + 1 :] for i, one in enumerate(ones)
+                           for j in range(i, n - 1)]]
+
+
+def _keys(texts: list[str]) -> list[int]:
+    """``_key`` of each text, inlined: a lookup hashes up to ~140 variants."""
+    crc32 = zlib.crc32
+    raws = [t.encode("utf-8") for t in texts]
+    return [(crc32(raw) << 8) | (len(raw) & 0xFF) for raw in raws]
+
+
 # (vocabulary prefix, distance). A plain tuple, not a NamedTuple: remembered corrections are
 # long-lived, and the cyclic GC stops tracking exact tuples of strings and ints but keeps
 # walking tuple subclasses on every full collection.
@@ -72,6 +92,7 @@ class FuzzyVocab:
         self.hashes = hashes
         self.pids = pids
         self.prefixes = prefixes
+        self._pids = view(pids)  # slices read as Python ints, without numpy's per-call cost
         self._cached = functools.lru_cache(maxsize=CACHE_WORDS)(self._corrections)
 
     def corrections(self, word: str) -> tuple[Correction, ...]:
@@ -85,27 +106,26 @@ class FuzzyVocab:
         d = max_typos(len(word))
         if d == 0 or len(self.hashes) == 0:
             return ()
-        variants = {word} | _deletes(word)
-        if d == 2:
-            variants |= {x for v in _deletes(word) for x in _deletes(v)}
-        keys = np.fromiter((_key(v) for v in variants), dtype=np.uint64, count=len(variants))
-        lo = np.searchsorted(self.hashes, keys, side="left")
-        hi = np.searchsorted(self.hashes, keys, side="right")
+        keys = _keys(_variants(word, d))
+        # Hashes are integers, so a key's right bound is the next integer's left bound: one
+        # search call for both ends (a call costs more than the search itself).
+        bounds = self.hashes.searchsorted(np.array(keys + [key + 1 for key in keys],
+                                                   dtype=np.uint64)).tolist()
+        n = len(keys)
         pids: set[int] = set()
-        for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+        owners = self._pids
+        for a, b in zip(bounds[:n], bounds[n:], strict=True):
             if a < b:
-                pids.update(self.pids[a:b].tolist())
+                pids.update(owners[a:b])
         return self._verify(word, d, pids)
 
     def _verify(self, word: str, d: int, pids: Iterable[int]) -> tuple[Correction, ...]:
-        found = []
-        for pid in pids:
-            cand = self.prefixes[pid]
-            if cand == word:
-                continue
-            dist = OSA.distance(word, cand, score_cutoff=d)
-            if dist <= d:
-                found.append((dist, abs(len(cand) - len(word)), cand))
+        # The candidates' texts in one call, and their distances in one (C-level) call:
+        # per-candidate Python calls cost more than the distances themselves.
+        close = process.extract(word, self.prefixes.many(list(pids)), scorer=OSA.distance,
+                                processor=None, limit=None, score_cutoff=d)
+        n = len(word)
+        found = [(dist, abs(len(cand) - n), cand) for cand, dist, _ in close if cand != word]
         found.sort()
         return tuple((c, dist) for dist, _, c in found[:MAX_CORRECTIONS])
 

@@ -15,8 +15,10 @@ popularity ranks, so "most popular" means "smallest id".
 
 from __future__ import annotations
 
+import bisect
 import functools
-from collections.abc import Container, Iterable, Iterator, Sequence
+import itertools
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -32,6 +34,7 @@ _THIRD = 1 / 3
 _PREFIX_BASE = 2 / 3  # the prefix tier's score floor: (2 + popularity) / 3
 WORD_SCAN_LIMIT = 256  # ranges up to this size are scanned whole for any-order matches
 POOL_CACHE = 2048  # candidate pools remembered per engine (about 11 MB at 365k entries)
+SCAN_CHUNK = 32  # candidate keys read per call while scanning
 Span = tuple[int, int]
 
 
@@ -46,6 +49,11 @@ class Suggestion(NamedTuple):
 # A candidate before its text is fetched (score, source, spans): only the final top k are
 # materialised. A plain tuple: this is built for every candidate on the hot path.
 _Hit = tuple[float, str, tuple[Span, ...]]
+
+# A remembered candidate pool: (entries, starts, blob), where blob is " " + each key, joined,
+# and key i is blob[starts[i] + 1 : starts[i + 1]]. Plain tuples of ints and one str, so the
+# cyclic GC stops tracking remembered pools.
+_Pool = tuple[tuple[int, ...], tuple[int, ...], str]
 
 
 @dataclass(frozen=True)
@@ -89,8 +97,7 @@ class LexicalEngine:
         fast = self._prefix_only(prefix, span, k) if len(raw) <= KEY_BYTES else None
         if fast is not None:
             return fast
-        found: dict[int, _Hit] = {}
-        self._exact(prefix, k, found, tier=2, span=span)
+        found = self._exact(prefix, span, k, tier=2)
         if not fallback or len(found) >= k:
             # The prefix tier inserts by popularity, so ``found`` is already in rank order.
             return self.materialise(found, k, ranked=True)
@@ -134,69 +141,101 @@ class LexicalEngine:
 
     # --- tiers ------------------------------------------------------------------------------
 
-    def _exact(self, key: str, k: int, found: dict[int, _Hit], *, tier: int,
-               source: str = "prefix", dist: int = 0, skip: Container[int] = (),
-               span: tuple[int, int] | None = None) -> None:
-        """The in-order prefix matches of ``key``; ``span`` is its key range if known."""
-        raw = key.encode("utf-8")
-        lo, hi = span if span is not None else self.data.prefixes.span(raw)
+    def _exact(self, key: str, span: tuple[int, int], k: int, *, tier: int,
+               source: str = "prefix", dist: int = 0, skip: Container[int] = ()
+               ) -> dict[int, _Hit]:
+        """The top ``k`` in-order prefix matches of ``key`` (``span``: its key range) not in
+        ``skip``, best first."""
+        lo, hi = span
         if lo == hi:
-            return
-        entries = [
-            e for e in self.data.prefixes.top(lo, hi, k + len(found))
-            if e not in found and e not in skip
-        ]
-        if len(raw) > KEY_BYTES:  # keys are indexed on 32 bytes: check the rest
+            return {}
+        entries = self.data.prefixes.top(lo, hi, k)
+        if skip:
+            entries = [e for e in entries if e not in skip]
+        if len(key.encode("utf-8")) > KEY_BYTES:  # keys are indexed on 32 bytes: check the rest
             entries = [e for e in entries if self.data.keys[e].startswith(key)]
         spans = ((0, len(key)),)
-        entries = entries[: k - len(found)]
         pop = self._pop
         base, scale = tier / 3, 1 / (3 * (1 + dist))
-        for entry in entries:
-            found[entry] = (base + pop[entry] * scale, source, spans)
+        return {entry: (base + pop[entry] * scale, source, spans) for entry in entries}
 
-    def _any_order(self, words: list[str], k: int, found: dict[int, _Hit], *, tier: int,
-                   source: str = "prefix", dist: int = 0, skip: Container[int] = (),
-                   pool: Iterable[tuple[int, str]] | None = None) -> None:
-        """Entries whose words each start with a distinct typed word. ``pool`` is a
-        precomputed candidate list (see ``_pool``); by default candidates are scanned lazily
-        from ``words``, so the scan stops as soon as k entries match."""
-        if pool is None:
-            pool = self._scan(words)
-        last = " " + words[-1]
-        for entry, key in pool:
-            if entry in found or entry in skip or last not in " " + key:
+    def _any_order(self, words: list[str], k: int, found: dict[int, _Hit], *, tier: int
+                   ) -> None:
+        """Entries whose words each start with a distinct typed word, scanned lazily from
+        ``words`` so the scan stops as soon as k entries match."""
+        for entry, key in self._scan(words):
+            if entry in found:
                 continue
             matched = match_words(words, key)
             if matched is not None:
-                found[entry] = self._hit(entry, tier, source, matched, dist)
+                found[entry] = self._hit(entry, tier, "prefix", matched, 0)
                 if len(found) >= k:
                     return
 
-    def _pool(self, words: list[str]) -> tuple[tuple[int, str], ...]:
+    def _any_order_pooled(self, words: list[str], k: int, found: dict[int, _Hit], *,
+                          dist: int, skip: Container[int], pool: _Pool) -> None:
+        """The fuzzy tier's ``_any_order`` over a remembered pool (see ``_pool``): only the
+        pool's keys holding a word that starts with the last typed word are matched, and
+        ``str.find`` on the pool's joined keys finds them without a Python loop per key."""
+        entries, starts, blob = pool
+        needle = " " + words[-1]
+        pos = blob.find(needle)
+        while pos >= 0:
+            i = bisect.bisect_right(starts, pos) - 1
+            entry = entries[i]
+            if entry not in found and entry not in skip:
+                matched = match_words(words, blob[starts[i] + 1 : starts[i + 1]])
+                if matched is not None:
+                    found[entry] = self._hit(entry, 0, "fuzzy", matched, dist)
+                    if len(found) >= k:
+                        return
+            pos = blob.find(needle, starts[i + 1])  # on to the next key
+
+    def _pool(self, words: list[str]) -> _Pool:
         """Every candidate of ``_scan``, remembered: for pools that are scanned again (the
         fuzzy tier's words before the last, once per correction and keystroke)."""
         return self._pools(tuple(words))
 
-    def _build_pool(self, words: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
-        # A tuple of (int, str) tuples: remembered pools are then invisible to the cyclic GC.
-        return tuple(self._scan(words))
+    def _build_pool(self, words: tuple[str, ...]) -> _Pool:
+        entries: list[int] = []
+        keys: list[str] = []
+        for entry, key in self._scan(words):
+            entries.append(entry)
+            keys.append(key)
+        # " key0 key1 ...": a typed word (no spaces) found there lies within one key.
+        blob = "".join([" " + key for key in keys])
+        starts = tuple(itertools.accumulate((1 + len(key) for key in keys), initial=0))
+        return tuple(entries), starts, blob
 
     def _scan(self, words: Sequence[str]) -> Iterator[tuple[int, str]]:
         """Candidates (entry, key) that contain a word starting with each of ``words``, drawn
         from the typed word with the fewest matching entries, by popularity."""
         spans = self.data.words.spans([w.encode("utf-8") for w in words])
-        if any(lo == hi for lo, hi in spans):
+        sizes = [hi - lo for lo, hi in spans]
+        if 0 in sizes:
             return
-        rarest = min(range(len(words)), key=lambda i: spans[i][1] - spans[i][0])
+        rarest = sizes.index(min(sizes))  # the first of the rarest, as ties go
         # Every candidate has a word starting with the rarest typed word: check the others.
-        needles = [" " + w for i, w in enumerate(words) if i != rarest]
-        keys = self.data.keys
-        for entry in self.data.words.candidates(*spans[rarest], WORD_SCAN_LIMIT):
-            key = keys[entry]
-            padded = " " + key
-            if all(needle in padded for needle in needles):  # cheap reject before matching
-                yield entry, key
+        # A typed word that starts another ("my m": "m") needs a key word for each of them,
+        # so the cheap reject counts: otherwise every "my ..." key passes for "m".
+        needles = [(" " + w, sum(t.startswith(w) for t in words))
+                   for i, w in enumerate(words) if i != rarest]
+        ids = self.data.words.candidates(*spans[rarest], WORD_SCAN_LIMIT)
+        many = self.data.keys.many
+        # Keys are read a chunk at a time: one call per chunk, yet a scan that stops early
+        # (k matches found) does not read every candidate.
+        for start in range(0, len(ids), SCAN_CHUNK):
+            chunk = ids[start : start + SCAN_CHUNK]
+            if not needles:  # a lone typed word: every candidate qualifies
+                yield from zip(chunk, many(chunk), strict=True)
+                continue
+            for entry, key in zip(chunk, many(chunk), strict=True):
+                padded = " " + key  # " " + word occurs once per key word it starts
+                for needle, need in needles:  # a loop, not all(): no generator per key
+                    if padded.count(needle) < need:
+                        break
+                else:
+                    yield entry, key
 
     def _fuzzy(self, words: list[str], k: int, found: dict[int, _Hit]) -> None:
         # Every correction contributes, then popularity (discounted by distance) decides:
@@ -207,15 +246,16 @@ class LexicalEngine:
         fuzzy: dict[int, _Hit] = {}
         head = words[:-1]
         # The words before the last are the same for every correction: filter once.
-        shared = self._pool(head) if head else ()
+        shared = self._pool(head) if head else None
         keys = [" ".join([*head, prefix]) for prefix, _ in corrections]
         spans = self.data.prefixes.spans([key.encode("utf-8") for key in keys])
         for (prefix, dist), key, span in zip(corrections, keys, spans, strict=True):
-            batch: dict[int, _Hit] = {}
-            self._exact(key, k, batch, tier=0, source="fuzzy", dist=dist, skip=found, span=span)
-            if shared:  # a lone word already had its word-start matches above
-                self._any_order([*head, prefix], k, batch, tier=0, source="fuzzy", dist=dist,
-                                skip=found, pool=shared)
+            if span[0] == span[1] and shared is None:
+                continue  # no completion of this correction (common: most are rare)
+            batch = self._exact(key, span, k, tier=0, source="fuzzy", dist=dist, skip=found)
+            if shared is not None:  # a lone word already had its word-start matches above
+                self._any_order_pooled([*head, prefix], k, batch, dist=dist, skip=found,
+                                       pool=shared)
             for entry, hit in batch.items():
                 if entry not in fuzzy or fuzzy[entry][0] < hit[0]:
                     fuzzy[entry] = hit
@@ -228,22 +268,26 @@ class LexicalEngine:
 
 
 def match_words(typed: list[str], key: str) -> tuple[Span, ...] | None:
-    """Spans (in ``key``) where each typed word prefixes a distinct word, or None."""
-    starts: list[tuple[int, str]] = []
-    pos = 0
-    for w in key.split(" "):
-        starts.append((pos, w))
-        pos += len(w) + 1
-    used: set[int] = set()
+    """Spans (in ``key``) where each typed word prefixes a distinct word, or None.
+
+    Typed words hold no spaces, so " " + word occurs in " " + key exactly where a word of the
+    key starts with it: ``str.find`` walks the word starts in C instead of a Python loop."""
+    padded = " " + key
+    if len(typed) == 1:  # the common case: the first word it prefixes
+        pos = padded.find(" " + typed[0])
+        return None if pos < 0 else ((pos, pos + len(typed[0])),)
+    used: list[int] = []
     spans: list[Span] = []
     # Longest typed words first, so a short word cannot steal the only word a long one fits.
     for t in sorted(typed, key=len, reverse=True):
-        hit = next((i for i, (_, w) in enumerate(starts) if i not in used and w.startswith(t)),
-                   None)
-        if hit is None:
+        needle = " " + t
+        pos = padded.find(needle)
+        while pos in used:  # the first word it prefixes not taken by an earlier typed word
+            pos = padded.find(needle, pos + 1)
+        if pos < 0:
             return None
-        used.add(hit)
-        spans.append((starts[hit][0], starts[hit][0] + len(t)))
+        used.append(pos)
+        spans.append((pos, pos + len(t)))
     return tuple(sorted(spans))
 
 
