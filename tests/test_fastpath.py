@@ -156,6 +156,15 @@ async def test_pipelined_requests_answer_in_order_across_a_hand_over(
     assert orjson.loads(replies[3][2])["error"]["code"] == "missing_parameter"
 
 
+async def test_a_long_pipelined_burst_is_answered_whole_and_in_order(
+        servers: tuple[FastPathTestServer, TestServer]) -> None:
+    fast, _ = servers
+    words = ["new", "york", "caf", "amazn", "times"] * 100
+    replies = await exchange(fast, b"".join(get(f"/v1/suggest?q={w}&k=1") for w in words),
+                             len(words))
+    assert [orjson.loads(r[2])["query"] for r in replies] == words
+
+
 async def test_a_head_split_across_reads_is_still_answered(
         servers: tuple[FastPathTestServer, TestServer]) -> None:
     fast, _ = servers

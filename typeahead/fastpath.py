@@ -208,23 +208,28 @@ class KeystrokeProtocol(asyncio.Protocol):
             self._transport.close()
 
     def _drain(self) -> None:
-        """Answer every whole request in the buffer, in order, until one must be handed over."""
-        while self._buffer and not self._paused and not self._closing:
-            end = self._buffer.find(HEAD_END, 0, MAX_HEAD_BYTES + len(HEAD_END))
+        """Answer every whole request in the buffer, in order, until one must be handed over.
+
+        The buffer is cut once per call, not once per request: a client that pipelines a
+        burst would otherwise have its remainder copied again for every request in it."""
+        buffer, start = self._buffer, 0
+        while start < len(buffer) and not self._paused and not self._closing:
+            end = buffer.find(HEAD_END, start, start + MAX_HEAD_BYTES + len(HEAD_END))
             if end < 0:
-                self._hand_over()  # split, oversized or not HTTP: aiohttp reads it its way
-                return
-            keystroke = parse_head(self._buffer[:end])
+                break  # split, oversized or not HTTP: aiohttp reads it its way
+            keystroke = parse_head(buffer[start:end])
             answer = self._site.answer(keystroke) if keystroke is not None else None
             if answer is None:
-                self._hand_over()
-                return
-            self._buffer = self._buffer[end + len(HEAD_END):]
+                break
+            start = end + len(HEAD_END)
             assert self._transport is not None
             self._transport.write(answer)
             if keystroke is not None and keystroke.close:
                 self._closing = True
                 self._transport.close()
+        self._buffer = buffer[start:] if start else buffer
+        if self._buffer and not self._paused and not self._closing:
+            self._hand_over()
 
     def _hand_over(self) -> None:
         """Give the connection, and the unanswered bytes, to aiohttp for the rest of its life."""
