@@ -20,6 +20,7 @@ the generator's own lag then dominates the tail: on the 2-core development machi
 fell from about 1.0 ms to 0.3 ms when pinned.
 
     python bench/bench_http.py --index indexes/aol [--rates 1000,3000] [--duration 20]
+        [--semantic] [--paths fast,aiohttp]
 """
 
 from __future__ import annotations
@@ -136,10 +137,17 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=10,
                     help="seconds of unmeasured keystroke traffic before the keystrokes row")
     ap.add_argument("--semantic", action="store_true", help="keep semantic + results on")
+    ap.add_argument("--paths", default="fast",
+                    help="comma-separated: fast (keystrokes answered beneath aiohttp, the "
+                         "default server) and/or aiohttp (TYPEAHEAD_SUGGEST_FAST_PATH=false); "
+                         "with both, each row runs on each, back to back")
     ap.add_argument("--traffic", default="prefixes,keystrokes",
                     help="comma-separated: prefixes (distinct, cache-cold) and/or keystrokes "
                          "(typing sessions; keystrokes run at the lowest rate only)")
     args = ap.parse_args()
+    unknown = set(args.paths.split(",")) - {"fast", "aiohttp"}
+    if unknown:
+        ap.error(f"--paths takes fast and/or aiohttp, not {', '.join(sorted(unknown))}")
     env = {**os.environ, "TYPEAHEAD_GENERATION": "false"}
     if not args.semantic:
         env.update(TYPEAHEAD_SEMANTIC="false", TYPEAHEAD_RESULTS_K="0")
@@ -154,11 +162,16 @@ def main() -> int:
         values = prefixes_file(20_000, tmp / "prefixes.txt")
         rates = [int(r) for r in args.rates.split(",")]
         kinds = args.traffic.split(",")
-        plan = [("prefixes", rate) for rate in rates if "prefixes" in kinds]
-        plan += [("keystrokes", min(rates))] if "keystrokes" in kinds else []
+        paths = list(dict.fromkeys(args.paths.split(",")))
+        plan = [("prefixes", rate, path) for rate in rates if "prefixes" in kinds
+                for path in paths]
+        plan += [("keystrokes", min(rates), path) for path in paths] \
+            if "keystrokes" in kinds else []
         peak = None
-        for traffic, rate in plan:
-            server = start_server(args.index, port, workers, env, server_cpus)
+        for traffic, rate, path in plan:
+            server = start_server(args.index, port, workers,
+                                  {**env, "TYPEAHEAD_SUGGEST_FAST_PATH": str(path == "fast")},
+                                  server_cpus)
             try:
                 load = traffic_args(traffic, values)
                 if traffic == "keystrokes" and args.warmup:
@@ -166,9 +179,9 @@ def main() -> int:
                 rep = run_rate(base, load, rate, args.duration, args.procs, tmp, gen_cpus)
                 if args.reports:
                     args.reports.mkdir(parents=True, exist_ok=True)
-                    (args.reports / f"{traffic}-{rate}.json").write_bytes(
+                    (args.reports / f"{traffic}-{rate}-{path}.json").write_bytes(
                         (tmp / f"r{rate}.json").read_bytes())
-                rows.append([traffic, *_row(rate, rep)])
+                rows.append([traffic, path, *_row(rate, rep)])
                 if peak is None:
                     peak = wrk_peak(base, 10)
             finally:
@@ -177,8 +190,8 @@ def main() -> int:
     where = (f"generator on CPU {sorted(gen_cpus)}, server on CPUs {sorted(server_cpus)}"
              if gen_cpus and server_cpus else "unpinned")
     print_table(f"/v1/suggest over HTTP ({workers} workers, {where}, open loop, ms)",
-                ["traffic", "target rate", "achieved", "n", "p50", "p90", "p99", "p99.9", "max",
-                 "errors", "gen lag p99", "gen lag max", "verdict"], rows)
+                ["traffic", "path", "target rate", "achieved", "n", "p50", "p90", "p99", "p99.9",
+                 "max", "errors", "gen lag p99", "gen lag max", "verdict"], rows)
     print(f"\npeak throughput (wrk, 2 threads, 64 connections): "
           f"{peak:,.0f} req/s" if peak else "\nwrk not installed: no peak figure")
     return 0
