@@ -48,13 +48,6 @@ def max_typos(length: int) -> int:
     return 1 if length < TWO_TYPOS_LEN else 2
 
 
-def _key(text: str) -> int:
-    raw = text.encode("utf-8")
-    # crc32 is stable across processes (unlike hash()) and cheap; collisions are harmless
-    # because every candidate is verified. The length byte splits most crc collisions.
-    return (zlib.crc32(raw) << 8) | (len(raw) & 0xFF)
-
-
 def _deletes(text: str) -> set[str]:
     return {text[:i] + text[i + 1 :] for i in range(len(text))}
 
@@ -71,8 +64,11 @@ def _variants(word: str, d: int) -> list[str]:
                            for j in range(i, n - 1)]]
 
 
-def _keys(texts: list[str]) -> list[int]:
-    """``_key`` of each text, inlined: a lookup hashes up to ~140 variants."""
+def _keys(texts: Iterable[str]) -> list[int]:
+    """The hash key of each text, for the build and for lookups alike (a lookup hashes up to
+    ~140 variants, so the formula sits in one comprehension). crc32 is stable across
+    processes (unlike hash()) and cheap; collisions are harmless because every candidate is
+    verified. The length byte splits most crc collisions."""
     crc32 = zlib.crc32
     raws = [t.encode("utf-8") for t in texts]
     return [(crc32(raw) << 8) | (len(raw) & 0xFF) for raw in raws]
@@ -138,9 +134,9 @@ class FuzzyVocab:
         keys: list[int] = []
         owners: list[int] = []
         for pid, p in enumerate(prefixes):
-            for v in {p} | _deletes(p):
-                keys.append(_key(v))
-                owners.append(pid)
+            variant_keys = _keys({p} | _deletes(p))
+            keys.extend(variant_keys)
+            owners.extend([pid] * len(variant_keys))
         hashes = np.array(keys, dtype=np.uint64)
         order = np.argsort(hashes, kind="stable")
         np.save(directory / "fuzzy.hashes.npy", hashes[order])
