@@ -40,8 +40,8 @@ from typeahead.app import (
     should_log,
     suggest_body,
 )
-from typeahead.errors import TypeaheadError
-from typeahead.limits import CORS_EXPOSE, LIMITS, SECURITY_HEADERS, Limits
+from typeahead.limits import LIMITS, SECURITY_HEADERS, Limits
+from typeahead.settings import Settings
 
 HEAD_END = b"\r\n\r\n"
 # A head bigger than this is aiohttp's to judge (it answers 400 or 431 by its own limits).
@@ -50,7 +50,7 @@ MAX_HEAD_BYTES = 8190
 IDLE_TIMEOUT_S = 3630.0
 # Request headers whose meaning the fast path does not implement: their presence hands over.
 HAND_OVER_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
-_TARGET = b"/v1/suggest"
+_TARGET = SUGGEST_ROUTE.encode("ascii")
 
 
 class Keystroke(NamedTuple):
@@ -129,12 +129,8 @@ class ResponseHead:
     def _cors(self, origin: str | None) -> bytes:
         if self._limits is None:
             return b""  # CORS is off by default: no Access-Control headers at all
-        allowed = self._limits.allowed_origin(origin)
-        if allowed is None:
-            return b""
-        return (f"Access-Control-Allow-Origin: {allowed}\r\n"
-                f"Access-Control-Expose-Headers: {CORS_EXPOSE}\r\nVary: Origin\r\n"
-                ).encode("utf-8", "surrogateescape")
+        return "".join(f"{name}: {value}\r\n" for name, value in
+                       self._limits.cors_headers(origin)).encode("utf-8", "surrogateescape")
 
 
 class KeystrokeProtocol(asyncio.Protocol):
@@ -218,13 +214,12 @@ class KeystrokeProtocol(asyncio.Protocol):
             if end < 0:
                 break  # split, oversized or not HTTP: aiohttp reads it its way
             keystroke = parse_head(buffer[start:end])
-            answer = self._site.answer(keystroke) if keystroke is not None else None
-            if answer is None:
+            if keystroke is None or (answer := self._site.answer(keystroke)) is None:
                 break
             start = end + len(HEAD_END)
             assert self._transport is not None
             self._transport.write(answer)
-            if keystroke is not None and keystroke.close:
+            if keystroke.close:
                 self._closing = True
                 self._transport.close()
         self._buffer = buffer[start:] if start else buffer
@@ -293,29 +288,33 @@ class KeystrokeSite(web.SockSite):
         service = app[SERVICE].current
         if service is None:
             return None  # aiohttp answers 503 not_ready
+        rid = request_id(keystroke.request_id)
+        token = logs.REQUEST_ID.set(rid)  # for every line logged while it is answered
         try:
-            params = parse_query_string(keystroke.query)
-            q, k = parse_q(params, settings), parse_k(params, settings)
-            rid = request_id(keystroke.request_id)
-            token = logs.REQUEST_ID.set(rid)
-            try:
-                body = suggest_body(service, q, k)
-            finally:
-                logs.REQUEST_ID.reset(token)
-        except TypeaheadError:
-            return None  # the error middleware renders it, as for every other error
-        except Exception:
-            return None  # aiohttp runs it again, and its error middleware logs and maps it
-        head = self._head.render(len(body), rid, keystroke.origin, keystroke.close)
-        self._record(settings, rid, q, time.perf_counter() - started)
-        return head + body
+            computed = _compute(service, settings, keystroke.query)
+            if computed is None:
+                return None
+            q, body = computed
+            head = self._head.render(len(body), rid, keystroke.origin, keystroke.close)
+            self._record(settings, q, time.perf_counter() - started)
+            return head + body
+        finally:
+            logs.REQUEST_ID.reset(token)
 
-    def _record(self, settings: Any, rid: str, q: str, elapsed: float) -> None:
+    def _record(self, settings: Settings, q: str, elapsed: float) -> None:
         metrics.get().observe_request(SUGGEST_ROUTE, "GET", 200, elapsed)
         if should_log(settings, SUGGEST_ROUTE, 200, elapsed):
-            token = logs.REQUEST_ID.set(rid)
-            try:
-                logs.access("GET", SUGGEST_ROUTE, SUGGEST_ROUTE, 200, elapsed,
-                            q if logs.log_queries(settings) else None)
-            finally:
-                logs.REQUEST_ID.reset(token)
+            logs.access("GET", SUGGEST_ROUTE, SUGGEST_ROUTE, 200, elapsed,
+                        q if logs.log_queries(settings) else None)
+
+
+def _compute(service: Any, settings: Settings, query: str) -> tuple[str, bytes] | None:
+    """``q`` and the JSON answer for a query string, or None when aiohttp must answer: a
+    parameter error or any failure, which its error middleware renders (and logs) as it does
+    every other error."""
+    try:
+        params = parse_query_string(query)
+        q = parse_q(params, settings)
+        return q, suggest_body(service, q, parse_k(params, settings))
+    except Exception:
+        return None

@@ -103,6 +103,16 @@ class Limits:
             return origin
         return "*" if "*" in self.origins else None
 
+    def cors_headers(self, origin: str | None) -> tuple[tuple[str, str], ...]:
+        """The CORS headers of an answer to a request from ``origin``; none when CORS is off
+        or the origin is not allowed. (Both request paths, aiohttp and the keystroke fast
+        path, render these.)"""
+        allowed = self.allowed_origin(origin)
+        if allowed is None:
+            return ()
+        return (("Access-Control-Allow-Origin", allowed),
+                ("Access-Control-Expose-Headers", CORS_EXPOSE), ("Vary", "Origin"))
+
 
 LIMITS: web.AppKey[Limits] = web.AppKey("limits", Limits)
 
@@ -220,8 +230,8 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
     limits = request.app.get(LIMITS)
     if limits is None or not limits.origins:
         return  # CORS is off by default: no Access-Control headers at all
-    origin = limits.allowed_origin(request.headers.get("Origin"))
-    if origin is not None:
-        headers["Access-Control-Allow-Origin"] = origin
-        headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
-        headers.add("Vary", "Origin")
+    for name, value in limits.cors_headers(request.headers.get("Origin")):
+        if name == "Vary":
+            headers.add(name, value)  # Vary lists every header caches key on: add, not replace
+        else:
+            headers[name] = value
