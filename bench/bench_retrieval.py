@@ -6,11 +6,17 @@ Rows: BM25 alone; each student alone (exact search) and fused with BM25 at the s
 the teacher alone (exact search, needs the 'train' extra) and fused with BM25. A sweep of the
 fusion weight follows, for choosing ``typeahead.docs.SEMANTIC_WEIGHT``. Targets: student
 recall@10 >= 0.9 x the teacher's; fused beats BM25 alone and the teacher alone.
+
+A last table scores instant results as served while the user types: questions cut 1-3
+characters into a later word of 4 or more ("who founded the norm"), searched with the partial
+last word (``DocsIndex.search(partial=True)``, k=3, the served score floor); recall@3 and MRR@3
+of the gold paragraph, and the share of keystrokes that show any result.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import tempfile
 import time
@@ -28,11 +34,13 @@ from typeahead.docs import (
     read_records,
 )
 from typeahead.retrieval_eval import score_rankings
+from typeahead.semantic import RESULTS_MIN_SCORE
 from typeahead.student import Student
 
 DOCS = Path("../shared/data/docs/squad2_dev_wikipedia_paragraphs.jsonl.gz")
 QUESTIONS = Path("../shared/data/docs/squad2_dev_questions.jsonl.gz")
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+TYPED_CASES = 4000  # typed-so-far keystrokes scored (a fixed, seeded sample)
 
 
 def fuse(lexical: np.ndarray, semantic: np.ndarray, w: float, n: int = 50) -> np.ndarray:
@@ -81,6 +89,7 @@ def main() -> int:
     rows: list[tuple[str, dict[str, float]]] = []
     lex: np.ndarray | None = None
     sweep: dict[str, list[str]] = {}
+    typed: dict[str, dict[int, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in students:
             student = Student.load(Path(path) if path else None)
@@ -90,6 +99,7 @@ def main() -> int:
             if lex is None:
                 lex = np.vstack([index._bm25.scores(q) for q, _ in questions])
                 rows.append(("BM25 alone", _lexical(lex, ids, golds)))
+            typed[f"student:{name}"] = typed_so_far(index, questions)
             started = time.perf_counter()
             qv = student.encode([q for q, _ in questions])
             dv = student.encode([f"{t}. {x}" for _, t, x in docs])
@@ -107,7 +117,46 @@ def main() -> int:
         rows += dense_rows("teacher", qv, dv, lex, ids, golds, SEMANTIC_WEIGHT)
         sweep["teacher"] = [_fused_recall_mrr(lex, qv @ dv.T, w, ids, golds) for w in WEIGHTS]
     _print(rows, sweep)
+    _print_typed(typed)
     return 0
+
+
+def typed_cases(questions: list[tuple[str, list[str]]]) -> list[tuple[str, str, int]]:
+    """(text typed so far, gold paragraph, characters of its last word) for a seeded sample."""
+    cases = []
+    for question, gold in questions:
+        words = question.split()
+        for i in range(1, len(words)):
+            if len(words[i]) >= 4:
+                cases += [(" ".join([*words[:i], words[i][:c]]), gold[0], c) for c in (1, 2, 3)]
+    return random.Random(7).sample(cases, min(TYPED_CASES, len(cases)))
+
+
+def typed_so_far(index: DocsIndex, questions: list[tuple[str, list[str]]]
+                 ) -> dict[int, dict[str, float]]:
+    """Recall@3, MRR@3 and the share shown, per characters typed of the last word (0: all)."""
+    hits: dict[int, list[tuple[float, float, float]]] = {}
+    for text, gold, chars in typed_cases(questions):
+        got = [r.id for r in index.search(text, 3, partial=True, min_score=RESULTS_MIN_SCORE)]
+        rr = next((1.0 / (rank + 1) for rank, doc in enumerate(got) if doc == gold), 0.0)
+        for key in (0, chars):
+            hits.setdefault(key, []).append((float(rr > 0), rr, float(bool(got))))
+    out = {}
+    for key, v in sorted(hits.items()):
+        recall, mrr, shown = np.mean(np.asarray(v), axis=0).tolist()
+        out[key] = {"recall": recall, "mrr": mrr, "shown": shown, "n": float(len(v))}
+    return out
+
+
+def _print_typed(typed: dict[str, dict[int, dict[str, float]]]) -> None:
+    print("\ninstant results while typing (questions cut 1-3 characters into a word; k=3)")
+    print(f"{'model':24} {'last word typed':>16} {'n':>6} {'recall@3':>9} {'MRR@3':>7} "
+          f"{'shown':>6}")
+    for name, by in typed.items():
+        for key, s in by.items():
+            label = "all" if key == 0 else f"{key} char" + ("s" if key > 1 else "")
+            print(f"{name:24} {label:>16} {s['n']:6.0f} {s['recall']:9.3f} {s['mrr']:7.3f} "
+                  f"{s['shown']:6.2f}")
 
 
 def _lexical(lex: np.ndarray, ids: list[str], golds: list[list[str]]) -> dict[str, float]:

@@ -157,6 +157,19 @@ def test_long_prefixes_expand_to_the_most_widespread_terms_every_time() -> None:
     np.testing.assert_array_equal(bm25.scores("ab", partial=True), first)
 
 
+def test_a_partial_last_word_scores_its_best_completion_not_their_sum() -> None:
+    # Document 1 holds five b-words; document 0 holds the one meant, "bowl".
+    texts = ["super bowl", "super by be but both british", "nothing here at all"]
+    bm25 = Bm25.build(texts)
+    typed = bm25.scores("super b", partial=True)
+    best = max(bm25.scores(f"super {word}")[1] for word in ("by", "be", "but", "both", "british"))
+    assert typed[1] == pytest.approx(best)  # summed, it would be four b-words more
+    assert typed[0] == pytest.approx(bm25.scores("super bowl")[0])
+    assert int(np.argmax(typed)) == 0 and typed[2] == 0
+    # One completion only: the same as the whole word.
+    np.testing.assert_allclose(bm25.scores("super bow", partial=True), bm25.scores("super bowl"))
+
+
 def test_min_score_drops_weak_documents_only(built: tuple[DocsIndex, Path]) -> None:
     index, _ = built
     everything = index.search("cheap flights paris", k=len(DOCS))
