@@ -231,6 +231,30 @@ async def test_redis_down_is_503_at_once_then_recovers(redis_server: RedisServer
         assert events[-1][0] == "done"
 
 
+@pytest.mark.parametrize("memory_s", [10.0, 0.0])
+async def test_a_summary_served_lately_is_answered_from_memory_even_with_redis_down(
+    redis_server: RedisServer, memory_s: float,
+) -> None:
+    settings = settings_for(redis_server.url, generate_memory_cache_s=memory_s)
+    async with api_client(settings) as client, worker_task(settings):
+        status, body, _ = await post(client, "remembered question")
+        assert status == 202
+        assert (await read_sse(client, body["stream_url"]))[-1][0] == "done"
+        status, first, _ = await post(client, "remembered question")  # from Redis
+        assert status == 200 and first["cached"] is True
+        redis_server.stop()
+        try:
+            status, again, _ = await post(client, "Remembered   QUESTION")  # the same job
+            if memory_s:
+                assert status == 200 and again == first
+            else:
+                assert status == 503 and again["error"]["code"] == "dependency_unavailable"
+            status, other, _ = await post(client, "a question never asked")
+            assert status == 503 and other["error"]["code"] == "dependency_unavailable"
+        finally:
+            redis_server.start()
+
+
 async def test_without_redis_url_an_embedded_redis_and_worker_serve(tmp_path: Any) -> None:
     settings = settings_for(None, index_dir=tmp_path)  # an index without documents
     async with api_client(settings) as client:

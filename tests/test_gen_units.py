@@ -1,10 +1,12 @@
-"""Pure units of the generation tier: prompt, job ids, error shapes, SSE, the summariser."""
+"""Pure units of the generation tier: prompt, job ids, error shapes, SSE, the summariser, the
+in-memory summary cache."""
 
 from __future__ import annotations
 
 import orjson
 
 from typeahead import keys
+from typeahead.cache import HotSummaries
 from typeahead.generate_routes import after_last_reset, sse
 from typeahead.jobs import Event, job_id, valid_job_id
 from typeahead.llm import chunk_text, error_message, is_error_chunk
@@ -85,3 +87,18 @@ def test_hashing_embedder_rows_are_unit_length() -> None:
     vecs = HashingEmbedder(64).encode(["a b c", "", "the rhine"])
     norms = (vecs**2).sum(axis=1)
     assert abs(norms[0] - 1) < 1e-5 and norms[1] == 0 and abs(norms[2] - 1) < 1e-5
+
+
+def test_hot_summaries_expire_and_keep_the_most_recently_used() -> None:
+    now = [100.0]
+    hot = HotSummaries(2, 10.0, clock=lambda: now[0])
+    hot.put("a", {"summary": "A"})
+    hot.put("b", {"summary": "B"})
+    assert hot.get("a") == {"summary": "A"}  # "a" is now the most recently used
+    hot.put("c", {"summary": "C"})
+    assert hot.get("b") is None and len(hot) == 2
+    now[0] += 10.0
+    assert hot.get("a") is None and hot.get("c") is None and len(hot) == 0
+    off = HotSummaries(100, 0.0)
+    off.put("a", {"summary": "A"})
+    assert off.get("a") is None and len(off) == 0

@@ -10,7 +10,8 @@ threshold. Its precision is measured in ``bench/bench_generate.py``; it is off b
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,6 +43,47 @@ def decode_result(raw: bytes | str | None) -> dict[str, Any] | None:
 
 async def get_summary(redis: aioredis.Redis, job_id: str) -> dict[str, Any] | None:
     return decode_result(await redis.get(keys.summary(job_id)))
+
+
+class HotSummaries:
+    """Cached summaries this process served lately, in its memory: a popular question asked
+    again is answered without a Redis round trip. At 500 cached POSTs a second on 2 cores
+    (bench/bench_generate.py) that gave p50 0.9-1.2 ms instead of 1.3-2.3, and p99 2.4-2.9 ms
+    in four runs of five instead of 3.5-11.4 ms in all five.
+
+    A summary never changes under its job id, which hashes the query, the prompt version and
+    the model, so an entry can only be stale by having expired or been deleted in Redis
+    meanwhile: ``ttl_s`` bounds that. Least recently used entries go beyond ``size``. Entries
+    are the decoded result dicts, which the handler only reads. While Redis is down, what is
+    here is still served: a stored answer needs no Redis."""
+
+    def __init__(self, size: int, ttl_s: float, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.size = size if ttl_s > 0 else 0
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        entry = self._entries.get(job_id)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._entries[job_id]
+            return None
+        self._entries.move_to_end(job_id)
+        return entry[1]
+
+    def put(self, job_id: str, result: dict[str, Any]) -> None:
+        if self.size <= 0:
+            return
+        self._entries[job_id] = (self._clock() + self.ttl_s, result)
+        self._entries.move_to_end(job_id)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class QueryEmbedder(Protocol):

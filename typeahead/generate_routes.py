@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from typeahead import keys, metrics
-from typeahead.cache import SemanticCache, get_summary
+from typeahead.cache import HotSummaries, SemanticCache, get_summary
 from typeahead.errors import (
     InvalidBody,
     InvalidParameter,
@@ -67,6 +67,7 @@ class Generation:
     hub: StreamHub
     guard: RedisGuard
     model_id: str
+    memory: HotSummaries  # cached summaries this process served lately
     semantic: SemanticCache | None = None
     inline: InlineRunner | None = None  # runs the jobs this process creates (vLLM only)
 
@@ -129,7 +130,9 @@ def _open(settings: Settings, url: str, model_id: str, embedder: Embedder | None
     jobs = Jobs(redis)
     hub = StreamHub(Jobs(stream_redis), jobs, period_s=STREAM_BLOCK_MS / 1000,
                     listen_s=listen_grace_s(settings))
-    return Generation(settings, redis, stream_redis, jobs, hub, RedisGuard(), model_id, semantic)
+    memory = HotSummaries(settings.generate_memory_cache_size, settings.generate_memory_cache_s)
+    return Generation(settings, redis, stream_redis, jobs, hub, RedisGuard(), model_id, memory,
+                      semantic)
 
 
 @contextlib.asynccontextmanager
@@ -252,12 +255,16 @@ async def post_generate(request: web.Request) -> web.Response:
     gen = request.app[GENERATION]
     query = await read_query(request, gen.settings)
     job = job_id(query, PROMPT_VERSION, gen.model_id)
+    remembered = gen.memory.get(job)
+    if remembered is not None:
+        return _done(job, remembered, cached=True)
     # Without the semantic cache (whose lookup must come between), the exact cache check and
     # the enqueue are one script call: an uncached request saves a round trip.
     exact_in_script = gen.semantic is None
     if not exact_in_script:
         cached = await gen.guard(lambda: get_summary(gen.redis, job))
         if cached is not None:
+            gen.memory.put(job, cached)
             return _done(job, cached, cached=True)
         semantic = await _semantic_hit(gen, query)
         if semantic is not None:
@@ -267,6 +274,7 @@ async def post_generate(request: web.Request) -> web.Response:
         raise ServiceUnavailable("the generation queue is full; retry shortly",
                                  code="queue_full", retry_after=QUEUE_FULL_RETRY_S)
     if sub.outcome in ("done", "cached") and sub.result is not None:
+        gen.memory.put(job, sub.result)
         return _done(job, sub.result, cached=True)
     stream_url = f"/v1/generate/{job}/stream"
     return _json({"id": job, "status": sub.status, "stream_url": stream_url}, status=202)

@@ -62,6 +62,10 @@ class Settings:
     cache_ttl_s: int = 7 * 24 * 3600
     semantic_cache: bool = False
     semantic_cache_threshold: float = 0.95
+    # Cached summaries this process served lately, kept in its memory for this long (0: off):
+    # a popular question asked again skips the Redis round trip (typeahead.cache.HotSummaries).
+    generate_memory_cache_s: float = 10.0
+    generate_memory_cache_size: int = 4096
     # A running job nobody streams or polls is cancelled (upstream request closed) once its
     # listeners key has been absent this long; pre-warm jobs are exempt.
     generate_cancel_unwatched: bool = True
@@ -117,6 +121,9 @@ class Settings:
         _require(self.generate_unwatched_grace_s > 0, "generate_unwatched_grace_s must be > 0")
         _require(0.0 <= self.suggest_log_sample <= 1.0, "suggest_log_sample must be in [0, 1]")
         _require(0.0 < self.semantic_cache_threshold <= 1.0, "semantic_cache_threshold in (0, 1]")
+        _require(0.0 <= self.generate_memory_cache_s <= 3600.0,
+                 "generate_memory_cache_s must be 0..3600")
+        _require(self.generate_memory_cache_size >= 0, "generate_memory_cache_size must be >= 0")
         if self.intent_threshold is not None:
             _require(0.0 <= self.intent_threshold <= 1.0, "intent_threshold must be in [0, 1]")
         _require(self.log_level.upper() in _LEVELS, f"log_level must be one of {sorted(_LEVELS)}")
