@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 from tests.student_fixtures import WORDS, tiny_student, tiny_tokenizer
 from typeahead.errors import ArtifactError
-from typeahead.student import DEFAULT_STUDENT_DIR, Student, save_student
+from typeahead.student import DEFAULT_STUDENT_DIR, Student, WordPiece, save_student
 
 
 def test_encode_rows_are_unit_float32(tmp_path: Path) -> None:
@@ -94,3 +95,40 @@ def test_shipped_student_loads_and_names_its_teacher() -> None:
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]
     size = sum(p.stat().st_size for p in DEFAULT_STUDENT_DIR.iterdir())
     assert size < 16 * 1024 * 1024
+
+
+AOL_LOG = Path(__file__).resolve().parents[2] / "shared/data/typeahead/aol2006_q1m_counts.tsv.gz"
+TRICKY = {"ABC", "www.E-Bay.com", "a&b", "(x)", "__init__", "...", "~", "don't", "3d",
+          "iphone15", "x" * 100, "x" * 101, "zzqxj", "unaffable", "##ing"}
+
+
+def _log_words(lines: int) -> set[str]:
+    words: set[str] = set()
+    if AOL_LOG.is_file():  # the shared query log, where this checkout has it
+        with gzip.open(AOL_LOG, "rt", encoding="utf-8") as fh:
+            next(fh)
+            for _, line in zip(range(lines), fh, strict=False):
+                words.update(line.split("\t", 1)[0].split())
+    return words
+
+
+def test_python_wordpiece_gives_the_tokenizers_ids_for_printable_ascii_words() -> None:
+    student = Student.load()
+    wordpiece, tokenizer = student._wordpiece, student._tokenizer
+    assert wordpiece is not None
+    words = {w for w in TRICKY | _log_words(20_000) if w.isascii() and w.isprintable()}
+    fragments = {w[:i] for w in words for i in range(1, len(w))}  # what keystrokes end in
+    for word in sorted(words | fragments):
+        cache: dict[str, list[int]] = {}
+        assert wordpiece.encode_into([word], cache) == []
+        library = tokenizer.encode(word, add_special_tokens=False).ids
+        assert cache[word] == [i for i in library if i != student._unk], word
+    others = ["café", "tab\there", "naïve"]
+    assert wordpiece.encode_into(others, {}) == others  # left to the library
+
+
+def test_only_a_bert_wordpiece_tokenizer_gets_the_python_path(tmp_path: Path) -> None:
+    assert WordPiece.of(tiny_tokenizer()) is None
+    student = tiny_student(tmp_path)
+    assert student._wordpiece is None
+    assert student.token_ids("Paris FLIGHTS") == student.token_ids("paris flights")
