@@ -10,7 +10,9 @@ recall@10 >= 0.9 x the teacher's; fused beats BM25 alone and the teacher alone.
 A last table scores instant results as served while the user types: questions cut 1-3
 characters into a later word of 4 or more ("who founded the norm"), searched with the partial
 last word (``DocsIndex.search(partial=True)``, k=3, the served score floor); recall@3 and MRR@3
-of the gold paragraph, and the share of keystrokes that show any result.
+of the gold paragraph, and the share of keystrokes that show any result. Then the prefixes of
+each title's first word, from 2 characters ("rh", "rhi", ... "rhine"): the share that shows a
+result, and that shows a paragraph of that title first.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def main() -> int:
     lex: np.ndarray | None = None
     sweep: dict[str, list[str]] = {}
     typed: dict[str, dict[int, dict[str, float]]] = {}
+    titles: dict[str, tuple[int, float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in students:
             student = Student.load(Path(path) if path else None)
@@ -100,6 +103,7 @@ def main() -> int:
                 lex = np.vstack([index._bm25.scores(q) for q, _ in questions])
                 rows.append(("BM25 alone", _lexical(lex, ids, golds)))
             typed[f"student:{name}"] = typed_so_far(index, questions)
+            titles[f"student:{name}"] = title_prefixes(index, docs)
             started = time.perf_counter()
             qv = student.encode([q for q, _ in questions])
             dv = student.encode([f"{t}. {x}" for _, t, x in docs])
@@ -118,7 +122,24 @@ def main() -> int:
         sweep["teacher"] = [_fused_recall_mrr(lex, qv @ dv.T, w, ids, golds) for w in WEIGHTS]
     _print(rows, sweep)
     _print_typed(typed)
+    print("\nprefixes of each title's first word (from 2 characters; k=3)")
+    print(f"{'model':24} {'n':>6} {'shown':>6} {'title first':>12}")
+    for name, (n, shown, first) in titles.items():
+        print(f"{name:24} {n:6d} {shown:6.3f} {first:12.3f}")
     return 0
+
+
+def title_prefixes(index: DocsIndex, docs: list[tuple[str, str, str]]) -> tuple[int, float, float]:
+    """(prefixes, share showing a result, share showing a paragraph of that title first)."""
+    shown = first = n = 0
+    for title in sorted({t for _, t, _ in docs if t}):
+        word = title.split()[0].strip("(),").lower()
+        for end in range(2, len(word) + 1):
+            got = index.search(word[:end], 3, partial=True, min_score=RESULTS_MIN_SCORE)
+            n += 1
+            shown += bool(got)
+            first += bool(got) and got[0].title == title
+    return n, shown / max(n, 1), first / max(n, 1)
 
 
 def typed_cases(questions: list[tuple[str, list[str]]]) -> list[tuple[str, str, int]]:

@@ -170,6 +170,22 @@ def test_a_partial_last_word_scores_its_best_completion_not_their_sum() -> None:
     np.testing.assert_allclose(bm25.scores("super bow", partial=True), bm25.scores("super bowl"))
 
 
+def test_the_word_being_typed_is_embedded_completed(built: tuple[DocsIndex, Path]) -> None:
+    index, _ = built
+    typed, whole = index.search("oxyg", k=1, partial=True), index.search("oxygen", k=1)
+    assert typed[0].id == whole[0].id == "Oxygen#0"
+    assert typed[0].score == pytest.approx(whole[0].score)  # the same vector, the same BM25
+
+
+def test_completion_is_the_most_widespread_term_the_last_word_begins() -> None:
+    bm25 = Bm25.build(["rhine river", "rhine valley", "rhineland wine", "the rhino"])
+    assert bm25.completed("cruises on the rhi") == "cruises on the rhine"
+    assert bm25.completed("RHINEL") == "rhineland"
+    assert bm25.completed("rhine") is None  # a whole word already, and the most widespread
+    assert bm25.completed("rhi ") is None  # a trailing space: the word is finished
+    assert bm25.completed("zzz") is None and bm25.completed("") is None
+
+
 def test_min_score_drops_weak_documents_only(built: tuple[DocsIndex, Path]) -> None:
     index, _ = built
     everything = index.search("cheap flights paris", k=len(DOCS))

@@ -278,6 +278,29 @@ class Bm25:
                            np.concatenate([weights[ptr[t] : ptr[t + 1]] for t in ids]),
                            minlength=self.n_docs).astype(np.float32)
 
+    def completed(self, query: str) -> str | None:
+        """``query`` with its last, unfinished word replaced by the most widespread indexed
+        term it begins, for the student to embed; None when that changes nothing.
+
+        The student reads a fragment as the pieces of an unknown word ("rhin": a cosine near
+        0 with every paragraph on the Rhine, so the fused score fell under the results floor
+        and nothing showed). Embedded completed, the prefixes of the documents' titles
+        ("rhi", "rhin") showed results 95% -> 100% of the time, with a paragraph of that title
+        first 64% -> 82%; questions cut mid-word ranked as before (bench/bench_retrieval.py)."""
+        if not query[-1:].isalnum():
+            return None
+        low = query.lower()  # (the student lower-cases anyway)
+        last = next(reversed([*TERM_RE.finditer(low)]), None)
+        if last is None or last.group() in STOPWORDS:
+            return None
+        prefix = last.group()
+        lo = bisect.bisect_left(self.terms, prefix)
+        hi = bisect.bisect_left(self.terms, prefix + "\U0010ffff")
+        if hi <= lo:
+            return None
+        term = self.terms[lo + int(np.argmax(self._df[lo:hi]))]
+        return None if term == prefix else low[: last.start()] + term
+
     def _expand(self, prefix: str) -> Sequence[str]:
         known = self._expansions.get(prefix)
         if known is not None:
@@ -364,7 +387,11 @@ class DocsIndex:
             lexical = None
         if mode == "lexical":
             return self._rank(_top(lexical, n), None, lexical, top_lex, mode, k)
-        vec = self._student.encode([query]) if vector is None else vector
+        completed = self._bm25.completed(query) if partial else None
+        if completed is not None:
+            vec = self._student.encode([completed])
+        else:
+            vec = self._student.encode([query]) if vector is None else vector
         if not vec.any():  # no known word: no semantic side
             return self._rank(_top(lexical, n), None, lexical, top_lex, mode, k)
         if self._rows_t is not None:
