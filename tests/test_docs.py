@@ -181,9 +181,12 @@ def test_completion_is_the_most_widespread_term_the_last_word_begins() -> None:
     bm25 = Bm25.build(["rhine river", "rhine valley", "rhineland wine", "the rhino"])
     assert bm25.completed("cruises on the rhi") == "cruises on the rhine"
     assert bm25.completed("RHINEL") == "rhineland"
-    assert bm25.completed("rhine") is None  # a whole word already, and the most widespread
+    assert bm25.completed("rhine") is None  # a word the documents hold stays as typed
+    assert bm25.completed("rhin") == "rhine"
     assert bm25.completed("rhi ") is None  # a trailing space: the word is finished
     assert bm25.completed("zzz") is None and bm25.completed("") is None
+    popes = Bm25.build(["cat food", "catholic church", "catholic mass", "catholic pope"])
+    assert popes.completed("cat") is None and popes.completed("catho") == "catholic"
 
 
 def test_min_score_drops_weak_documents_only(built: tuple[DocsIndex, Path]) -> None:
