@@ -245,9 +245,12 @@ async def test_a_summary_served_lately_is_answered_from_memory_even_with_redis_d
         redis_server.stop()
         try:
             status, again, _ = await post(client, "Remembered   QUESTION")  # the same job
+            polled = await client.get(f"/v1/generate/{first['id']}")
             if memory_s:
                 assert status == 200 and again == first
+                assert polled.status == 200 and (await polled.json())["summary"] == first["summary"]
             else:
+                assert polled.status == 503
                 assert status == 503 and again["error"]["code"] == "dependency_unavailable"
             status, other, _ = await post(client, "a question never asked")
             assert status == 503 and other["error"]["code"] == "dependency_unavailable"

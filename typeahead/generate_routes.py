@@ -342,6 +342,9 @@ def _job_param(request: web.Request) -> str:
 async def get_generate(request: web.Request) -> web.Response:
     gen = request.app[GENERATION]
     job = _job_param(request)
+    remembered = gen.memory.get(job)
+    if remembered is not None:
+        return _done(job, remembered, cached=True)
     record = await gen.guard(lambda: gen.jobs.record(job))
     if not record:
         cached = await gen.guard(lambda: get_summary(gen.redis, job))
