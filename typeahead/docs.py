@@ -296,20 +296,22 @@ class Bm25:
         last = next(reversed([*TERM_RE.finditer(low)]), None)
         if last is None or last.group() in STOPWORDS or last.group() in self._term_ids:
             return None  # (a word the documents hold is left as typed: "cat", not "catholic")
-        prefix = last.group()
-        lo = bisect.bisect_left(self.terms, prefix)
-        hi = bisect.bisect_left(self.terms, prefix + "\U0010ffff")
+        lo, hi = self._completions(last.group())
         if hi <= lo:
             return None
         term = self.terms[lo + int(np.argmax(self._df[lo:hi]))]
         return low[: last.start()] + term
 
+    def _completions(self, prefix: str) -> tuple[int, int]:
+        """The rows ``lo:hi`` of the sorted terms that ``prefix`` begins."""
+        return (bisect.bisect_left(self.terms, prefix),
+                bisect.bisect_left(self.terms, prefix + "\U0010ffff"))
+
     def _expand(self, prefix: str) -> Sequence[str]:
         known = self._expansions.get(prefix)
         if known is not None:
             return known
-        lo = bisect.bisect_left(self.terms, prefix)
-        hi = bisect.bisect_left(self.terms, prefix + "\U0010ffff")
+        lo, hi = self._completions(prefix)
         if hi - lo <= PREFIX_EXPANSION:
             return self.terms[lo:hi]
         # Too many completions: keep the most widespread ones, as a typist most likely means them.
