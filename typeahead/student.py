@@ -84,8 +84,7 @@ class Student:
         cache = self._words
         unseen = [w for w in words if w not in cache]
         if unseen and self._wordpiece is not None:
-            if len(cache) + len(unseen) >= WORD_CACHE_MAX:
-                cache.clear()  # a crude bound; the hot words come back within a few calls
+            self._make_room(len(unseen))
             unseen = self._wordpiece.encode_into(unseen, cache)
         if len(unseen) > 1:
             # One tokenizer call for the whole text costs about as much as one per word, so
@@ -116,8 +115,7 @@ class Student:
                 index += 1
             if tok != self._unk:
                 per_word[index].append(tok)
-        if len(self._words) + len(words) >= WORD_CACHE_MAX:
-            self._words.clear()
+        self._make_room(len(words))
         self._words.update(zip(words, per_word, strict=True))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -161,10 +159,15 @@ class Student:
         ids = self._tokenizer.encode(clean, add_special_tokens=False).ids if clean else []
         if self._unk is not None:
             ids = [i for i in ids if i != self._unk]
-        if len(self._words) >= WORD_CACHE_MAX:
-            self._words.clear()  # a crude bound; the hot words come back within a few calls
+        self._make_room(1)
         self._words[word] = ids
         return ids
+
+    def _make_room(self, adding: int) -> None:
+        """Bound the word cache, crudely: emptied when ``adding`` more words would fill it;
+        the hot words come back within a few calls."""
+        if len(self._words) + adding >= WORD_CACHE_MAX:
+            self._words.clear()
 
 
 class WordPiece:
