@@ -50,8 +50,9 @@ class Student:
             )
         self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self._tokenizer = _plain_tokenizer(tokenizer)
-        self._unk = _unk_id(self._tokenizer)
-        self._wordpiece = WordPiece.of(self._tokenizer)
+        config = json.loads(self._tokenizer.to_str())  # (30 ms for the shipped vocabulary)
+        self._unk = _unk_id(self._tokenizer, config)
+        self._wordpiece = WordPiece.of(self._tokenizer, config)
         self._words: dict[str, list[int]] = {}
         self.manifest: dict[str, Any] = dict(manifest)
         self.dim: int = int(vectors.shape[1])
@@ -188,10 +189,13 @@ class WordPiece:
         self.max_chars = max_chars
 
     @classmethod
-    def of(cls, tokenizer: Tokenizer) -> WordPiece | None:
+    def of(cls, tokenizer: Tokenizer, config: Mapping[str, Any] | None = None
+           ) -> WordPiece | None:
         """The pure-Python equivalent of ``tokenizer``, when it is a plain BERT WordPiece
-        (lower-casing BERT normaliser, BERT pre-tokenizer, no added tokens but specials)."""
-        config = json.loads(tokenizer.to_str())
+        (lower-casing BERT normaliser, BERT pre-tokenizer, no added tokens but specials).
+        ``config``: its parsed JSON, when the caller has it."""
+        if config is None:
+            config = json.loads(tokenizer.to_str())
         model, norm = config.get("model") or {}, config.get("normalizer") or {}
         plain = (
             model.get("type") == "WordPiece"
@@ -347,8 +351,8 @@ def _plain_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
     return tok
 
 
-def _unk_id(tokenizer: Tokenizer) -> int | None:
-    model = json.loads(tokenizer.to_str()).get("model", {})
+def _unk_id(tokenizer: Tokenizer, config: Mapping[str, Any]) -> int | None:
+    model = config.get("model") or {}
     token = model.get("unk_token")
     if isinstance(token, str):
         return tokenizer.token_to_id(token)
