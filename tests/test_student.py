@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 from pathlib import Path
@@ -123,7 +124,7 @@ def test_python_wordpiece_gives_the_tokenizers_ids_for_printable_ascii_words() -
         cache: dict[str, list[int]] = {}
         assert wordpiece.encode_into([word], cache) == []
         library = tokenizer.encode(word, add_special_tokens=False).ids
-        assert cache[word] == [i for i in library if i != student._unk], word
+        assert list(cache[word]) == [i for i in library if i != student._unk], word
     others = ["café", "tab\there", "naïve"]
     assert wordpiece.encode_into(others, {}) == others  # left to the library
 
@@ -133,3 +134,14 @@ def test_only_a_bert_wordpiece_tokenizer_gets_the_python_path(tmp_path: Path) ->
     student = tiny_student(tmp_path)
     assert student._wordpiece is None
     assert student.token_ids("Paris FLIGHTS") == student.token_ids("paris flights")
+
+
+def test_cached_word_ids_are_not_left_to_the_garbage_collector(tmp_path: Path) -> None:
+    # Every path into the word cache (the Python WordPiece, one tokenizer call per text, one
+    # per word) must store objects the collector stops tracking: a full collection walks
+    # every tracked one, and the cache holds up to 200,000 words.
+    student = tiny_student(tmp_path)
+    student.encode(["paris flights", "café", "cheap flights to paris café"])
+    gc.collect()
+    assert student._words
+    assert not [w for w, ids in student._words.items() if gc.is_tracked(ids)]

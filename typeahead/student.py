@@ -53,7 +53,10 @@ class Student:
         config = json.loads(self._tokenizer.to_str())  # (30 ms for the shipped vocabulary)
         self._unk = _unk_id(self._tokenizer, config)
         self._wordpiece = WordPiece.of(self._tokenizer, config)
-        self._words: dict[str, list[int]] = {}
+        # Tuples, not lists: the garbage collector stops tracking a tuple of ints, while every
+        # cached list stayed tracked, and a full collection walked all 200,000 of them in the
+        # middle of a keystroke (a 16-21 ms pause of the server; docs/semantic.md).
+        self._words: dict[str, tuple[int, ...]] = {}
         self.manifest: dict[str, Any] = dict(manifest)
         self.dim: int = int(vectors.shape[1])
         self.vocab_size: int = int(vectors.shape[0])
@@ -117,7 +120,7 @@ class Student:
             if tok != self._unk:
                 per_word[index].append(tok)
         self._make_room(len(words))
-        self._words.update(zip(words, per_word, strict=True))
+        self._words.update(zip(words, map(tuple, per_word), strict=True))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` as an (n, dim) float32 array of unit rows (zero rows for texts
@@ -153,13 +156,12 @@ class Student:
         np.divide(out, norms, out=out, where=norms > 0.0)
         return out
 
-    def _encode_word(self, word: str) -> list[int]:
+    def _encode_word(self, word: str) -> tuple[int, ...]:
         # Lone surrogates (possible in a Python str, never in UTF-8 input) make the tokenizer
         # raise; they carry no meaning, so they are dropped.
         clean = word if word.isascii() else "".join(c for c in word if not _SURROGATE(c))
-        ids = self._tokenizer.encode(clean, add_special_tokens=False).ids if clean else []
-        if self._unk is not None:
-            ids = [i for i in ids if i != self._unk]
+        raw = self._tokenizer.encode(clean, add_special_tokens=False).ids if clean else []
+        ids = tuple(i for i in raw if i != self._unk)
         self._make_room(1)
         self._words[word] = ids
         return ids
@@ -210,7 +212,7 @@ class WordPiece:
                    str(model.get("continuing_subword_prefix", "##")),
                    int(model.get("max_input_chars_per_word", 100)))
 
-    def encode_into(self, words: list[str], cache: dict[str, list[int]]) -> list[str]:
+    def encode_into(self, words: list[str], cache: dict[str, tuple[int, ...]]) -> list[str]:
         """Store the ids of the printable ASCII words among ``words`` (unknown pieces
         dropped) in ``cache``; return the others."""
         others = []
@@ -218,11 +220,12 @@ class WordPiece:
             if not (word.isascii() and word.isprintable()):
                 others.append(word)
             elif word.isalnum():
-                cache[word] = self.ids(word.lower())
+                cache[word] = tuple(self.ids(word.lower()))
             else:
                 # BERT's pre-tokenizer makes every ASCII punctuation mark (all of printable
                 # ASCII but letters and digits) a word of its own: "www.ebay" is 3 words.
-                cache[word] = [i for part in _BERT_WORDS(word.lower()) for i in self.ids(part)]
+                parts = _BERT_WORDS(word.lower())
+                cache[word] = tuple([i for part in parts for i in self.ids(part)])
         return others
 
     def ids(self, word: str) -> list[int]:
