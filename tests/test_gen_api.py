@@ -249,8 +249,12 @@ async def test_a_summary_served_lately_is_answered_from_memory_even_with_redis_d
             if memory_s:
                 assert status == 200 and again == first
                 assert polled.status == 200 and (await polled.json())["summary"] == first["summary"]
+                events = await read_sse(client, body["stream_url"])  # the stream's answer too
+                assert [name for name, _ in events] == ["done"]
+                assert orjson.loads(events[0][1])["summary"] == first["summary"]
             else:
                 assert polled.status == 503
+                assert (await client.get(body["stream_url"])).status == 503
                 assert status == 503 and again["error"]["code"] == "dependency_unavailable"
             status, other, _ = await post(client, "a question never asked")
             assert status == 503 and other["error"]["code"] == "dependency_unavailable"

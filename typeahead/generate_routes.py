@@ -400,8 +400,13 @@ async def stream_generate(request: web.Request) -> web.StreamResponse:
     gen = request.app[GENERATION]
     job = _job_param(request)
     last = _last_event_id(request)
-    record = await gen.guard(lambda: gen.jobs.record(job))
-    cached = None if record else await gen.guard(lambda: get_summary(gen.redis, job))
+    # A summary this process served lately is the stream's whole answer, as for the POST and
+    # the GET: without it, the one route would answer 503 in a Redis outage while the other
+    # two still gave the summary.
+    cached = gen.memory.get(job)
+    record = {} if cached is not None else await gen.guard(lambda: gen.jobs.record(job))
+    if cached is None and not record:
+        cached = await gen.guard(lambda: get_summary(gen.redis, job))
     if not record and cached is None:
         raise NotFound(f"no generation job with id {job!r}")
     resp = web.StreamResponse(headers={
