@@ -7,7 +7,10 @@ time), and with wrk (if installed) for peak throughput. Two kinds of traffic:
 - ``prefixes``: a 2-8 character prefix of a distinct held-out AOL query per request, the
   worst case for the per-process answer cache (most requests are misses);
 - ``keystrokes``: users typing held-out AOL queries drawn by their held-out counts, one request
-  per debounced keystroke, as a search box sends them (popular prefixes repeat, as they do).
+  per debounced keystroke, as a search box sends them (popular prefixes repeat, as they do);
+- ``floor``: one keystroke ("new y") over and over, answered from the answer cache in tens of
+  µs: what the load generator, the kernel and the host add to any answer at that rate. A
+  latency target under this row's p99 cannot be met on the machine, whatever the server does.
 
 Every row gets a freshly started server, so no row inherits another's warm cache; the
 keystrokes row first runs ``--warmup`` seconds of other sessions (another seed) unmeasured, as
@@ -89,9 +92,14 @@ def start_server(index: Path, port: int, workers: int, env: dict[str, str],
     raise SystemExit("server did not become ready")
 
 
+FLOOR_QUERY = "new%20y"
+
+
 def traffic_args(traffic: str, values: Path) -> list[str]:
     if traffic == "prefixes":
         return ["--url", "/v1/suggest?q={value}", "--values", str(values)]
+    if traffic == "floor":
+        return ["--url", f"/v1/suggest?q={FLOOR_QUERY}"]
     return ["--log", str(AOL), "--text-col", "query", "--weight-col", HELD_OUT,
             "--generate-share", "0"]
 
@@ -142,9 +150,14 @@ def main() -> int:
                          "default server) and/or aiohttp (TYPEAHEAD_SUGGEST_FAST_PATH=false); "
                          "with both, each row runs on each, back to back")
     ap.add_argument("--traffic", default="prefixes,keystrokes",
-                    help="comma-separated: prefixes (distinct, cache-cold) and/or keystrokes "
-                         "(typing sessions; keystrokes run at the lowest rate only)")
+                    help="comma-separated: prefixes (distinct, cache-cold), keystrokes "
+                         "(typing sessions) and/or floor (one cached keystroke repeated: the "
+                         "machine's own latency floor); keystrokes and floor run at the "
+                         "lowest rate only")
     args = ap.parse_args()
+    odd = set(args.traffic.split(",")) - {"prefixes", "keystrokes", "floor"}
+    if odd:
+        ap.error(f"--traffic takes prefixes, keystrokes and/or floor, not {', '.join(sorted(odd))}")
     unknown = set(args.paths.split(",")) - {"fast", "aiohttp"}
     if unknown:
         ap.error(f"--paths takes fast and/or aiohttp, not {', '.join(sorted(unknown))}")
@@ -165,8 +178,8 @@ def main() -> int:
         paths = list(dict.fromkeys(args.paths.split(",")))
         plan = [("prefixes", rate, path) for rate in rates if "prefixes" in kinds
                 for path in paths]
-        plan += [("keystrokes", min(rates), path) for path in paths] \
-            if "keystrokes" in kinds else []
+        plan += [(kind, min(rates), path) for kind in ("keystrokes", "floor") if kind in kinds
+                 for path in paths]
         peak = None
         for traffic, rate, path in plan:
             server = start_server(args.index, port, workers,
