@@ -149,7 +149,7 @@ def main() -> int:
                     help="comma-separated: fast (keystrokes answered beneath aiohttp, the "
                          "default server) and/or aiohttp (TYPEAHEAD_SUGGEST_FAST_PATH=false); "
                          "with both, each row runs on each, back to back")
-    ap.add_argument("--traffic", default="prefixes,keystrokes",
+    ap.add_argument("--traffic", default="prefixes,keystrokes,floor",
                     help="comma-separated: prefixes (distinct, cache-cold), keystrokes "
                          "(typing sessions) and/or floor (one cached keystroke repeated: the "
                          "machine's own latency floor); keystrokes and floor run at the "
