@@ -339,17 +339,27 @@ def _job_param(request: web.Request) -> str:
     return job
 
 
+async def _lookup(gen: Generation, job: str) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """A job's record, or, where it has none, its cached summary: this process's memory is
+    asked first, so a summary served lately is answered even while Redis is down. Raises
+    NotFound when there is neither. (The GET and the event stream look a job up alike.)"""
+    remembered = gen.memory.get(job)
+    if remembered is not None:
+        return {}, remembered
+    record = await gen.guard(lambda: gen.jobs.record(job))
+    if record:
+        return record, None
+    cached = await gen.guard(lambda: get_summary(gen.redis, job))
+    if cached is None:
+        raise NotFound(f"no generation job with id {job!r}")
+    return {}, cached
+
+
 async def get_generate(request: web.Request) -> web.Response:
     gen = request.app[GENERATION]
     job = _job_param(request)
-    remembered = gen.memory.get(job)
-    if remembered is not None:
-        return _done(job, remembered, cached=True)
-    record = await gen.guard(lambda: gen.jobs.record(job))
-    if not record:
-        cached = await gen.guard(lambda: get_summary(gen.redis, job))
-        if cached is None:
-            raise NotFound(f"no generation job with id {job!r}")
+    record, cached = await _lookup(gen, job)
+    if cached is not None:
         return _done(job, cached, cached=True)
     await _polled(gen, job, record)
     return _json(status_payload(job, record))
@@ -400,15 +410,7 @@ async def stream_generate(request: web.Request) -> web.StreamResponse:
     gen = request.app[GENERATION]
     job = _job_param(request)
     last = _last_event_id(request)
-    # A summary this process served lately is the stream's whole answer, as for the POST and
-    # the GET: without it, the one route would answer 503 in a Redis outage while the other
-    # two still gave the summary.
-    cached = gen.memory.get(job)
-    record = {} if cached is not None else await gen.guard(lambda: gen.jobs.record(job))
-    if cached is None and not record:
-        cached = await gen.guard(lambda: get_summary(gen.redis, job))
-    if not record and cached is None:
-        raise NotFound(f"no generation job with id {job!r}")
+    _, cached = await _lookup(gen, job)  # a cached summary is the stream's whole answer
     resp = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",  # a proxy must pass tokens through, not buffer them
