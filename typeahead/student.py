@@ -55,7 +55,7 @@ class Student:
         self._wordpiece = WordPiece.of(self._tokenizer, config)
         # Tuples, not lists: the garbage collector stops tracking a tuple of ints, while every
         # cached list stayed tracked, and a full collection walked all 200,000 of them in the
-        # middle of a keystroke (a 16-21 ms pause of the server; docs/semantic.md).
+        # middle of a keystroke (30 ms with the cache full; docs/semantic.md).
         self._words: dict[str, tuple[int, ...]] = {}
         self.manifest: dict[str, Any] = dict(manifest)
         self.dim: int = int(vectors.shape[1])
