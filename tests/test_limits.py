@@ -166,7 +166,8 @@ async def test_generate_is_rate_limited_per_client(
     redis_server: RedisServer,
 ) -> None:
     async with client_for(
-        service, generation=True, redis_url=redis_server.url, generate_rate_per_min=3
+        service, generation=True, redis_url=redis_server.url, generate_rate_per_min=3,
+        api_keys=("alice", "bob"),
     ) as client:
         for i in range(3):
             resp = await client.post("/v1/generate", json={"query": f"what is {i}"})
@@ -175,7 +176,7 @@ async def test_generate_is_rate_limited_per_client(
         assert resp.status == 429
         assert (await error_of(resp))["code"] == "rate_limited"
         assert 1 <= int(resp.headers["Retry-After"]) <= 20
-        # Another API key is another client, even from the same address.
+        # Another configured API key is another client, even from the same address.
         for key in ("alice", "bob"):
             resp = await client.post(
                 "/v1/generate", json={"query": "what is 5"}, headers={"X-API-Key": key}

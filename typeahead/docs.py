@@ -239,9 +239,11 @@ class Bm25:
 
     @classmethod
     def load(cls, root: Path, n_docs: int) -> Bm25:
-        arrays = np.load(root / "bm25.npz", allow_pickle=False)
+        with np.load(root / "bm25.npz", allow_pickle=False) as arrays:
+            indptr, docs, weights = arrays["indptr"], arrays["docs"], arrays["weights"]
         terms = json.loads((root / "terms.json").read_text())
-        return cls(terms, arrays["indptr"], arrays["docs"], arrays["weights"], n_docs)
+        _check_postings(terms, indptr, docs, weights, n_docs)
+        return cls(terms, indptr, docs, weights, n_docs)
 
     def scores(self, query: str, partial: bool = False) -> np.ndarray:
         """BM25 score of every document; with ``partial`` the last word is also a prefix."""
@@ -620,8 +622,26 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return read_format_manifest(root, FORMAT, "documents index")
 
 
+def _check_postings(terms: Any, indptr: np.ndarray, docs: np.ndarray, weights: np.ndarray,
+                    n_docs: int) -> None:
+    """Raise ValueError unless the postings are well formed (a query indexes them freely)."""
+    if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+        raise ValueError("terms.json must be a list of strings")
+    if indptr.dtype != np.int64 or docs.dtype != np.int32 or weights.dtype != np.float32:
+        raise ValueError("bm25.npz arrays have the wrong types")
+    if len(indptr) != len(terms) + 1 or len(docs) != len(weights) or (
+            len(indptr) and (indptr[0] != 0 or indptr[-1] != len(docs))):
+        raise ValueError("bm25.npz arrays disagree in length")
+    if bool((np.diff(indptr) < 0).any()) or (
+            len(docs) and (int(docs.min()) < 0 or int(docs.max()) >= n_docs)):
+        raise ValueError("bm25.npz postings point outside the documents")
+
+
 def _verify_files(root: Path, manifest: dict[str, Any]) -> None:
-    for name, digest in manifest.get("files", {}).items():
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ArtifactError(f"documents index {root}: its manifest lists no files")
+    for name, digest in files.items():
         path = root / name
         if not path.exists() or sha256_file(path) != digest:
             raise ArtifactError(f"documents index file {path} is missing or corrupt")

@@ -52,6 +52,16 @@ class InvalidBody(ClientError):
     code = "invalid_body"
 
 
+class UndecodableBody(InvalidBody):
+    """A body whose Content-Encoding does not decode: the connection closes after the answer,
+    because the parser cannot find where the next request starts."""
+
+    code = "invalid_content_encoding"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
 class Unauthorized(ClientError):
     status = 401
     code = "unauthorized"

@@ -237,16 +237,52 @@ def load_index(path: Path, *, verify: bool = True, semantic: bool = True,
             words=PrefixArray.load(path, "words"),
             vocab=FuzzyVocab.load(path),
         )
-    except (OSError, ValueError) as exc:
+        _check_shapes(path, manifest, data)
+        _check_arrays(data)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        # Checksums only prove the files are the ones the manifest lists; a crafted or
+        # mis-built index still must not reach a keystroke.
         raise ArtifactError(f"{path}: cannot load index data: {exc}") from exc
-    _check_shapes(path, manifest, data)
     layer = load_semantic(path, len(data.display), student_dir, verify=verify) \
         if semantic else None
     return LoadedIndex(path, manifest, LexicalEngine(data), time.perf_counter() - started, layer)
 
 
 def _check_shapes(path: Path, manifest: dict[str, Any], data: LexicalData) -> None:
-    n = manifest.get("counts", {}).get("entries")
+    counts = manifest.get("counts")
+    n = counts.get("entries") if isinstance(counts, dict) else None
+    if type(n) is not int or n < 0:
+        raise ArtifactError(f"{path}: the manifest's counts.entries must be a whole number, "
+                            f"got {n!r}")
     sizes = {len(data.display), len(data.keys), len(data.weights), len(data.popularity)}
     if sizes != {n}:
         raise ArtifactError(f"{path}: data files disagree with the manifest's entry count {n}")
+
+
+def _check_arrays(data: LexicalData) -> None:
+    """Types and ranges of every array a lookup indexes with (ValueError when one is off)."""
+    n = len(data.display)
+    data.display.check()
+    data.keys.check()
+    _want(data.weights, "f8", "weights")
+    _want(data.popularity, "f4", "popularity")
+    for name, arr in (("prefix", data.prefixes), ("words", data.words)):
+        _want(arr.keys, "S32", f"{name}.keys")
+        _want(arr.ids, "i4", f"{name}.ids", below=n, size=len(arr.keys))
+        _want(arr.topk, "i4", f"{name}.topk", below=n)
+        _want(arr.topk_off, "i8", f"{name}.topk_off", below=len(arr.topk) + 1,
+              size=len(arr.node_index) + 1)
+    vocab = data.vocab
+    vocab.prefixes.check()
+    _want(vocab.hashes, "u8", "fuzzy.hashes")
+    _want(vocab.pids, "i4", "fuzzy.pids", below=len(vocab.prefixes), size=len(vocab.hashes))
+
+
+def _want(arr: Any, dtype: str, name: str, *, below: int | None = None,
+          size: int | None = None) -> None:
+    if arr.ndim != 1 or arr.dtype.str[1:] != dtype:
+        raise ValueError(f"{name} must be a 1-d {dtype} array, got {arr.ndim}-d {arr.dtype}")
+    if size is not None and len(arr) != size:
+        raise ValueError(f"{name} has {len(arr)} items, expected {size}")
+    if below is not None and len(arr) and (int(arr.min()) < 0 or int(arr.max()) >= below):
+        raise ValueError(f"{name} holds ids outside 0..{below - 1}")

@@ -43,6 +43,7 @@ from typeahead.normalize import normalize
 T = TypeVar("T")
 
 JOB_ID_CHARS = 32
+STREAM_ID_DIGITS = 20  # each half of a stream id is below 2**64: at most 20 digits
 SEND_TURNS = 3  # see let_send
 # Commands of one process that wait for a pooled connection rather than fail at once when a
 # burst (hundreds of event streams opening together) has every connection busy.
@@ -353,6 +354,8 @@ def stream_id(value: str) -> tuple[int, int] | None:
     ms, _, seq = value.partition("-")
     if not (ms.isascii() and ms.isdigit() and (seq == "" or (seq.isascii() and seq.isdigit()))):
         return None
+    if len(ms) > STREAM_ID_DIGITS or len(seq) > STREAM_ID_DIGITS:
+        return None  # over 2**64 anyway; int() of thousands of digits would raise
     pair = (int(ms), int(seq or 0))
     return pair if max(pair) < 2**64 else None
 

@@ -9,12 +9,15 @@ The generate rate limit is an in-process token bucket per client: every API proc
 own buckets, so with ``--workers N`` a client that spreads its connections over all processes
 can reach up to N times the configured rate (a keep-alive client stays on one process and gets
 exactly the rate). It never touches Redis, so it adds no dependency to ``/v1/generate``. The
-client is the API key header when present, else the peer address; ``X-Forwarded-For`` is
-ignored because any client can forge it.
+client is a configured API key (``TYPEAHEAD_API_KEYS``) when the request sends one, else the
+peer address: an unknown key is refused (401) when keys are configured and ignored when none
+are, because a key nobody checks would let a client take a fresh bucket per request.
+``X-Forwarded-For`` is ignored because any client can forge it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -27,6 +30,8 @@ from typeahead.errors import (
     InvalidBody,
     PayloadTooLarge,
     RateLimited,
+    Unauthorized,
+    UndecodableBody,
     UnsupportedMediaType,
 )
 from typeahead.settings import Settings
@@ -36,7 +41,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GENERATE_PATH = "/v1/generate"
 MAX_JSON_DEPTH = 16
 MAX_CLIENTS = 100_000  # buckets kept per process; the least recently seen are dropped first
-MAX_KEY_CHARS = 128  # an API key longer than this is cut: a header cannot grow the table
 BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
 # The one policy for HTML: the demo page loads its script and style from files, so no inline
@@ -89,11 +93,17 @@ class Limits:
         self.settings = settings
         self.generate = TokenBucket(settings.generate_rate_per_min)
         self.origins = frozenset(settings.cors_origins)
+        # Digests, not the keys: a membership test then reveals nothing through its timing.
+        self.api_keys = frozenset(_digest(key) for key in settings.api_keys)
 
     def client_key(self, request: web.Request) -> str:
         api_key = request.headers.get(self.settings.api_key_header)
-        if api_key:
-            return "key:" + api_key[:MAX_KEY_CHARS]
+        if api_key and self.api_keys:
+            digest = _digest(api_key)
+            if digest not in self.api_keys:
+                raise Unauthorized(f"unknown API key in {self.settings.api_key_header}",
+                                   code="invalid_api_key")
+            return "key:" + digest
         return "addr:" + (request.remote or "unknown")
 
     def allowed_origin(self, origin: str | None) -> str | None:
@@ -112,6 +122,11 @@ class Limits:
             return ()
         return (("Access-Control-Allow-Origin", allowed),
                 ("Access-Control-Expose-Headers", CORS_EXPOSE), ("Vary", "Origin"))
+
+
+def _digest(api_key: str) -> str:
+    # aiohttp hands undecodable header bytes over as surrogate escapes: hash them as sent.
+    return hashlib.sha256(api_key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 LIMITS: web.AppKey[Limits] = web.AppKey("limits", Limits)
@@ -172,6 +187,15 @@ async def check_json_body(request: web.Request, max_bytes: int) -> None:
         # The client hung up mid-body (a slow client giving up): its fault, not ours.
         raise InvalidBody("the client closed the connection before sending its whole body",
                           code="incomplete_body") from None
+    except web.RequestPayloadError as exc:
+        # A body that does not decode (a bad deflate/gzip stream, broken chunking): nothing
+        # more of it can be read, so mark it consumed (aiohttp would otherwise drain it again
+        # after the answer and log the same failure as an unhandled exception), and close
+        # the connection after the answer: the parser cannot find the next request on it.
+        request.content.feed_eof()
+        request.protocol.close()
+        raise UndecodableBody(f"the request body could not be decoded ({_reason(exc)})") \
+            from None
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"request body is over {max_bytes} bytes")
     try:
@@ -181,6 +205,11 @@ async def check_json_body(request: web.Request, max_bytes: int) -> None:
     if json_depth(value, MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH:
         raise InvalidBody(f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
                           code="json_too_deep")
+
+
+def _reason(exc: web.RequestPayloadError) -> str:
+    # aiohttp's message reads "400, message:\n  Can not decode content-encoding: deflate".
+    return " ".join(str(exc).split(", message:")[-1].split()) or "malformed body"
 
 
 def _is_json(content_type: str) -> bool:

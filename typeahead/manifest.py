@@ -86,6 +86,7 @@ def verify_files(directory: Path, manifest: dict[str, Any], *, checksums: bool) 
     if not isinstance(files, dict) or not files:
         raise ArtifactError(f"{directory}: manifest lists no data files")
     for name, meta in files.items():
+        _check_entry(directory, name, meta)
         path = directory / name
         if not path.is_file():
             raise ArtifactError(f"{directory}: data file {name} is missing")
@@ -93,6 +94,16 @@ def verify_files(directory: Path, manifest: dict[str, Any], *, checksums: bool) 
             raise ArtifactError(f"{directory}: data file {name} has the wrong size (truncated?)")
         if checksums and sha256_file(path) != meta.get("sha256"):
             raise ArtifactError(f"{directory}: data file {name} is corrupt (checksum mismatch)")
+
+
+def _check_entry(directory: Path, name: str, meta: Any) -> None:
+    """A crafted manifest must fail here with its own message, not as a TypeError later."""
+    if not isinstance(meta, dict) or type(meta.get("bytes")) is not int or not isinstance(
+            meta.get("sha256"), str):
+        raise ArtifactError(f"{directory}: manifest entry for {name!r} must be an object "
+                            'with "bytes" (a whole number) and "sha256" (a string)')
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ArtifactError(f"{directory}: manifest names a file outside the index: {name!r}")
 
 
 def _get(obj: Any, key: str) -> Any:

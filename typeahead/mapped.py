@@ -45,6 +45,16 @@ class StringTable:
     def __len__(self) -> int:
         return len(self._off) - 1
 
+    def check(self) -> None:
+        """Raise ValueError unless the offsets are int64, start at 0, never decrease and end
+        at the blob's size: a crafted table must fail at load, not on the keystroke that
+        reads a bad slice."""
+        off = np.frombuffer(self._off, dtype=np.int64) if self._off.format == "q" else None
+        if off is None or len(off) < 1:
+            raise ValueError("string offsets must be a non-empty int64 array")
+        if off[0] != 0 or off[-1] != len(self._mm) or bool((np.diff(off) < 0).any()):
+            raise ValueError("string offsets do not describe the blob")
+
     def __getitem__(self, i: int) -> str:
         return self._mm[self._off[i] : self._off[i + 1]].decode("utf-8")
 

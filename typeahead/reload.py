@@ -230,17 +230,29 @@ def record_index(service: SuggestService) -> None:
 
 
 def check_token(request: web.Request, expected: str | None) -> None:
-    """401 without a token, 403 with a wrong one (or when no token is configured)."""
+    """401 without a token, 403 with a wrong one (or when no token is configured).
+
+    The one admin check: every ``/admin/*`` route calls it (``require_admin``)."""
     header = request.headers.get("Authorization", "")
     scheme, _, supplied = header.partition(" ")
-    if scheme.lower() != "bearer" or not supplied.strip():
+    supplied = supplied.strip()
+    if scheme.lower() != "bearer" or not supplied:
         raise Unauthorized("admin token required: send Authorization: Bearer TOKEN")
+    if not supplied.isascii():
+        # A bearer token is ASCII (RFC 6750 token68); aiohttp hands other bytes over as
+        # surrogate escapes, which must not reach an encoder.
+        raise Unauthorized("the admin token must be ASCII: send Authorization: Bearer TOKEN")
     if not expected:
         raise Forbidden("admin endpoints are disabled: set TYPEAHEAD_ADMIN_TOKEN",
                         code="admin_disabled")
-    # Constant-time: the comparison must not reveal how much of a guess was right.
-    if not hmac.compare_digest(supplied.strip().encode(), expected.encode()):
+    # Constant-time over bytes: the comparison must not reveal how much of a guess was right.
+    if not hmac.compare_digest(supplied.encode("ascii"), expected.encode("utf-8")):
         raise Forbidden("wrong admin token")
+
+
+def require_admin(request: web.Request) -> None:
+    """The admin-token check for any ``/admin/*`` handler of this app (raises 401/403)."""
+    check_token(request, request.app[RELOADER].settings.admin_token)
 
 
 async def requested_dir(request: web.Request, default: Path) -> Path:
@@ -263,7 +275,7 @@ async def requested_dir(request: web.Request, default: Path) -> Path:
 
 async def admin_reload(request: web.Request) -> web.Response:
     reloader = request.app[RELOADER]
-    check_token(request, reloader.settings.admin_token)
+    require_admin(request)
     index_dir = await requested_dir(request, reloader.index_dir)
     service = await reloader.switch(index_dir)
     report = await reloader.broadcast(index_dir)

@@ -89,12 +89,18 @@ def load_semantic(index_dir: Path, entries: int, student_dir: Path | None = None
     # fight the other workers for the cores.
     faiss.omp_set_num_threads(1)
     student = Student.load(student_dir)
-    vectors = VectorIndex.load(index_dir / VECTORS_DIR, student, verify=verify) \
-        if has_vectors else None
-    if vectors is not None and vectors.count != entries:
-        raise ArtifactError(f"{index_dir}: {vectors.count} entry vectors for {entries} entries; "
-                            "rebuild the index")
-    docs = DocsIndex.load(index_dir / DOCS_DIR, student, verify=verify) if has_docs else None
+    try:
+        vectors = VectorIndex.load(index_dir / VECTORS_DIR, student, verify=verify) \
+            if has_vectors else None
+        if vectors is not None and vectors.count != entries:
+            raise ArtifactError(f"{index_dir}: {vectors.count} entry vectors for {entries} "
+                                "entries; rebuild the index")
+        docs = DocsIndex.load(index_dir / DOCS_DIR, student, verify=verify) if has_docs else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        # The loaders check what they know; anything else a crafted file trips is still a
+        # refused index, never a traceback.
+        raise ArtifactError(f"{index_dir}: cannot load the semantic layer: "
+                            f"{type(exc).__name__}: {exc}") from exc
     return SemanticLayer(student, vectors, docs)
 
 

@@ -81,6 +81,10 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     generate_rate_per_min: int = 30  # per client; 0 disables
     api_key_header: str = "X-API-Key"
+    # Keys that name a client for the generate rate limit (comma-separated in
+    # TYPEAHEAD_API_KEYS). With none, the header is ignored and the client is its address;
+    # with some, an unknown key is refused (401), so a fresh key per request buys nothing.
+    api_keys: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_queries: bool = False  # query text in logs only at DEBUG, and only when enabled
     suggest_log_sample: float = 0.01  # share of successful /v1/suggest calls given a log line

@@ -77,7 +77,11 @@ class VectorIndex:
         if student is not None:
             check_student(manifest, student, path)
         file = path / INDEX_FILE
-        if verify and sha256_file(file) != manifest.get("files", {}).get(INDEX_FILE):
+        if not file.is_file():
+            raise ArtifactError(f"vector index {path}: {INDEX_FILE} is missing")
+        files = manifest.get("files")
+        recorded = files.get(INDEX_FILE) if isinstance(files, dict) else None
+        if verify and sha256_file(file) != recorded:
             raise ArtifactError(f"vector index {file} is corrupt: checksum differs from manifest")
         try:
             index = faiss.read_index(str(file))
@@ -85,7 +89,7 @@ class VectorIndex:
             raise ArtifactError(f"vector index {file} is unreadable: {_first_line(exc)}") from exc
         if index.d != manifest.get("dim") or index.ntotal != manifest.get("count"):
             raise ArtifactError(f"vector index {path} does not match its manifest (dim/count)")
-        _apply_search_params(index, IndexParams(**manifest.get("params", {})))
+        _apply_search_params(index, _params(manifest, path))
         inner = faiss.downcast_index(index)
         if hasattr(inner, "make_direct_map"):
             inner.make_direct_map()  # lets IVF reconstruct rows (fusion scores lexical hits)
@@ -241,6 +245,18 @@ def _apply_search_params(index: Any, params: IndexParams) -> None:
         inner.hnsw.efSearch = params.ef_search
     if hasattr(inner, "nprobe"):
         inner.nprobe = params.nprobe
+
+
+def _params(manifest: Mapping[str, Any], path: Path) -> IndexParams:
+    raw = manifest.get("params", {})
+    try:
+        params = IndexParams(**raw)
+    except TypeError as exc:
+        raise ArtifactError(f"vector index {path}: bad search parameters in its manifest") \
+            from exc
+    if not all(type(v) is int and v >= 0 for v in asdict(params).values()):
+        raise ArtifactError(f"vector index {path}: search parameters must be whole numbers")
+    return params
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
