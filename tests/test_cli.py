@@ -51,7 +51,7 @@ def test_build_index_and_eval_end_to_end(tmp_path: Path) -> None:
         (["build-index", "--corpus", "{corpus}", "--out", "{tmp}/o", "--min-count", "-1"], 2,
          "--min-count"),
         (["build-index", "--corpus", "{corpus}", "--out", "{tmp}/o", "--min-count", "abc"], 2,
-         "invalid float value"),
+         "finite decimal number"),
         (["serve", "--index", "{tmp}/none"], 1, "no such typeahead-index directory"),
         (["serve", "--index", "{tmp}", "--port", "99999"], 2, "port must be"),
         (["eval", "qac", "--index", "{tmp}/none", "--log", "{corpus}", "--text-col", "query"], 1,

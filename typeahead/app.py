@@ -31,13 +31,14 @@ from typeahead.errors import (
     MissingParameter,
     NotFound,
     PayloadTooLarge,
-    QueryTooLong,
     ServiceUnavailable,
     TypeaheadError,
 )
 from typeahead.index import LoadedIndex, load_index
 from typeahead.limits import limits_middleware, setup_limits
+from typeahead.numbers import parse_int
 from typeahead.openapi import spec as openapi_spec
+from typeahead.query_text import check_query
 from typeahead.readiness import READINESS, Readiness
 from typeahead.reload import RELOADER, ReloadControl, Reloader, admin_reload, record_index
 from typeahead.settings import Settings
@@ -234,13 +235,7 @@ def parse_q(params: dict[str, str], settings: Settings) -> str:
     q = params.get("q")
     if q is None:
         raise MissingParameter("parameter q is required")
-    if not q.strip():
-        raise MissingParameter("parameter q must not be empty")
-    if len(q) > settings.max_query_chars:
-        raise QueryTooLong(f"q is {len(q)} characters; the limit is {settings.max_query_chars}")
-    if "\x00" in q:
-        raise InvalidParameter("q must not contain NUL characters")
-    return q
+    return check_query(q, settings.max_query_chars, name="q")
 
 
 def parse_k(params: dict[str, str], settings: Settings) -> int:
@@ -248,9 +243,9 @@ def parse_k(params: dict[str, str], settings: Settings) -> int:
     if raw is None or raw == "":
         return settings.default_k
     try:
-        k = int(raw)
-    except ValueError:
-        raise InvalidParameter(f"k must be an integer, got {raw[:20]!r}") from None
+        k = parse_int(raw)
+    except ValueError as exc:
+        raise InvalidParameter(f"k must be an integer: {exc}") from None
     if not 1 <= k <= settings.max_k:
         raise InvalidParameter(f"k must be between 1 and {settings.max_k}, got {k}")
     return k

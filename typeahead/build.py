@@ -9,7 +9,9 @@ from typing import Any
 
 from typeahead.corpus import FORMATS, read_rows
 from typeahead.errors import ConfigError
-from typeahead.index import BuildOptions, build_index, stderr_progress
+from typeahead.index import KIND, BuildOptions, build_index, stderr_progress
+from typeahead.manifest import check_replaceable
+from typeahead.numbers import float_arg
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -21,7 +23,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--text-col", default="query", help="column holding the text (default: query)")
     p.add_argument("--weight-col", default=None,
                    help="column holding a popularity count (default: count rows)")
-    p.add_argument("--min-count", type=float, default=3.0,
+    p.add_argument("--min-count", type=float_arg(), default=3.0,
                    help="privacy floor: entries whose merged count is below it are never served "
                         "(default: 3)")
     p.add_argument("--format", choices=FORMATS, default=None, help="override format detection")
@@ -45,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--min-count must be a number >= 0, got {args.min_count}")
     if args.docs is not None and not args.docs.is_file():
         raise ConfigError(f"--docs {args.docs}: no such file")
+    if args.student is not None:
+        _check_student(args.student)
+    # Before the corpus is read: a wrong --out must cost nothing, and must never delete it.
+    check_replaceable(args.out, kind=KIND, protected=(args.corpus, args.docs, args.student))
     options = BuildOptions(text_col=args.text_col, weight_col=args.weight_col,
                            min_count=args.min_count, fmt=args.format, vectors=args.vectors,
                            vector_factory=args.vector_factory, student_dir=args.student,
@@ -54,3 +60,13 @@ def run(args: argparse.Namespace) -> int:
     build_index(rows, args.out, options, args.corpus,
                 progress=None if args.quiet else stderr_progress)
     return 0
+
+
+def _check_student(path: Path) -> None:
+    """A student named on the command line must load: a mistyped path must not quietly build
+    an index without vectors."""
+    if not path.is_dir():
+        raise ConfigError(f"--student {path}: no such directory")
+    from typeahead.student import Student
+
+    Student.load(path)  # ArtifactError (exit 1) names what is wrong with it

@@ -20,7 +20,9 @@ import orjson
 from typeahead.errors import DataError
 
 FORMATS = ("tsv", "csv", "jsonl")
-csv.field_size_limit(1 << 24)
+# The longest field a TSV/CSV file may hold; a longer one is a DataError naming the line.
+FIELD_LIMIT = 1 << 24
+csv.field_size_limit(FIELD_LIMIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +79,19 @@ def _delimited(path: Path, sep: str) -> Iterator[tuple[int, dict[str, Any]]]:
         # TSV query logs contain stray quotes; only CSV follows quoting rules.
         quoting: Literal[0, 3] = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
         reader = csv.DictReader(fh, delimiter=sep, quoting=quoting)
-        if not reader.fieldnames:
-            raise DataError(f"{path}: empty file (no header row)")
-        yield from enumerate(reader, start=2)
+        try:
+            if not reader.fieldnames:
+                raise DataError(f"{path}: empty file (no header row)")
+            yield from enumerate(reader, start=2)
+        except csv.Error as exc:
+            # The inner reader counts the line that failed; the DictReader only finished ones.
+            raise DataError(f"{path}:{reader.reader.line_num}: {_csv_problem(exc)}") from exc
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    if "field larger than field limit" in str(exc):
+        return f"a field is longer than {FIELD_LIMIT:,} characters"
+    return f"malformed line: {exc}"
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from typeahead.errors import ConfigError, DataError
+from typeahead.numbers import float_arg, int_arg
 
 DATA = Path("../shared/data")
 DEFAULT_AOL = DATA / "typeahead" / "aol2006_q1m_counts.tsv.gz"
@@ -38,21 +39,23 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
         "--questions", type=Path, default=DEFAULT_QUESTIONS, help="questions JSONL (selection)"
     )
     p.add_argument(
-        "--queries", type=int, default=20_000, help="AOL queries sampled for fine-tuning"
+        "--queries", type=int_arg(), default=20_000, help="AOL queries sampled for fine-tuning"
     )
     p.add_argument(
-        "--new-words", type=int, default=d.new_words, help="corpus words added to the vocabulary"
+        "--new-words", type=int_arg(), default=d.new_words,
+        help="corpus words added to the vocabulary",
     )
-    p.add_argument("--min-word-count", type=int, default=d.min_word_count)
-    p.add_argument("--pca-dims", type=int, default=d.pca_dims, help="output dimensions")
-    p.add_argument("--sif", type=float, default=d.sif_coefficient, help="SIF weighting coefficient")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="fine-tune epochs (0: none)")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--min-word-count", type=int_arg(), default=d.min_word_count)
+    p.add_argument("--pca-dims", type=int_arg(), default=d.pca_dims, help="output dimensions")
+    p.add_argument("--sif", type=float_arg(), default=d.sif_coefficient,
+                   help="SIF weighting coefficient")
+    p.add_argument("--epochs", type=int_arg(), default=d.epochs, help="fine-tune epochs (0: none)")
+    p.add_argument("--lr", type=float_arg(), default=d.lr)
+    p.add_argument("--batch-size", type=int_arg(), default=d.batch_size)
     p.add_argument("--dtype", choices=("int8", "float16", "float32"), default=d.dtype)
     p.add_argument("--keep", choices=("best", "distilled", "finetuned"), default=d.keep)
     p.add_argument("--candidates", type=Path, default=None, help="also save every candidate here")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int_arg(), default=d.seed)
     p.set_defaults(func=run)
     return p
 

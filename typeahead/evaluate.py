@@ -22,6 +22,7 @@ from typeahead.errors import ConfigError, DataError
 from typeahead.index import load_index
 from typeahead.lexical import LexicalEngine
 from typeahead.normalize import normalize
+from typeahead.numbers import int_arg, parse_int
 
 Suggest = Callable[[str, int], list[str]]
 
@@ -46,14 +47,14 @@ def add_qac_parser(kinds: Any) -> None:
     p.add_argument("--weight-col", default=None, help="count column (default: 1 per row)")
     p.add_argument("--format", choices=FORMATS, default=None)
     p.add_argument("--prefix-lengths", default="2,4,6", type=_lengths)
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=int_arg(), default=10)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_qac)
 
 
 def _lengths(raw: str) -> list[int]:
     try:
-        values = sorted({int(x) for x in raw.split(",") if x.strip()})
+        values = sorted({parse_int(x.strip()) for x in raw.split(",") if x.strip()})
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {raw!r}") from None

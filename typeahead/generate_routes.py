@@ -31,7 +31,6 @@ from typeahead.errors import (
     MissingParameter,
     NotFound,
     PayloadTooLarge,
-    QueryTooLong,
     ServiceUnavailable,
 )
 from typeahead.inline import InlineRunner
@@ -49,6 +48,7 @@ from typeahead.jobs import (
 )
 from typeahead.llm import Backend, VLLMBackend, make_backend
 from typeahead.prompt import PROMPT_VERSION
+from typeahead.query_text import check_query
 from typeahead.settings import Settings
 from typeahead.stream_hub import FINAL_EVENTS, REDIS_LOST, StreamHub, sse
 from typeahead.summarize import Embedder, load_embedder
@@ -237,10 +237,7 @@ async def read_query(request: web.Request, settings: Settings) -> str:
     query = body["query"]
     if not isinstance(query, str) or not query.strip():
         raise InvalidParameter('"query" must be a non-empty string')
-    query = " ".join(query.split())
-    if len(query) > settings.max_query_chars:
-        raise QueryTooLong(f"query is over {settings.max_query_chars} characters")
-    return query
+    return check_query(" ".join(query.split()), settings.max_query_chars, name="query")
 
 
 def _done(job: str, result: dict[str, Any], *, cached: bool) -> web.Response:

@@ -45,6 +45,10 @@ from typeahead.semantic import SemanticLayer, load_semantic
 
 KIND = "typeahead-index"
 FORMAT_VERSION = 1
+# The longest text an index serves: the longest query the API accepts (max_query_chars'
+# default). A longer log entry is no query anyone typed, and would make every answer it
+# appears in as large as it is; it is skipped and counted as "too_long".
+MAX_ENTRY_CHARS = 200
 Progress = Callable[[str], None]
 
 
@@ -80,7 +84,7 @@ def merge_rows(rows: Iterable[Row], progress: Progress | None = None) -> tuple[
         dict[str, _Merged], dict[str, int]]:
     """Group rows by normalised key, summing weights; the most weighted display form wins."""
     merged: dict[str, _Merged] = {}
-    counts = {"rows": 0, "empty": 0}
+    counts = {"rows": 0, "empty": 0, "too_long": 0}
     for row in rows:
         counts["rows"] += 1
         if progress and counts["rows"] % 200_000 == 0:
@@ -89,11 +93,14 @@ def merge_rows(rows: Iterable[Row], progress: Progress | None = None) -> tuple[
         if not key:
             counts["empty"] += 1
             continue
+        shown = display_form(row.text)
+        if len(shown) > MAX_ENTRY_CHARS:
+            counts["too_long"] += 1
+            continue
         m = merged.get(key)
         if m is None:
             m = merged[key] = _Merged()
         m.weight += row.weight
-        shown = display_form(row.text)
         m.displays[shown] = m.displays.get(shown, 0.0) + row.weight
     return merged, counts
 
@@ -110,7 +117,8 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
         raise DataError(f"{source}: no entry reaches --min-count {options.min_count:g}")
     if progress:
         progress(f"{len(merged):,} distinct, {len(served):,} at or above the floor; indexing")
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, kind=KIND,
+                          protected=(source, options.docs, options.student_dir)) as tmp:
         displays = [m.display() for _, m in served]
         files = _write_lexical(tmp, served, displays, progress)
         semantic = _write_semantic(tmp, displays, options, progress)
@@ -126,6 +134,7 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
                         "min_count": options.min_count, "format": options.fmt},
             "normalization": "nfkc+casefold+strip-accents+collapse-whitespace",
             "counts": {"rows": counts["rows"], "empty": counts["empty"],
+                       "too_long": counts["too_long"],
                        "distinct": len(merged), "below_floor": len(merged) - len(served),
                        "entries": len(served)},
             "files": describe_files(tmp, files),
@@ -166,7 +175,9 @@ def _write_semantic(tmp: Path, displays: list[str], options: BuildOptions,
                     progress: Progress | None) -> dict[str, Any] | None:
     vectors = options.vectors
     if vectors is None:
-        vectors = _student_available(options.student_dir)
+        # A student named explicitly must load (build_semantic says why it does not); only
+        # the packaged default may be absent.
+        vectors = options.student_dir is not None or _student_available(None)
         if not vectors and progress:
             progress("no student model found: building without entry vectors")
     if not vectors and options.docs is None:

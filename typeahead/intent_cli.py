@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from typeahead.errors import ConfigError
+from typeahead.numbers import int_arg
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None, help="shared data directory")
     p.add_argument("--student", type=Path, default=None, help="student directory")
     p.add_argument("--no-weak", action="store_true", help="skip weak labels from the AOL log")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_arg(), default=0)
     p.set_defaults(func=run)
     return p
 

@@ -25,6 +25,7 @@ import orjson
 from typeahead.corpus import read_rows
 from typeahead.errors import ConfigError, DataError
 from typeahead.intent import LABELS, IntentClassifier
+from typeahead.numbers import float_arg
 
 BINARY_LABELS = ("offer", "no_offer")
 
@@ -131,7 +132,7 @@ def add_intent_parser(eval_subparsers: Any, name: str = "intent") -> argparse.Ar
     p.add_argument("--map", default=None, help="RAW=label,... translating the file's labels")
     p.add_argument("--model", type=Path, default=None, help="intent model directory")
     p.add_argument("--student", type=Path, default=None, help="student directory")
-    p.add_argument("--threshold", type=float, default=None, help="offer threshold override")
+    p.add_argument("--threshold", type=float_arg(), default=None, help="offer threshold override")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_intent)
     return p

@@ -550,7 +550,7 @@ def _census(examples: Sequence[Example]) -> dict[str, int]:
 
 
 def save_model(out_dir: Path, fitted: Fitted, manifest: dict[str, Any]) -> None:
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, kind=KIND) as tmp:
         np.save(tmp / WEIGHTS_FILE, fitted.weights.astype(np.float32))
         (tmp / PARAMS_FILE).write_text(json.dumps(fitted.params, indent=2) + "\n")
         (tmp / SITES_FILE).write_text(json.dumps(sorted(fitted.sites)) + "\n")

@@ -10,14 +10,14 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from typeahead.errors import ArtifactError
+from typeahead.errors import ArtifactError, ConfigError
 
 MANIFEST = "manifest.json"
 
@@ -110,13 +110,57 @@ def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else None
 
 
+def check_replaceable(target: Path, *, kind: str, protected: Iterable[Path | None] = ()) -> None:
+    """Refuse an output directory whose replacement could destroy anything but an earlier
+    artefact of ``kind``.
+
+    ``target`` may be missing, an empty directory, or a directory whose manifest says it is
+    a ``kind``; it must not be or hold the working directory or any ``protected`` path (the
+    inputs being read). Raises ConfigError naming the problem; deletes nothing.
+    """
+    resolved = target.resolve()
+    for path in (_cwd(), *protected):
+        if path is not None and _within(path.resolve(), resolved):
+            raise ConfigError(f"{target}: refusing to replace a directory that holds {path}")
+    if not resolved.exists():
+        return
+    if not resolved.is_dir():
+        raise ConfigError(f"{target}: exists and is not a directory; refusing to replace it")
+    if next(resolved.iterdir(), None) is not None and not _is_kind(resolved, kind):
+        raise ConfigError(f"{target}: exists, is not empty and is not a {kind} (its "
+                          f"{MANIFEST} does not say so); refusing to replace it")
+
+
+def _cwd() -> Path | None:
+    try:
+        return Path.cwd()
+    except OSError:  # the working directory was deleted: nothing there to protect
+        return None
+
+
+def _within(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
+
+
+def _is_kind(directory: Path, kind: str) -> bool:
+    try:
+        manifest = orjson.loads((directory / MANIFEST).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return _get(manifest, "kind") == kind
+
+
 @contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
+def atomic_directory(target: Path, *, kind: str,
+                     protected: Iterable[Path | None] = ()) -> Iterator[Path]:
     """Build into a temporary sibling and swap it in only on success.
 
     A failed build leaves whatever was at ``target`` untouched; a reader never sees a
-    half-written directory.
+    half-written directory. Only a missing or empty ``target``, or an earlier artefact of
+    ``kind`` (``check_replaceable``), is ever replaced; anything else is refused before the
+    build and checked again before the swap.
     """
+    check_replaceable(target, kind=kind, protected=protected)
     target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -127,11 +171,25 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     tmp.chmod(0o777 & ~umask)
     try:
         yield tmp
+        # The build took a while: whatever is at target now must still be replaceable.
+        check_replaceable(target, kind=kind, protected=protected)
+        _swap(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target``; the earlier directory there is deleted only once ``new`` is
+    in its place, and put back if that fails."""
+    if not target.exists():
+        new.rename(target)
+        return
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
+    target.rename(old)
+    try:
+        new.rename(target)
+    except BaseException:
+        old.rename(target)
+        raise
     shutil.rmtree(old, ignore_errors=True)

@@ -24,6 +24,7 @@ from typeahead.errors import ConfigError, ServiceUnavailable
 from typeahead.jobs import REDIS_DOWN, Jobs, connect, job_id
 from typeahead.llm import make_backend
 from typeahead.normalize import normalize
+from typeahead.numbers import float_arg, int_arg
 from typeahead.prompt import PROMPT_VERSION
 from typeahead.settings import Settings
 from typeahead.summarize import load_embedder
@@ -83,13 +84,14 @@ def top_queries(
 def add_parser(subparsers: Any, name: str) -> None:
     p = subparsers.add_parser(name, help="pre-generate summaries for a log's top questions")
     p.add_argument("--log", type=Path, required=True, help="query log (TSV/CSV/JSONL, .gz ok)")
-    p.add_argument("--top", type=int, required=True, help="how many queries to pre-warm")
+    p.add_argument("--top", type=int_arg(), required=True, help="how many queries to pre-warm")
     p.add_argument("--text-col", default="query", help="column with the query text")
     p.add_argument("--weight-col", help="column with a count per row (default: 1 per row)")
     p.add_argument("--index", type=Path, help="index directory (grounding documents)")
     p.add_argument("--docs", type=Path, help="grounding documents as JSON lines")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait in all")
-    p.add_argument("--min-count", type=float, default=3.0,
+    p.add_argument("--timeout", type=float_arg(minimum=0.0), default=600.0,
+                   help="seconds to wait in all")
+    p.add_argument("--min-count", type=float_arg(minimum=0.0), default=3.0,
                    help="privacy floor: never pre-warm a query counted fewer times (default 3)")
     p.set_defaults(func=run)
 

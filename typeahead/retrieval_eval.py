@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from typeahead.errors import ConfigError, DataError
+from typeahead.numbers import int_arg
 
 __all__ = ["add_retrieval_parser", "evaluate", "run", "score_rankings"]
 
@@ -84,14 +85,15 @@ def add_retrieval_parser(eval_subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--gold-col", required=True, help="column with the gold document id(s), '|'-separated"
     )
-    p.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
+    p.add_argument("--k", type=int_arg(), default=10, help="cut-off (default 10)")
     p.add_argument(
         "--mode", choices=MODES, default="fused", help="ranking to score (default fused)"
     )
     p.add_argument(
         "--student", type=Path, default=None, help="student directory (default: packaged)"
     )
-    p.add_argument("--limit", type=int, default=None, help="score only the first N queries")
+    p.add_argument("--limit", type=int_arg(minimum=1), default=None,
+                   help="score only the first N queries (N >= 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
     return p
@@ -101,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     from typeahead.docs import DocsIndex, docs_dir
     from typeahead.student import Student
 
-    if args.k < 1:
-        raise ConfigError("--k must be >= 1")
+    if not 1 <= args.k <= 1000:
+        raise ConfigError(f"--k must be 1..1000, got {args.k}")
     queries = load_queries(args.queries, args.text_col, args.gold_col)[: args.limit]
     index = DocsIndex.load(docs_dir(args.index), Student.load(args.student))
 

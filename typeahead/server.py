@@ -37,6 +37,7 @@ from typeahead import logs, metrics
 from typeahead.app import create_app, load_service
 from typeahead.errors import ConfigError
 from typeahead.fastpath import KeystrokeSite
+from typeahead.numbers import int_arg
 from typeahead.reload import BROADCAST_SIGNAL, RELOADER, ReloadControl
 from typeahead.settings import Settings
 
@@ -48,8 +49,8 @@ def add_parser(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="run the HTTP API", description="Run the HTTP API.")
     p.add_argument("--index", type=Path, default=None, help="index directory")
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default 8080)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    p.add_argument("--port", type=int_arg(), default=None, help="port (default 8080)")
+    p.add_argument("--workers", type=int_arg(), default=None, help="worker processes (default 1)")
     p.set_defaults(func=run)
 
 
@@ -172,12 +173,14 @@ def _event_loop_runner() -> Any:
 
 async def _serve(settings: Settings, *, sock: socket.socket | None,
                  control: Path | None = None) -> None:
+    if sock is None:
+        # Before anything starts: a busy port is one line, not the tracebacks of resources
+        # (Redis, a worker) torn down half-started.
+        sock = bind_socket(settings.host, settings.port, reuse_port=False,
+                           backlog=settings.listen_backlog)
     app = create_app(settings, reload_control=control)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    if sock is None:
-        sock = bind_socket(settings.host, settings.port, reuse_port=False,
-                           backlog=settings.listen_backlog)
     # The site listens again with its own backlog (aiohttp's default is 128, which bursts of
     # new keystroke connections overflowed): pass ours.
     site_class = KeystrokeSite if settings.suggest_fast_path else web.SockSite

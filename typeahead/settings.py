@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from typeahead.errors import ConfigError
+from typeahead.numbers import parse_float, parse_int
 
 ENV_PREFIX = "TYPEAHEAD_"
 # Variables that keep their conventional names instead of the prefix.
@@ -148,9 +149,9 @@ def _parse(var: str, raw: str, hint: Any) -> Any:
         if hint is bool or text == "bool":
             return _parse_bool(raw)
         if hint is int or text == "int":
-            return int(raw)
+            return parse_int(raw.strip(), negative=True)
         if hint is float or "float" in text:
-            return float(raw)
+            return parse_float(raw.strip(), negative=True)
         if "Path" in text:
             return Path(raw)
         if "tuple" in text:

@@ -37,6 +37,7 @@ from typeahead.cache import SemanticCache, encode_result
 from typeahead.errors import ConfigError, DataError, TypeaheadError
 from typeahead.jobs import REDIS_DOWN, Entry, Jobs, connect, let_send
 from typeahead.llm import Backend, make_backend
+from typeahead.numbers import int_arg
 from typeahead.prompt import PROMPT_VERSION, Doc
 from typeahead.settings import Settings
 from typeahead.summarize import Embedder, HashingEmbedder, load_embedder
@@ -470,7 +471,7 @@ def add_parser(subparsers: Any, name: str) -> None:
     p = subparsers.add_parser(name, help="run a generation worker against REDIS_URL")
     p.add_argument("--index", type=Path, help="index directory (grounding documents in DIR/docs)")
     p.add_argument("--docs", type=Path, help="grounding documents as JSON lines (id, title, text)")
-    p.add_argument("--concurrency", type=int, default=4, help="jobs processed at once")
+    p.add_argument("--concurrency", type=int_arg(), default=4, help="jobs processed at once")
     p.add_argument("--name", help="consumer name (default: host-pid)")
     p.set_defaults(func=run)
 
