@@ -21,6 +21,7 @@ from tests.lexical_fixtures import ROWS, build_small_index, write_tsv
 from tests.redis_server import RedisServer
 from typeahead.app import create_app
 from typeahead.errors import ConfigError
+from typeahead.jobs import stream_id
 from typeahead.numbers import MAX_DIGITS, parse_float, parse_int
 from typeahead.settings import Settings
 from typeahead.suggest import SuggestService
@@ -154,3 +155,14 @@ def test_a_limit_scores_that_many_queries(tmp_path: Path) -> None:
     res = run_cli("eval", "retrieval", "--index", str(tmp_path), "--queries", str(corpus),
                   "--text-col", "query", "--gold-col", "count", "--limit", "1")
     assert res.returncode == 1 and "--limit" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("value", ["1_0-1", "٥-1", "1-+2", "+1-2", "9" * 4301, "1-" + "9" * 4301,
+                                   "18446744073709551616-0", "-1", ""])
+def test_a_last_event_id_goes_through_the_same_parser(value: str) -> None:
+    assert stream_id(value) is None
+
+
+def test_a_plain_last_event_id_is_a_pair() -> None:
+    assert stream_id("1700000000000-3") == (1700000000000, 3)
+    assert stream_id("18446744073709551615") == (2**64 - 1, 0)

@@ -39,6 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from typeahead import keys
 from typeahead.errors import ServerError, ServiceUnavailable
 from typeahead.normalize import normalize
+from typeahead.numbers import parse_int
 
 T = TypeVar("T")
 
@@ -352,11 +353,11 @@ def _text(value: Any) -> str:
 def stream_id(value: str) -> tuple[int, int] | None:
     """A stream entry id ("ms-seq", or "ms") as a comparable pair; None when malformed."""
     ms, _, seq = value.partition("-")
-    if not (ms.isascii() and ms.isdigit() and (seq == "" or (seq.isascii() and seq.isdigit()))):
+    try:  # a Last-Event-ID header is client input: the one strict parser, bounded length
+        pair = (parse_int(ms, max_digits=STREAM_ID_DIGITS),
+                parse_int(seq, max_digits=STREAM_ID_DIGITS) if seq else 0)
+    except ValueError:
         return None
-    if len(ms) > STREAM_ID_DIGITS or len(seq) > STREAM_ID_DIGITS:
-        return None  # over 2**64 anyway; int() of thousands of digits would raise
-    pair = (int(ms), int(seq or 0))
     return pair if max(pair) < 2**64 else None
 
 
