@@ -47,6 +47,7 @@ from typeahead.jobs import (
     valid_job_id,
 )
 from typeahead.llm import Backend, VLLMBackend, make_backend
+from typeahead.process_tree import die_with_parent
 from typeahead.prompt import PROMPT_VERSION
 from typeahead.query_text import check_query
 from typeahead.settings import Settings
@@ -146,6 +147,7 @@ async def _embedded_redis() -> AsyncIterator[str]:
     proc = subprocess.Popen(
         [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no",
          "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,  # dies with this process, even one killed with SIGKILL
     )
     try:
         for _ in range(100):

@@ -38,6 +38,7 @@ from typeahead.app import create_app, load_service
 from typeahead.errors import ConfigError
 from typeahead.fastpath import KeystrokeSite
 from typeahead.numbers import int_arg
+from typeahead.process_tree import RunFile, die_with_parent
 from typeahead.reload import BROADCAST_SIGNAL, RELOADER, ReloadControl
 from typeahead.settings import Settings
 
@@ -70,12 +71,16 @@ def run(args: argparse.Namespace) -> int:
     if settings.port == 0:
         raise ConfigError("--workers > 1 needs a fixed --port (they share it)")
     with contextlib.ExitStack() as stack:
+        run_file = RunFile(settings.port)
+        run_file.claim()  # refuses to start beside a killed supervisor's live children
+        stack.callback(run_file.release)
         rundir = stack.enter_context(run_directory())
+        helpers: list[int] = []
         if settings.generation and not settings.redis_url:
             # Several API processes must see one job queue: share one embedded Redis and run
             # one generation worker beside them (a single process embeds its own instead).
-            settings = stack.enter_context(embedded_generation(settings))
-        return Supervisor(settings, rundir / "control").run()
+            settings = stack.enter_context(embedded_generation(settings, helpers))
+        return Supervisor(settings, rundir / "control", run_file, helpers).run()
 
 
 @contextlib.contextmanager
@@ -99,7 +104,9 @@ def run_directory() -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def embedded_generation(settings: Settings) -> Iterator[Settings]:
+def embedded_generation(settings: Settings, pids: list[int] | None = None
+                        ) -> Iterator[Settings]:
+    """An embedded redis-server and one generation worker; their pids go to ``pids``."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise ConfigError("no REDIS_URL and no redis-server binary: set REDIS_URL or "
@@ -108,14 +115,17 @@ def embedded_generation(settings: Settings) -> Iterator[Settings]:
     sock = workdir / "redis.sock"
     redis = subprocess.Popen(
         [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent)
     worker = None
     try:
         _wait_for(sock)
         url = f"unix://{sock}"
         env = {**os.environ, "REDIS_URL": url}
         worker = subprocess.Popen([sys.executable, "-m", "typeahead", "worker", "--index",
-                                   str(settings.index_dir)], env=env)
+                                   str(settings.index_dir)], env=env, preexec_fn=die_with_parent)
+        if pids is not None:
+            pids.extend((redis.pid, worker.pid))
         yield settings.replace(redis_url=url)
     finally:
         for proc in (worker, redis):
@@ -212,7 +222,9 @@ async def _serve(settings: Settings, *, sock: socket.socket | None,
         await runner.cleanup()
 
 
-def _worker_main(settings: Settings, sock: socket.socket, control: Path | None) -> None:
+def _worker_main(settings: Settings, sock: socket.socket, control: Path | None,
+                 supervisor: int | None = None) -> None:
+    die_with_parent(supervisor)  # a killed supervisor takes its workers with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     # Until the event loop handles it, a reload signal must not kill a starting worker (it
     # loads the current target anyway and catches up once ready).
@@ -222,8 +234,11 @@ def _worker_main(settings: Settings, sock: socket.socket, control: Path | None) 
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, control: Path | None = None) -> None:
+    def __init__(self, settings: Settings, control: Path | None = None,
+                 run_file: RunFile | None = None, helpers: list[int] | None = None) -> None:
         self.settings = settings
+        self.run_file = run_file
+        self.helpers = helpers or []  # embedded redis-server and generation worker
         self.control_dir = control
         self.control = ReloadControl(control) if control is not None else None
         self.ctx = multiprocessing.get_context("spawn")
@@ -252,12 +267,15 @@ class Supervisor:
 
     def _start(self, wid: int) -> None:
         proc = self.ctx.Process(target=_worker_main,
-                                args=(self.settings, self.sock, self.control_dir),
+                                args=(self.settings, self.sock, self.control_dir, os.getpid()),
                                 name=f"typeahead-api-{wid}", daemon=True)
         proc.start()
         self.procs[wid] = proc
+        pids = [p.pid for p in self.procs.values() if p.pid]
         if self.control is not None:
-            self.control.write_workers([p.pid for p in self.procs.values() if p.pid])
+            self.control.write_workers(pids)
+        if self.run_file is not None:
+            self.run_file.record(self.helpers + pids)
 
     def _watch(self) -> None:
         while not self.stopping:
