@@ -343,6 +343,7 @@ def load_service(settings: Settings, index_dir: Path | None = None) -> SuggestSe
     service = SuggestService(index=index, intent=load_intent(settings, index),
                              intent_threshold=settings.intent_threshold,
                              semantic=settings.semantic, results_k=settings.results_k,
+                             results_per_article=settings.results_per_article,
                              cache_size=settings.suggest_cache_size)
     service.warm()
     return service

@@ -352,6 +352,18 @@ class DocsIndex:
         # Kept transposed, as numpy's vector-times-matrix kernel is a third faster here.
         rows = vectors.exact_rows() if len(docs) < SMALL_CORPUS else None
         self._rows_t = None if rows is None else np.ascontiguousarray(rows.T)
+        # Per document row, its article (title) as a number, and per article its rows: instant
+        # results show a few paragraphs per article at most, masked out as a group at once.
+        numbers: dict[str, int] = {}
+        self._article = np.array([numbers.setdefault(t, len(numbers)) for _, t, _ in docs],
+                                 dtype=np.int64)
+        self._article_rows = [np.flatnonzero(self._article == a) for a in range(len(numbers))]
+        self.titles = tuple(numbers)
+        self._title_terms = [frozenset(terms_of(t)) for t in self.titles]
+
+    @property
+    def student(self) -> Student:
+        return self._student
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -384,6 +396,37 @@ class DocsIndex:
         wanted = frozenset(terms_of(query)) if ranked else frozenset()
         return [self._result(doc, score, wanted) for doc, score in ranked]
 
+    def instant(self, query: str, k: int, *, vector: np.ndarray | None = None,
+                per_article: int = 1, model: Any | None = None) -> list[DocResult]:
+        """Instant results for a keystroke: at most ``per_article`` paragraphs per article
+        (0: any number), and, given a ``typeahead.relevance.ResultModel``, only those it finds
+        likely relevant, scored by that probability."""
+        return [result for result, _ in self.scored(query, k, vector=vector,
+                                                    per_article=per_article, model=model)]
+
+    def scored(self, query: str, k: int, *, vector: np.ndarray | None = None,
+               per_article: int = 1, model: Any | None = None, features: bool = False
+               ) -> list[tuple[DocResult, list[float]]]:
+        """``instant``'s results with each one's relevance features (``relevance.FEATURES``);
+        without a model, every one of the k best with its fused score."""
+        seen = _Seen()
+        ranked = self._ranked(query, k + 1, "fused", True, vector, per_article, seen)
+        if not ranked:
+            return []
+        rows = features_of(self, query, ranked, k, seen) if model is not None or features \
+            else [[] for _ in ranked]
+        out = []
+        wanted = frozenset(terms_of(query))
+        for (doc, fused), row in zip(ranked[:k], rows, strict=False):
+            score = round(fused, 6)
+            if model is not None:
+                score = model.probability(row)
+                if score < model.threshold:
+                    continue
+                score = round(score, 4)
+            out.append((self._result(doc, score, wanted), row))
+        return out
+
     def passages(self, query: str, k: int = 3) -> list[tuple[str, str, str, float]]:
         """The k best documents whole, as (id, title, text, fused score): the grounding of a
         summary, which needs full texts rather than snippets."""
@@ -391,8 +434,10 @@ class DocsIndex:
                 for doc, score in self._ranked(query, k, "fused", False, None)]
 
     def _ranked(self, query: str, k: int, mode: str, partial: bool,
-                vector: np.ndarray | None) -> list[tuple[int, float]]:
-        """The k best document rows and their scores."""
+                vector: np.ndarray | None, per_article: int = 0, seen: _Seen | None = None
+                ) -> list[tuple[int, float]]:
+        """The k best document rows and their scores, at most ``per_article`` per article
+        (0: any number); ``seen`` keeps the embedding and BM25 scores used."""
         if mode not in ("fused", "semantic", "lexical") or k < 1:
             raise ConfigError(f"bad documents search: mode={mode!r}, k={k}")
         n = max(k, CANDIDATES)
@@ -400,20 +445,24 @@ class DocsIndex:
         top_lex = float(lexical.max()) if lexical is not None and len(lexical) else 0.0
         if top_lex <= 0:  # no document matches a word: no lexical side (a third of keystrokes)
             lexical = None
+        if seen is not None:
+            seen.lexical, seen.top_lex, seen.per_article = lexical, top_lex, per_article
         if mode == "lexical":
-            return self._rank(_top(lexical, n), None, lexical, top_lex, mode, k)
+            return self._rank(_top(lexical, n), None, lexical, top_lex, mode, k, per_article)
         completed = self._bm25.completed(query) if partial else None
         if completed is not None:
             vec = self._student.encode([completed])
         else:
             vec = self._student.encode([query]) if vector is None else vector
+        if seen is not None:
+            seen.vector = vec
         if not vec.any():  # no known word: no semantic side
-            return self._rank(_top(lexical, n), None, lexical, top_lex, mode, k)
+            return self._rank(_top(lexical, n), None, lexical, top_lex, mode, k, per_article)
         if self._rows_t is not None:
             sims = np.asarray(vec[0], dtype=np.float32) @ self._rows_t
-            return self._ranked_dense(sims, n, lexical, top_lex, mode, k)
+            return self._ranked_dense(sims, n, lexical, top_lex, mode, k, per_article)
         cand, sem = self._semantic(vec, _top(lexical, n), n)
-        return self._rank(cand, sem, lexical, top_lex, mode, k)
+        return self._rank(cand, sem, lexical, top_lex, mode, k, per_article)
 
     def _semantic(self, vec: np.ndarray, lex_top: np.ndarray, n: int
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -430,7 +479,8 @@ class DocsIndex:
         return ids, scores
 
     def _ranked_dense(self, sims: np.ndarray, n: int, lexical: np.ndarray | None,
-                      top_lex: float, mode: str, k: int) -> list[tuple[int, float]]:
+                      top_lex: float, mode: str, k: int, per_article: int = 0
+                      ) -> list[tuple[int, float]]:
         """``_ranked`` for a small exact corpus, given the cosine of every document.
 
         When the lexical top n is every lexical hit (most keystrokes), fusing all documents
@@ -449,6 +499,9 @@ class DocsIndex:
                     inside = sims >= _nth_largest(sims, n)
                     inside[_top(lexical, n)] = True  # the very lexical top n the union takes
                     fused[~inside] = -math.inf
+            if per_article:
+                return _best_per_group(fused, k, self._article, self._article_rows,
+                                       per_article)
             return _best(fused, k)
         pool = sims >= _nth_largest(sims, n)
         if lexical is not None:
@@ -458,14 +511,15 @@ class DocsIndex:
             else:
                 pool[_top(lexical, n)] = True
         cand = pool.nonzero()[0]
-        return self._rank(cand, sims[cand], lexical, top_lex, mode, k)
+        return self._rank(cand, sims[cand], lexical, top_lex, mode, k, per_article)
 
     def _weight(self, mode: str) -> float:
         """The weight of the cosine in the fused score."""
         return self.semantic_weight if mode == "fused" else 1.0 if mode == "semantic" else 0.0
 
     def _rank(self, cand: np.ndarray, sem: np.ndarray | None, lexical: np.ndarray | None,
-              top_lex: float, mode: str, k: int) -> list[tuple[int, float]]:
+              top_lex: float, mode: str, k: int, per_article: int = 0
+              ) -> list[tuple[int, float]]:
         """The k best candidates by ``w * cosine + (1 - w) * bm25 / top_lex`` (ties: smaller
         document row first); ``sem`` or ``lexical`` is None when that side is absent."""
         if not len(cand):
@@ -474,8 +528,12 @@ class DocsIndex:
         fused = np.zeros(len(cand)) if sem is None else w * sem.astype(np.float64)
         if lexical is not None:
             fused += (1.0 - w) * (lexical[cand].astype(np.float64) / top_lex)
-        order = np.lexsort((cand, -fused))[:k]
-        return list(zip(cand[order].tolist(), fused[order].tolist(), strict=True))
+        order = np.lexsort((cand, -fused))
+        if not per_article:
+            order = order[:k]
+            return list(zip(cand[order].tolist(), fused[order].tolist(), strict=True))
+        return _keep_per_group(cand[order].tolist(), fused[order].tolist(), self._article,
+                               per_article, k)
 
     def _result(self, doc: int, score: float, wanted: frozenset[str]) -> DocResult:
         doc_id, title, text = self._docs[doc]
@@ -483,6 +541,109 @@ class DocsIndex:
 
 
 _NONE = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What a keystroke's search computed, kept for its results' relevance features."""
+
+    vector: np.ndarray | None = None
+    lexical: np.ndarray | None = None
+    top_lex: float = 0.0
+    per_article: int = 0
+
+
+def _best_per_group(scores: np.ndarray, k: int, group: np.ndarray, members: list[np.ndarray],
+                    per_group: int) -> list[tuple[int, float]]:
+    """``_best`` taking at most ``per_group`` rows of one group (article): when a group is
+    full its rows are masked out at once, so "normans" costs a few argmax passes, not one per
+    Normans paragraph. ``scores`` is scratch."""
+    best: list[tuple[int, float]] = []
+    taken: dict[int, int] = {}
+    while len(best) < min(k, len(scores)):
+        row = int(scores.argmax())
+        score = float(scores[row])
+        if score == -math.inf:
+            break
+        best.append((row, score))
+        g = int(group[row])
+        taken[g] = taken.get(g, 0) + 1
+        if taken[g] >= per_group:
+            scores[members[g]] = -math.inf
+        else:
+            scores[row] = -math.inf
+    return best
+
+
+def _keep_per_group(rows: list[int], scores: list[float], group: np.ndarray, per_group: int,
+                    k: int) -> list[tuple[int, float]]:
+    """The first k of ranked ``rows`` with at most ``per_group`` rows of one group."""
+    out: list[tuple[int, float]] = []
+    taken: dict[int, int] = {}
+    for row, score in zip(rows, scores, strict=True):
+        g = int(group[row])
+        if taken.get(g, 0) < per_group:
+            taken[g] = taken.get(g, 0) + 1
+            out.append((row, score))
+            if len(out) >= k:
+                break
+    return out
+
+
+def features_of(index: DocsIndex, query: str, ranked: list[tuple[int, float]], k: int,
+                seen: _Seen) -> list[list[float]]:
+    """The relevance features (``typeahead.relevance.FEATURES``) of the first k ranked results
+    (a (k+1)-th only gives the k-th its margin). All read what the search computed."""
+    bm25 = index._bm25
+    words = terms_of(query)
+    partial = bool(words) and query[-1:].isalnum()
+    # Per query word, the indexed terms that count as it (the typed word's completions).
+    forms: list[tuple[str, ...]] = [(w,) for w in words]
+    if partial:
+        forms[-1] = (words[-1], *bm25._expand(words[-1]))
+    n = bm25.n_docs
+    idf = [max((_idf(bm25, t, n) for t in f if t in bm25._term_ids), default=_idf_unknown(n))
+           for f in forms]
+    total_idf = sum(idf) or 1.0
+    unknown = sum(not any(t in bm25._term_ids for t in f) for f in forms) / max(1, len(forms))
+    partial_chars = len(words[-1]) if partial else 0
+    rows = ranked[:k]
+    vec = seen.vector
+    cosines = _cosines(index, [doc for doc, _ in rows], vec)
+    out = []
+    for i, (doc, fused) in enumerate(rows):
+        _, _title, text = index._docs[doc]
+        held = _sentence_masks(text)
+        title_terms = index._title_terms[int(index._article[doc])]
+        hit = [any(t in held or t in title_terms for t in f) for f in forms]
+        in_title = [any(t in title_terms for t in f) for f in forms]
+        bm = float(seen.lexical[doc]) if seen.lexical is not None else 0.0
+        margin = fused - ranked[i + 1][1] if i + 1 < len(ranked) else fused
+        out.append([
+            fused, cosines[i], math.log1p(bm), bm / seen.top_lex if seen.top_lex > 0 else 0.0,
+            sum(hit) / max(1, len(forms)),
+            sum(x for x, h in zip(idf, hit, strict=True) if h) / total_idf,
+            sum(in_title) / max(1, len(forms)), margin, float(i), float(len(forms)),
+            float(min(partial_chars, 8)), unknown, math.log1p(len(query)),
+        ])
+    return out
+
+
+def _idf(bm25: Bm25, term: str, n: int) -> float:
+    df = int(bm25._df[bm25._term_ids[term]])
+    return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+
+def _idf_unknown(n: int) -> float:
+    return math.log(1.0 + (n + 0.5) / 0.5)
+
+
+def _cosines(index: DocsIndex, docs: list[int], vec: np.ndarray | None) -> list[float]:
+    if vec is None or not vec.any():
+        return [0.0] * len(docs)
+    if index._rows_t is not None:
+        return (np.asarray(vec[0], dtype=np.float32) @ index._rows_t[:, docs]).tolist()
+    return (index._vectors.reconstruct(docs) @ vec[0]).tolist()
 
 
 def _top(scores: np.ndarray | None, n: int) -> np.ndarray:

@@ -9,6 +9,7 @@ embedded, so a semantic neighbour is never below the privacy floor.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,9 @@ NEIGHBOURS = 20
 # above-floor top-10 that an exact search finds, at a third of the index's general nprobe
 # (128, which general top-10 recall needs). See docs/semantic.md.
 NEIGHBOUR_NPROBE = 32
-# Fused document scores below this were unrelated on AOL head queries ("ebay" -> Warsaw at
-# 0.17, "amazn" -> Islamism at 0.30) while on-topic ones scored 0.5 to 0.9: an empty results
-# list beats a wrong one.
+# The former floor on the fused score, kept for comparison in bench/bench_answers.py: it let
+# "goo" show Amazon rainforest (0.70) and "how to make" the 1973 oil crisis (0.83). Results are
+# now shown by the calibrated relevance model (typeahead.relevance) instead.
 RESULTS_MIN_SCORE = 0.4
 
 
@@ -45,7 +46,7 @@ class SemanticLayer:
     entries: Any | None  # typeahead.vector.VectorIndex over served entries
     docs: Any | None  # typeahead.docs.DocsIndex
     min_similarity: float = MIN_SIMILARITY
-    results_min_score: float = RESULTS_MIN_SCORE
+    relevance: Any | None = None  # typeahead.relevance.ResultModel; None: no floor
 
     def encode(self, text: str) -> npt.NDArray[np.float32]:
         return np.asarray(self.student.encode([text]), dtype=np.float32)
@@ -62,14 +63,17 @@ class SemanticLayer:
                 if i >= 0 and s >= floor]
 
 
-    def results(self, query: str, k: int, vector: npt.NDArray[np.float32] | None = None
-                ) -> list[dict[str, Any]]:
-        """Documents for ``query``; ``vector`` is its embedding when already computed."""
+    def results(self, query: str, k: int, vector: npt.NDArray[np.float32] | None = None,
+                per_article: int = 1) -> list[dict[str, Any]]:
+        """Documents for ``query`` that are likely relevant, scored by that probability, at
+        most ``per_article`` per article (0: any number); ``vector`` is the query's embedding
+        when already computed."""
         if self.docs is None:
             return []
         return [{"id": r.id, "title": r.title, "snippet": r.snippet, "score": r.score}
-                for r in self.docs.search(query, k, partial=True, vector=vector,
-                                          min_score=self.results_min_score)]
+                for r in self.docs.instant(query, k, vector=vector, per_article=per_article,
+                                           model=self.relevance)
+                if self.relevance is not None or r.score >= RESULTS_MIN_SCORE]
 
 
 def load_semantic(index_dir: Path, entries: int, student_dir: Path | None = None, *,
@@ -101,7 +105,25 @@ def load_semantic(index_dir: Path, entries: int, student_dir: Path | None = None
         # refused index, never a traceback.
         raise ArtifactError(f"{index_dir}: cannot load the semantic layer: "
                             f"{type(exc).__name__}: {exc}") from exc
-    return SemanticLayer(student, vectors, docs)
+    return SemanticLayer(student, vectors, docs,
+                         relevance=_result_model(student) if docs is not None else None)
+
+
+def _result_model(student: Any) -> Any:
+    """The packaged relevance model of instant results, or None with another student than
+    the one it was trained with (its cosine feature would mean something else): the results
+    then fall back to the fused-score floor, with a warning."""
+    from typeahead import relevance
+
+    model = relevance.load()
+    trained = model.manifest.get("student", {}).get("fingerprint")
+    if trained != student.fingerprint:
+        logging.getLogger("typeahead.semantic").warning(
+            "relevance model trained with student %s, not %s: instant results use the fused "
+            "floor %.2f (retrain: python -m typeahead.relevance_train)",
+            trained, student.fingerprint, RESULTS_MIN_SCORE)
+        return None
+    return model.results
 
 
 def build_semantic(out: Path, texts: list[str], *, docs: Path | None, docs_id_field: str | None,

@@ -39,6 +39,7 @@ class Settings:
     verify_index: bool = True  # checksum every data file when an index is loaded
     semantic: bool = True  # semantic neighbours in /v1/suggest when the index has vectors
     results_k: int = 3  # instant results (documents) per suggest call
+    results_per_article: int = 1  # instant results from one article (title); 0: any number
     suggest_cache_size: int = 50_000  # per-process LRU of whole answers; 0 disables
     # Answer plain keystroke requests beneath aiohttp's framework (typeahead.fastpath);
     # false: every request goes through aiohttp (the same answers, at several times the CPU).
@@ -120,6 +121,7 @@ class Settings:
         _require(1 <= self.listen_backlog <= 65535, "listen_backlog must be 1..65535")
         _require(1 <= self.default_k <= self.max_k, "default_k must be 1..max_k")
         _require(1 <= self.max_query_chars <= 10_000, "max_query_chars must be 1..10000")
+        _require(0 <= self.results_per_article <= 50, "results_per_article must be 0..50")
         _require(self.queue_max_depth >= 1, "queue_max_depth must be >= 1")
         _require(self.job_deadline_s > 0, "job_deadline_s must be > 0")
         _require(0 <= self.generate_inline_jobs <= 1024, "generate_inline_jobs must be 0..1024")

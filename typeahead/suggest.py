@@ -42,6 +42,7 @@ class SuggestService:
     intent_threshold: float | None = None
     semantic: bool = True
     results_k: int = 3
+    results_per_article: int = 1  # instant results from one article (title); 0: any number
     cache_size: int = 0  # answers kept per process (LRU); keystroke traffic repeats heavily
 
     def __post_init__(self) -> None:
@@ -79,7 +80,7 @@ class SuggestService:
         if layer is not None and vector is not None and len(suggestions) < k:
             suggestions = self._fuse(suggestions, layer.neighbours(vector, k + len(suggestions)),
                                      k)
-        results = layer.results(query, self.results_k, vector) \
+        results = layer.results(query, self.results_k, vector, self.results_per_article) \
             if layer and self.results_k else []
         return {
             "query": query,
