@@ -38,20 +38,24 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--questions", type=Path, default=DEFAULT_QUESTIONS, help="questions JSONL (selection)"
     )
+    # Signed: run() checks the ranges and names every bad one.
     p.add_argument(
-        "--queries", type=int_arg(), default=20_000, help="AOL queries sampled for fine-tuning"
+        "--queries", type=int_arg(negative=True), default=20_000,
+        help="AOL queries sampled for fine-tuning",
     )
     p.add_argument(
         "--new-words", type=int_arg(), default=d.new_words,
         help="corpus words added to the vocabulary",
     )
     p.add_argument("--min-word-count", type=int_arg(), default=d.min_word_count)
-    p.add_argument("--pca-dims", type=int_arg(), default=d.pca_dims, help="output dimensions")
+    p.add_argument("--pca-dims", type=int_arg(negative=True), default=d.pca_dims,
+                   help="output dimensions")
     p.add_argument("--sif", type=float_arg(), default=d.sif_coefficient,
                    help="SIF weighting coefficient")
-    p.add_argument("--epochs", type=int_arg(), default=d.epochs, help="fine-tune epochs (0: none)")
+    p.add_argument("--epochs", type=int_arg(negative=True), default=d.epochs,
+                   help="fine-tune epochs (0: none)")
     p.add_argument("--lr", type=float_arg(), default=d.lr)
-    p.add_argument("--batch-size", type=int_arg(), default=d.batch_size)
+    p.add_argument("--batch-size", type=int_arg(negative=True), default=d.batch_size)
     p.add_argument("--dtype", choices=("int8", "float16", "float32"), default=d.dtype)
     p.add_argument("--keep", choices=("best", "distilled", "finetuned"), default=d.keep)
     p.add_argument("--candidates", type=Path, default=None, help="also save every candidate here")
