@@ -11,7 +11,7 @@ PORT ?= 8080
 WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup setup-dev index run test lint typecheck unit bench slo chaos clean
+.PHONY: setup setup-dev index run test lint typecheck unit bench slo chaos fuzz clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench: setup index
 
 slo: setup index
 	$(BIN)/python -m loadtest suite --index $(INDEX)
+
+# Differential fuzzing of the keystroke fast path against aiohttp's parsers (100,000 requests).
+fuzz: setup-dev
+	$(BIN)/python -m tests.http_fuzz --count 100000
 
 # Fault injection against real processes (API workers, workers, redis-server, vLLM stand-in).
 chaos: setup-dev

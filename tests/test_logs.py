@@ -70,11 +70,15 @@ async def test_json_lines_carry_the_request_id_and_no_query_at_info(
 
 
 async def test_query_text_only_at_debug_with_opt_in(tmp_path: Path, captured: io.StringIO) -> None:
-    logging.getLogger().setLevel(logging.DEBUG)
-    await run_requests(
-        tmp_path, Settings(generation=False, semantic=False, log_queries=True, log_level="DEBUG",
-                           suggest_log_sample=1.0)
-    )
+    # (the opt-in is read where the log handler is configured, as at start-up)
+    handler = logs.configure(Settings(log_queries=True, log_level="DEBUG"), stream=captured)
+    try:
+        await run_requests(
+            tmp_path, Settings(generation=False, semantic=False, log_queries=True,
+                               log_level="DEBUG", suggest_log_sample=1.0)
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
     entry = next(
         e
         for e in lines(captured)
@@ -108,3 +112,41 @@ async def test_successful_keystrokes_are_sampled_errors_never(tmp_path: Path,
     assert mine.headers["X-Request-ID"] not in logged
     assert fresh.headers["X-Request-ID"] not in logged
     assert bad.headers["X-Request-ID"] in logged  # a 400 is always logged
+
+
+def test_the_redactor_keeps_request_lines_queries_and_credentials_out() -> None:
+    buf = io.StringIO()
+    handler = logs.configure(Settings(api_key_header="X-Client-Key"), stream=buf)
+    log = logging.getLogger("typeahead.test")
+    try:
+        log.error("bad line b'GET /v1/suggest?q=secret1 HTTP/1.1' from %s", "1.2.3.4")
+        log.warning("header Authorization: Bearer secret2 and X-Client-Key: secret3")
+        log.info("see /v1/suggest?q=secret4", extra={"url": "/a?q=secret5", "query": "secret6"})
+        try:
+            raise ValueError("Cookie: session=secret7")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    text = buf.getvalue()
+    for n in range(1, 8):
+        assert f"secret{n}" not in text
+    entries = lines(buf)
+    assert entries[0]["msg"] == "bad line b'<redacted>' from 1.2.3.4"
+    assert "ValueError" in entries[-1]["exc"] and "query" not in entries[2]
+
+
+def test_a_parser_exception_keeps_only_its_type() -> None:
+    from aiohttp.http_exceptions import InvalidURLError
+
+    buf = io.StringIO()
+    handler = logs.configure(Settings(), stream=buf)
+    try:
+        try:
+            raise InvalidURLError("/v1/suggest?q=secret8")
+        except InvalidURLError:
+            logging.getLogger("aiohttp.server").exception("Error handling request")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    [entry] = lines(buf)
+    assert "InvalidURLError" in entry["exc"] and "secret8" not in buf.getvalue()

@@ -111,6 +111,20 @@ class RateLimited(ClientError):
         return {"Retry-After": str(max(1, round(self.retry_after)))}
 
 
+class MalformedRequest(ClientError):
+    """aiohttp's HTTP parser refused the request head or framing (rendered by
+    ``typeahead.connection``; the message never quotes what the client sent)."""
+
+    code = "malformed_request"
+
+
+class VersionNotSupported(ClientError):
+    """A request line naming an HTTP version other than 1.0 or 1.1."""
+
+    status = 505
+    code = "http_version_not_supported"
+
+
 # --- our fault (5xx) ------------------------------------------------------------------------
 
 

@@ -12,8 +12,17 @@ it answers them itself: the same body, headers, metrics and sampled access log a
 route. At the first request it does not take (another route or method, a body, HTTP/1.0, an
 upgrade, a head split across reads, a parameter error, an index still loading, any failure),
 it hands the connection, from that request's first byte on, to aiohttp's ``RequestHandler``
-for good. So every error is still rendered in one place (``app.error_middleware``), and every
-other route keeps its one implementation; the fast path only ever writes a 200.
+(``typeahead.connection``) for good. So every error is still rendered in one place
+(``app.error_middleware``, or ``connection.render_error`` for what aiohttp's parser refuses),
+and every other route keeps its one implementation; the fast path only ever writes a 200.
+
+Strictness: behind a lenient proxy, any request the fast path reads differently from aiohttp's
+parser is a smuggling primitive (a header line ended by a bare LF hides a ``Content-Length``
+from one reader and not the other, and a body runs as a second request). So it takes only a
+strict subset of what aiohttp accepts, read the same way: printable ASCII, every CR and LF in
+a CRLF, one ``Host``, no repeated header, token-only ``Connection`` values it understands, few
+headers; everything else is aiohttp's to judge. ``tests/test_fastpath_fuzz.py`` checks this
+against aiohttp's own parsers (C and pure Python) on generated requests (``make fuzz``).
 """
 
 from __future__ import annotations
@@ -40,16 +49,25 @@ from typeahead.app import (
     should_log,
     suggest_body,
 )
+from typeahead.connection import Site
 from typeahead.limits import LIMITS, SECURITY_HEADERS, Limits
 from typeahead.settings import Settings
 
 HEAD_END = b"\r\n\r\n"
 # A head bigger than this is aiohttp's to judge (it answers 400 or 431 by its own limits).
 MAX_HEAD_BYTES = 8190
-# Idle connections close after aiohttp's own keep-alive timeout, so both paths agree.
-IDLE_TIMEOUT_S = 3630.0
+# More header lines than this are aiohttp's to judge (it refuses 128 or 129, by parser; a
+# browser sends about 15).
+MAX_HEADERS = 64
 # Request headers whose meaning the fast path does not implement: their presence hands over.
-HAND_OVER_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
+# (aiohttp also refuses the old websocket handshake's Sec-WebSocket-Key1 outright.)
+HAND_OVER_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect",
+                               b"sec-websocket-key1"))
+# Connection tokens the fast path obeys; any other ("upgrade", "te", ...) hands over.
+CONNECTION_TOKENS = frozenset((b"close", b"keep-alive"))
+# The bytes a head may hold: printable ASCII, space, tab, and CR and LF (which must pair up as
+# CRLF, checked apart). NUL and other control bytes, DEL and bytes over 0x7f hand over.
+_HEAD_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 _TARGET = SUGGEST_ROUTE.encode("ascii")
 
 
@@ -65,26 +83,31 @@ class Keystroke(NamedTuple):
 
 def parse_head(head: bytes) -> Keystroke | None:
     """A request head (without its blank line) when it is one the fast path takes, else None."""
+    # A few passes in C over a few hundred bytes: no byte aiohttp could refuse, and no bare CR
+    # or LF (a line end to one parser and not to another: the classic way to hide a header).
+    lines = head.count(b"\r\n")
+    if (head.translate(None, _HEAD_BYTES) or head.count(b"\r") != lines
+            or head.count(b"\n") != lines or not 0 < lines <= MAX_HEADERS):
+        return None
     line, _, fields = head.partition(b"\r\n")
     parts = line.split(b" ")
     if len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1":
         return None
     path, mark, query = parts[1].partition(b"?")
-    if path != _TARGET or b"#" in query or not query.isascii():
+    if path != _TARGET or b"#" in query or b"\t" in query:
         return None
-    headers = _headers(fields) if fields else {}
-    if headers is None:
+    headers = _headers(fields)
+    if headers is None or b"host" not in headers:  # HTTP/1.1 requires Host; aiohttp enforces it
         return None
-    connection = headers.get(b"connection", b"").lower()
-    if b"upgrade" in connection:
+    close = _closes(headers.get(b"connection"))
+    if close is None:
         return None
     rid, origin = headers.get(b"x-request-id"), headers.get(b"origin")
-    return Keystroke(query.decode("ascii") if mark else "",
-                     _text(rid), _text(origin), b"close" in connection)
+    return Keystroke(query.decode("ascii") if mark else "", _text(rid), _text(origin), close)
 
 
 def _headers(fields: bytes) -> dict[bytes, bytes] | None:
-    """Header fields by lower-cased name (the first of repeats), or None to hand over."""
+    """Header fields by lower-cased name, or None to hand over."""
     found: dict[bytes, bytes] = {}
     for field in fields.split(b"\r\n"):
         name, colon, value = field.partition(b":")
@@ -93,11 +116,24 @@ def _headers(fields: bytes) -> dict[bytes, bytes] | None:
         if not colon or not name.replace(b"-", b"").isalnum():
             return None
         name = name.lower()
-        if name in HAND_OVER_HEADERS:
+        # A repeat is aiohttp's to judge: it refuses some (Host, User-Agent), and which of
+        # two values counts is where readers disagree.
+        if name in HAND_OVER_HEADERS or name in found:
             return None
-        if name not in found:
-            found[name] = value.strip()
+        found[name] = value.strip(b" \t")
     return found
+
+
+def _closes(connection: bytes | None) -> bool | None:
+    """Whether a ``Connection`` value asks to close; None (hand over) for a token we do not
+    implement."""
+    if connection is None or connection == b"keep-alive":
+        return False
+    tokens = {token.strip(b" \t") for token in connection.lower().split(b",")}
+    tokens.discard(b"")
+    if not tokens <= CONNECTION_TOKENS:
+        return None
+    return b"close" in tokens
 
 
 def _text(value: bytes | None) -> str | None:
@@ -155,7 +191,8 @@ class KeystrokeProtocol(asyncio.Protocol):
         tcp_keepalive(self._transport)
         self._site.connections.add(self)
         self._last = self._site.loop.time()
-        self._idle = self._site.loop.call_at(self._last + IDLE_TIMEOUT_S, self._check_idle)
+        self._idle = self._site.loop.call_at(self._last + self._site.idle_timeout_s,
+                                             self._check_idle)
 
     def data_received(self, data: bytes) -> None:
         if self._inner is not None:
@@ -214,7 +251,9 @@ class KeystrokeProtocol(asyncio.Protocol):
             if end < 0:
                 break  # split, oversized or not HTTP: aiohttp reads it its way
             keystroke = parse_head(buffer[start:end])
-            if keystroke is None or (answer := self._site.answer(keystroke)) is None:
+            if keystroke is None or (keystroke.close and end + len(HEAD_END) < len(buffer)):
+                break  # (aiohttp refuses bytes after a Connection: close request)
+            if (answer := self._site.answer(keystroke)) is None:
                 break
             start = end + len(HEAD_END)
             assert self._transport is not None
@@ -229,7 +268,7 @@ class KeystrokeProtocol(asyncio.Protocol):
     def _hand_over(self) -> None:
         """Give the connection, and the unanswered bytes, to aiohttp for the rest of its life."""
         self._forget()
-        inner = self._site.handler_factory()
+        inner = self._site.handler()
         self._inner = inner
         inner.connection_made(self._transport)
         if self._paused:
@@ -240,7 +279,7 @@ class KeystrokeProtocol(asyncio.Protocol):
     def _check_idle(self) -> None:
         if self._inner is not None or self._transport is None:
             return
-        due = self._last + IDLE_TIMEOUT_S
+        due = self._last + self._site.idle_timeout_s
         if self._site.loop.time() >= due:
             self.close()
         else:
@@ -253,27 +292,26 @@ class KeystrokeProtocol(asyncio.Protocol):
             self._idle = None
 
 
-class KeystrokeSite(web.SockSite):
-    """aiohttp's socket site, whose connections start on the keystroke fast path."""
+class KeystrokeSite(Site):
+    """Our socket site, whose connections start on the keystroke fast path."""
 
     def __init__(self, runner: web.AppRunner, sock: Any, *, backlog: int) -> None:
         super().__init__(runner, sock, backlog=backlog)
-        self.app = runner.app
         self.connections: set[KeystrokeProtocol] = set()
         self.loop = asyncio.get_event_loop()
+        # Idle keystroke connections close after the keep-alive timeout aiohttp's handlers
+        # are given, so both paths agree.
+        self.idle_timeout_s = self.settings.keepalive_timeout_s
         self._head = ResponseHead(self.app.get(LIMITS))
 
-    @property
-    def handler_factory(self) -> Callable[[], Any]:
-        server = self._runner.server
-        assert server is not None
-        return server
+    def handler(self) -> Any:
+        """A new aiohttp handler for a connection handed over."""
+        assert self.new_handler is not None
+        return self.new_handler()
 
-    async def start(self) -> None:
-        await web.BaseSite.start(self)
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
         self.loop = asyncio.get_running_loop()
-        self._server = await self.loop.create_server(
-            lambda: KeystrokeProtocol(self), sock=self._sock, backlog=self._backlog)
+        return lambda: KeystrokeProtocol(self)
 
     async def stop(self) -> None:
         await super().stop()

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from typeahead import logs, metrics
 from typeahead.app import create_app, load_service
+from typeahead.connection import Site
 from typeahead.errors import ConfigError
 from typeahead.fastpath import KeystrokeSite
 from typeahead.numbers import int_arg
@@ -193,7 +194,7 @@ async def _serve(settings: Settings, *, sock: socket.socket | None,
     await runner.setup()
     # The site listens again with its own backlog (aiohttp's default is 128, which bursts of
     # new keystroke connections overflowed): pass ours.
-    site_class = KeystrokeSite if settings.suggest_fast_path else web.SockSite
+    site_class = KeystrokeSite if settings.suggest_fast_path else Site
     site = site_class(runner, sock, backlog=settings.listen_backlog)
     await site.start()
     host, port = sock.getsockname()[:2]

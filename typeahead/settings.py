@@ -44,6 +44,11 @@ class Settings:
     # Answer plain keystroke requests beneath aiohttp's framework (typeahead.fastpath);
     # false: every request goes through aiohttp (the same answers, at several times the CPU).
     suggest_fast_path: bool = True
+    # A connection that starts a request head must finish it within head_timeout_s (a client
+    # trickling bytes cannot hold a connection), and one idle between requests for
+    # keepalive_timeout_s is closed; both paths (the fast path and aiohttp) apply them.
+    head_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 75.0
     student_dir: Path | None = None  # None: the packaged default student
     intent_model_dir: Path | None = None  # None: the packaged default model
     intent_threshold: float | None = None  # None: the threshold stored with the model
@@ -119,6 +124,9 @@ class Settings:
         _require(1 <= self.port <= 65535 or self.port == 0, "port must be 0..65535")
         _require(1 <= self.workers <= 64, "workers must be 1..64")
         _require(1 <= self.listen_backlog <= 65535, "listen_backlog must be 1..65535")
+        _require(0.0 < self.head_timeout_s <= 3600.0, "head_timeout_s must be in (0, 3600]")
+        _require(0.0 < self.keepalive_timeout_s <= 86400.0,
+                 "keepalive_timeout_s must be in (0, 86400]")
         _require(1 <= self.default_k <= self.max_k, "default_k must be 1..max_k")
         _require(1 <= self.max_query_chars <= 10_000, "max_query_chars must be 1..10000")
         _require(0 <= self.results_per_article <= 50, "results_per_article must be 0..50")
