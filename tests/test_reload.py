@@ -152,13 +152,14 @@ async def test_reload_under_steady_load_fails_no_request(
 # --- the real multi-process server ------------------------------------------------------------
 
 
-def post(url: str, body: dict[str, Any] | None, headers: dict[str, str]) -> tuple[int, Any]:
+def post(url: str, body: dict[str, Any] | None, headers: dict[str, str],
+         timeout: float = 60) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else b""
     req = urllib.request.Request(
         url, data=data, method="POST", headers={**headers, "Content-Type": "application/json"}
     )
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -283,3 +284,33 @@ def wait_for_states(base: str, want: set[tuple[str, int]], timeout: float = 30.0
             return
         time.sleep(0.1)
     raise AssertionError(f"workers did not all switch: {worker_states(base)}")
+
+
+def test_concurrent_reloads_are_serialized_and_leave_one_index(
+    served: tuple[str, subprocess.Popen[bytes], dict[str, Path]],
+) -> None:
+    """Overlapping reloads of different directories used to hang for about a minute each and
+    leave the workers on different indexes while both answered 200."""
+    base, _, paths = served
+    outcomes: list[tuple[float, int, str]] = []
+    lock = threading.Lock()
+
+    def reload(name: str) -> None:
+        status, body = post(base + "/admin/reload", {"index": str(paths[name])}, AUTH,
+                            timeout=30)
+        with lock:
+            outcomes.append((time.monotonic(), status, name if status == 200 else
+                             body["error"]["code"]))
+
+    threads = [threading.Thread(target=reload, args=(name,)) for name in "abcbca"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(outcomes) == len(threads), outcomes
+    assert {status for _, status, _ in outcomes} <= {200, 409}, outcomes
+    done = [name for _, status, name in sorted(outcomes) if status == 200]
+    assert done, outcomes
+    last = paths[done[-1]]
+    want = {(str(last), LoadedIndexEntries.of(last))}
+    assert set(worker_states(base).values()) == want

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hmac
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,11 @@ from typeahead.suggest import SuggestService
 log = logging.getLogger("typeahead.reload")
 
 TARGET_FILE = "index-target.json"
-ACK_WAIT_S = 60.0
+LOCK_FILE = "reload.lock"
+# How long a reload waits for every worker to follow, and for an earlier reload to finish
+# (reloads run one at a time across the fleet); past either it answers 409.
+ACK_WAIT_S = 15.0
+LOCK_WAIT_S = 15.0
 # A worker asks the supervisor to signal every worker with this; SIGHUP to the supervisor
 # means "re-read the current target" (an operator's reload).
 BROADCAST_SIGNAL = signal.SIGUSR1
@@ -61,6 +66,13 @@ class IndexRejected(ClientError):
 
     status = 422
     code = "index_rejected"
+
+
+class ReloadConflict(ClientError):
+    """Another reload holds the fleet, or the workers did not all follow this one."""
+
+    status = 409
+    code = "reload_conflict"
 
 
 @dataclass(frozen=True)
@@ -82,8 +94,26 @@ class ReloadControl:
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
 
+    @contextlib.asynccontextmanager
+    async def exclusive(self, wait_s: float = LOCK_WAIT_S) -> AsyncIterator[None]:
+        """One reload at a time across every worker (an flock on the control directory's
+        lock file): two overlapping reloads each waited for acks the other's target had
+        superseded, hung for a minute and left the workers on different indexes."""
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + wait_s
+            while not _try_lock(fd):
+                if time.monotonic() > deadline:
+                    raise ReloadConflict("another reload is still in progress; retry shortly")
+                await asyncio.sleep(0.02)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
     def write_target(self, index: Path) -> Target:
-        target = Target(index, time.time_ns())
+        # Generation numbers only grow, even if the clock steps back between two reloads.
+        current = self.read_target()
+        target = Target(index, max(time.time_ns(), current.seq + 1 if current else 0))
         tmp = self.root / f".{TARGET_FILE}.{os.getpid()}"
         tmp.write_bytes(orjson.dumps({"index": str(index), "seq": target.seq}))
         os.replace(tmp, self.root / TARGET_FILE)  # readers see the old or the new, whole
@@ -143,6 +173,15 @@ class Reloader:
         self.index_dir = settings.index_dir
         self.seq = 0
         self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """The fleet's reload lock (with one process, the switch's own lock suffices)."""
+        if self.control is None:
+            yield
+            return
+        async with self.control.exclusive():
+            yield
 
     def initial_dir(self) -> Path:
         """Where a (re)started worker loads from: the last reload's target, if any."""
@@ -214,6 +253,14 @@ class Reloader:
         return report
 
 
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 RELOADER = web.AppKey("reloader", Reloader)
 
 
@@ -227,6 +274,13 @@ def record_index(service: SuggestService) -> None:
 
 
 # --- the route ------------------------------------------------------------------------------
+
+
+def _errors(report: dict[str, Any]) -> str:
+    errors = report.get("errors") or {}
+    if not errors:
+        return "the others did not answer in time"
+    return "; ".join(f"worker {pid}: {msg}" for pid, msg in sorted(errors.items()))
 
 
 def check_token(request: web.Request, expected: str | None) -> None:
@@ -277,8 +331,14 @@ async def admin_reload(request: web.Request) -> web.Response:
     reloader = request.app[RELOADER]
     require_admin(request)
     index_dir = await requested_dir(request, reloader.index_dir)
-    service = await reloader.switch(index_dir)
-    report = await reloader.broadcast(index_dir)
+    async with reloader.exclusive():
+        service = await reloader.switch(index_dir)
+        report = await reloader.broadcast(index_dir)
+    if report["switched"] != report["workers"]:
+        # Last writer wins: the recorded target is this index, and a worker restarted later
+        # loads it; but right now the fleet is split, and the caller must know.
+        raise ReloadConflict(f"index {index_dir} is loaded by {report['switched']} of "
+                             f"{report['workers']} workers: {_errors(report)}")
     index = service.index
     body = {"status": "reloaded", "index": {"path": str(index.path), "entries": index.entries,
                                             "built_at": index.manifest.get("built_at")},
