@@ -11,10 +11,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp.http_exceptions import BadHttpMessage
 
 from tests.fastpath_server import FastPathTestServer, PlainTestServer
 from tests.lexical_fixtures import build_small_index
 from typeahead.app import create_app
+from typeahead.connection import parser_error
 from typeahead.limits import SECURITY_HEADERS
 from typeahead.settings import Settings
 from typeahead.suggest import SuggestService
@@ -194,3 +196,18 @@ def test_timeouts_are_settings() -> None:
                                   "TYPEAHEAD_KEEPALIVE_TIMEOUT_S": "30"})
     assert (settings.head_timeout_s, settings.keepalive_timeout_s) == (2.5, 30.0)
     assert (Settings().head_timeout_s, Settings().keepalive_timeout_s) == (10.0, 75.0)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("Missing 'Host' header in request.", "Missing 'Host' header in request."),
+    ("Data after `Connection: close`:\n\n  b'GET /v1/suggest?q=privatequery HTTP/1.1'\n  ^",
+     "Data after `Connection: close`"),
+    ("Invalid header value char:\n\n  b'Authorization: Bearer privatequery\\x00'\n  ^",
+     "Invalid header value char"),
+    ("privatequery\x00", "the request is not valid HTTP/1.1"),
+    ("b'GET /v1/suggest?q=privatequery HTTP/1.1'", "the request is not valid HTTP/1.1"),
+])
+def test_parser_error_messages_keep_the_reason_and_drop_the_bytes(text: str,
+                                                                   message: str) -> None:
+    error = parser_error(400, BadHttpMessage(text))
+    assert (error.status, error.code, error.message) == (400, "malformed_request", message)

@@ -65,11 +65,10 @@ _PARSER_ERRORS: tuple[tuple[type[BaseException], str, str], ...] = (
     (TransferEncodingError, "bad_transfer_encoding", "the chunked body is malformed"),
     (ContentLengthError, "bad_content_length", "the body is shorter than its Content-Length"),
 )
-# aiohttp's own sentences that quote nothing the client sent: passed on as they are.
-_SAFE_MESSAGE = re.compile(
-    r"Missing 'Host' header in request\.|Too many headers received|"
-    r"Duplicate '[A-Za-z-]{1,40}' header found\.|"
-    r"Transfer-Encoding can't be present with Content-Length|Data after `Connection: close`")
+# The reasons aiohttp and llhttp give (fixed sentences such as "Missing 'Host' header in
+# request." or "Missing expected CR after header value") come before any quoted bytes; one made
+# of these characters only is passed on, anything else gets the generic sentence.
+_SAFE_REASON = re.compile(r"[A-Z][A-Za-z '`:-]{2,80}\.?")
 _GENERIC = "the request is not valid HTTP/1.1"
 
 
@@ -85,7 +84,8 @@ def parser_error(status: int, exc: BaseException | None) -> TypeaheadError:
         if isinstance(exc, kind):
             return MalformedRequest(message, code=code)
     text = exc.message if isinstance(exc, BadHttpMessage) else ""
-    return MalformedRequest(text if _SAFE_MESSAGE.fullmatch(text) else _GENERIC)
+    reason = text.split(":\n", 1)[0].split("\n", 1)[0].strip()
+    return MalformedRequest(reason if _SAFE_REASON.fullmatch(reason) else _GENERIC)
 
 
 def render_error(error: TypeaheadError) -> web.Response:
