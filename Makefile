@@ -53,6 +53,7 @@ test: setup-dev
 
 bench: setup index
 	$(BIN)/python bench/bench_lexical.py
+	$(BIN)/python bench/bench_answers.py --index $(INDEX)
 	$(BIN)/python bench/bench_http.py --index $(INDEX)
 
 slo: setup index

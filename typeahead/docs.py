@@ -359,6 +359,10 @@ class DocsIndex:
                                  dtype=np.int64)
         self._article_rows = [np.flatnonzero(self._article == a) for a in range(len(numbers))]
         self.titles = tuple(numbers)
+        self._article_list = self._article.tolist()  # element reads per result: Python ints
+        n = len(docs)
+        self._term_idf = [math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+                          for df in bm25._df.tolist()]
         self._title_terms = [frozenset(terms_of(t)) for t in self.titles]
 
     @property
@@ -409,6 +413,8 @@ class DocsIndex:
                ) -> list[tuple[DocResult, list[float]]]:
         """``instant``'s results with each one's relevance features (``relevance.FEATURES``);
         without a model, every one of the k best with its fused score."""
+        if model is not None and not terms_of(query):
+            return []  # only stop words ("how to", "what is the"): nothing a document is about
         seen = _Seen()
         ranked = self._ranked(query, k + 1, "fused", True, vector, per_article, seen)
         if not ranked:
@@ -601,37 +607,43 @@ def features_of(index: DocsIndex, query: str, ranked: list[tuple[int, float]], k
     forms: list[tuple[str, ...]] = [(w,) for w in words]
     if partial:
         forms[-1] = (words[-1], *bm25._expand(words[-1]))
-    n = bm25.n_docs
-    idf = [max((_idf(bm25, t, n) for t in f if t in bm25._term_ids), default=_idf_unknown(n))
-           for f in forms]
+    term_idf, ids = index._term_idf, bm25._term_ids
+    top_idf = _idf_unknown(bm25.n_docs)
+    known = [[term_idf[i] for t in f if (i := ids.get(t)) is not None] for f in forms]
+    idf = [max(x) if x else top_idf for x in known]
     total_idf = sum(idf) or 1.0
-    unknown = sum(not any(t in bm25._term_ids for t in f) for f in forms) / max(1, len(forms))
+    unknown = sum(not x for x in known) / max(1, len(forms))
     partial_chars = len(words[-1]) if partial else 0
     rows = ranked[:k]
     vec = seen.vector
     cosines = _cosines(index, [doc for doc, _ in rows], vec)
+    # Only indexed terms can be in a document: the others are dropped once, not per result.
+    wanted = [(terms, x) for f, x in zip(forms, idf, strict=True)
+              if (terms := tuple(t for t in f if t in ids))]
+    per_word = 1.0 / max(1, len(forms))
+    shared = [float(len(forms)), float(min(partial_chars, 8)), unknown, math.log1p(len(query))]
     out = []
     for i, (doc, fused) in enumerate(rows):
-        _, _title, text = index._docs[doc]
-        held = _sentence_masks(text)
-        title_terms = index._title_terms[int(index._article[doc])]
-        hit = [any(t in held or t in title_terms for t in f) for f in forms]
-        in_title = [any(t in title_terms for t in f) for f in forms]
+        held = _sentence_masks(index._docs[doc][2])
+        title_terms = index._title_terms[index._article_list[doc]]
+        hits = titled = 0
+        hit_idf = rarest = 0.0
+        for f, x in wanted:
+            if any(t in title_terms for t in f):
+                titled += 1
+            elif not any(t in held for t in f):
+                continue
+            hits += 1
+            hit_idf += x
+            rarest = max(rarest, x)
         bm = float(seen.lexical[doc]) if seen.lexical is not None else 0.0
         margin = fused - ranked[i + 1][1] if i + 1 < len(ranked) else fused
         out.append([
             fused, cosines[i], math.log1p(bm), bm / seen.top_lex if seen.top_lex > 0 else 0.0,
-            sum(hit) / max(1, len(forms)),
-            sum(x for x, h in zip(idf, hit, strict=True) if h) / total_idf,
-            sum(in_title) / max(1, len(forms)), margin, float(i), float(len(forms)),
-            float(min(partial_chars, 8)), unknown, math.log1p(len(query)),
+            hits * per_word, hit_idf / total_idf, titled * per_word, margin, float(i),
+            *shared, rarest / top_idf,
         ])
     return out
-
-
-def _idf(bm25: Bm25, term: str, n: int) -> float:
-    df = int(bm25._df[bm25._term_ids[term]])
-    return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
 
 def _idf_unknown(n: int) -> float:

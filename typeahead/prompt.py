@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
-PROMPT_VERSION = "p1"
+PROMPT_VERSION = "p2"  # p2: passages re-ranked by answer-bearing sentences, four of them
 
 # Characters of each document's text given to the LLM; keeps the prompt (and time to first
 # token) bounded whatever the index holds.

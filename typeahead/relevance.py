@@ -8,13 +8,15 @@ manifest beside it (kind, format version, checksum) when loaded, and learnt by
 computed (``FEATURES``: fused score, cosine, BM25 score absolute and relative to the best,
 share and IDF-weighted share of the query's words the document holds, share in its title,
 margin to the next result, rank, query length, characters of the word being typed, share of
-unknown words). Its output is the probability that the result is on the article the input is
-about; a result is shown when it is at least ``threshold``, and that probability is its score.
+unknown words, IDF of the rarest word it holds relative to an unseen word's). Its output is
+the probability that the result is on the article the input is about; a result is shown when
+it is at least ``threshold``, and that probability is its score.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ SCORED = 3  # results scored per keystroke when training (the served results_k)
 FEATURES = (
     "fused", "cosine", "log_bm25", "bm25_relative", "matched_share", "idf_coverage",
     "title_share", "margin", "rank", "words", "partial_chars", "unknown_share", "log_chars",
+    "rarest_match",
 )
 
 
@@ -61,7 +64,7 @@ class ResultModel:
         return cls(tuple(w), bias, chosen)
 
     def probability(self, row: Sequence[float]) -> float:
-        z = self.bias + sum(a * x for a, x in zip(self.weights, row, strict=True))
+        z = self.bias + sum(map(operator.mul, self.weights, row))
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
 

@@ -1,0 +1,197 @@
+"""Results that belong and summaries that answer: the relevance floor, one result per article,
+answer-bearing sentences, and the vLLM prompt carrying the re-ranked passages in order.
+
+The fixture corpus and questions are hand-written; the models are the packaged ones
+(``typeahead/models/relevance``) with the packaged student they were trained with."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.gen_support import api_client, read_sse, settings_for, standin_server, worker_task
+from tests.redis_server import RedisServer
+from tests.vllm_standin import StandIn
+from typeahead import answers, relevance
+from typeahead.docs import DocsIndex, build_docs_index
+from typeahead.errors import ArtifactError
+from typeahead.prompt import Doc, build_messages
+from typeahead.student import Student
+from typeahead.summarize import HashingEmbedder, summarise
+from typeahead.worker import DOCS_PER_SUMMARY, VectorDocs
+
+PARAGRAPHS = [
+    ("Rhine#0", "Rhine", "The Rhine is a European river that begins in the Swiss canton of "
+     "Graubünden and flows north through Germany. It empties into the North Sea in the "
+     "Netherlands."),
+    ("Rhine#1", "Rhine", "The Rhine is the second-longest river in Central Europe. Its length "
+     "is about 1,230 kilometres."),
+    ("Rhine#2", "Rhine", "Ships on the Rhine carry coal, steel and grain to the port of "
+     "Rotterdam, the busiest port of Europe."),
+    ("Oxygen#0", "Oxygen", "Oxygen is a chemical element with symbol O and atomic number 8. "
+     "It was discovered by Carl Wilhelm Scheele in 1771."),
+    ("Oxygen#1", "Oxygen", "Oxygen makes up almost half of the Earth's crust as oxides. "
+     "Plants release oxygen by photosynthesis."),
+    ("Warsaw#0", "Warsaw", "Warsaw is the capital and largest city of Poland. About 1.8 "
+     "million people live within its city limits."),
+    ("Warsaw#1", "Warsaw", "The Warsaw Uprising of 1944 was fought by the Polish resistance "
+     "against the German occupation."),
+]
+
+
+@pytest.fixture(scope="module")
+def student() -> Student:
+    return Student.load(None)
+
+
+@pytest.fixture(scope="module")
+def models() -> relevance.Models:
+    return relevance.load()
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory, student: Student) -> DocsIndex:
+    root = tmp_path_factory.mktemp("answers")
+    source = root / "docs.jsonl.gz"
+    with gzip.open(source, "wt", encoding="utf-8") as fh:
+        for doc_id, title, text in PARAGRAPHS:
+            fh.write(json.dumps({"id": doc_id, "title": title, "text": text}) + "\n")
+    build_docs_index(source, root / "docs", student)
+    return DocsIndex.load(root / "docs", student)
+
+
+# --- the relevance floor ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["goo", "how to", "who was the first", "ebay", "www.",
+                                  "cheap flights"])
+def test_inputs_the_documents_do_not_answer_show_no_result(
+        index: DocsIndex, models: relevance.Models, text: str) -> None:
+    assert index.instant(text, 3, model=models.results) == []
+
+
+@pytest.mark.parametrize(("text", "title"), [
+    ("where does the rhine flow into the sea", "Rhine"),
+    ("who discovered oxygen", "Oxygen"),
+    ("what is the capital of poland", "Warsaw"),
+])
+def test_questions_the_documents_answer_show_their_article_first(
+        index: DocsIndex, models: relevance.Models, text: str, title: str) -> None:
+    got = index.instant(text, 3, model=models.results)
+    assert got and got[0].title == title
+    assert all(models.results.threshold <= r.score <= 1.0 for r in got)
+
+
+def test_the_floor_is_the_models_threshold(index: DocsIndex, models: relevance.Models) -> None:
+    text = "where does the rhine flow into the sea"
+    scored = [models.results.probability(row) for _, row in index.scored(text, 3, features=True)]
+    strict = relevance.ResultModel(models.results.weights, models.results.bias,
+                                   max(scored) + 1e-6)
+    assert index.instant(text, 3, model=strict) == []
+    lenient = relevance.ResultModel(models.results.weights, models.results.bias, 0.0)
+    assert len(index.instant(text, 3, model=lenient)) == len(scored)
+
+
+def test_a_tampered_model_is_refused(tmp_path: Path) -> None:
+    for name in (relevance.PARAMS, "manifest.json"):
+        (tmp_path / name).write_bytes((relevance.MODEL_DIR / name).read_bytes())
+    (tmp_path / relevance.PARAMS).write_text("{}")
+    with pytest.raises(ArtifactError):
+        relevance.load(tmp_path)
+
+
+# --- one result per article ------------------------------------------------------------------
+
+
+def test_one_result_per_article_by_default(index: DocsIndex) -> None:
+    got = index.instant("rhine river", 3)
+    assert [r.title for r in got][:1] == ["Rhine"]
+    assert len({r.title for r in got}) == len(got)
+
+
+def test_more_per_article_when_asked(index: DocsIndex) -> None:
+    every = index.instant("rhine river", 3, per_article=0)
+    assert [r.title for r in every] == ["Rhine", "Rhine", "Rhine"]
+    two = index.instant("rhine river", 3, per_article=2)
+    assert [r.title for r in two][:2] == ["Rhine", "Rhine"]
+    assert [r.title for r in two].count("Rhine") == 2
+
+
+# --- answer-bearing sentences ----------------------------------------------------------------
+
+
+def _docs(*ids: str) -> list[Doc]:
+    text = {d: (t, x) for d, t, x in PARAGRAPHS}
+    return [Doc(d, *text[d], 1.0) for d in ids]
+
+
+@pytest.mark.parametrize(("question", "docs", "answer"), [
+    ("When was oxygen discovered?", ("Oxygen#0", "Oxygen#1"), "1771"),
+    ("Who discovered oxygen?", ("Oxygen#0", "Oxygen#1"), "Scheele"),
+    ("How many people live in Warsaw?", ("Warsaw#1", "Warsaw#0"), "1.8 million"),
+    ("Which sea does the Rhine empty into?", ("Rhine#0", "Rhine#1", "Rhine#2"), "North Sea"),
+    ("What is the length of the Rhine?", ("Rhine#0", "Rhine#1", "Rhine#2"), "1,230"),
+])
+def test_the_summary_holds_the_answer(student: Student, models: relevance.Models, question: str,
+                                      docs: tuple[str, ...], answer: str) -> None:
+    summary = summarise(question, _docs(*docs), student, models.sentences)
+    assert answer in summary
+    assert len(summary.split()) <= answers.MAX_WORDS + 5  # (the citations)
+
+
+def test_the_answer_bearing_sentence_is_picked_first(student: Student,
+                                                     models: relevance.Models) -> None:
+    passages = _docs("Oxygen#0", "Oxygen#1")
+    best = answers.pick("In what year was oxygen discovered?", passages, student,
+                        models.sentences, max_sentences=1)
+    assert [s.text for s in best] == ["It was discovered by Carl Wilhelm Scheele in 1771."]
+
+
+def test_the_summary_cites_its_passages_and_repeats_nothing() -> None:
+    docs = [Doc("a", "Rhine", "The Rhine flows into the North Sea. It is long."),
+            Doc("b", "Rhine copy", "The Rhine flows into the North Sea. Barges use it.")]
+    summary = summarise("where does the rhine flow", docs, HashingEmbedder())
+    assert summary.count("The Rhine flows into the North Sea.") == 1
+    assert "[1]" in summary or "[2]" in summary
+
+
+def test_question_types() -> None:
+    assert answers.question_type("How many people live there?") == "number"
+    assert answers.question_type("When did it end?") == "date"
+    assert answers.question_type("Who wrote it?") == "person"
+    assert answers.question_type("Where is it?") == "place"
+    assert answers.question_type("What is it?") is None
+
+
+def test_passages_are_reranked_by_their_answer_bearing_sentences(
+        student: Student, models: relevance.Models) -> None:
+    passages = _docs("Oxygen#1", "Warsaw#1", "Oxygen#0")
+    ranked = answers.rerank("Who discovered oxygen?", passages, student, models.sentences, 2)
+    assert [d.id for d in ranked] == ["Oxygen#0", "Oxygen#1"]
+
+
+# --- the vLLM prompt -------------------------------------------------------------------------
+
+
+async def test_the_prompt_carries_the_reranked_passages_in_order(
+        redis_server: RedisServer, student: Student) -> None:
+    question = "Who discovered oxygen"
+    retriever = VectorDocs([Doc(d, t, x) for d, t, x in PARAGRAPHS], student)
+    grounded = retriever.search(question, DOCS_PER_SUMMARY)
+    assert grounded[0].id == "Oxygen#0"
+    standin = StandIn()
+    async with standin_server(standin) as url:
+        settings = settings_for(redis_server.url, llm_url=url)
+        async with api_client(settings) as client, worker_task(settings, name="ans",
+                                                               docs=retriever):
+            resp = await client.post("/v1/generate", json={"query": question})
+            assert resp.status == 202, await resp.text()
+            events = await read_sse(client, (await resp.json())["stream_url"])
+    assert events[-1][0] == "done"
+    assert [s["id"] for s in json.loads(events[-1][1])["sources"]] == [d.id for d in grounded]
+    [request] = standin.requests
+    assert request["messages"] == build_messages(question, grounded)
+    assert '[1] title: "Oxygen"' in request["messages"][1]["content"]
