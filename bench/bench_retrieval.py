@@ -8,8 +8,8 @@ fusion weight follows, for choosing ``typeahead.docs.SEMANTIC_WEIGHT``. Targets:
 recall@10 >= 0.9 x the teacher's; fused beats BM25 alone and the teacher alone.
 
 A last table scores instant results as served while the user types: questions cut 1-3
-characters into a later word of 4 or more ("who founded the norm"), searched with the partial
-last word (``DocsIndex.search(partial=True)``, k=3, the served score floor); recall@3 and MRR@3
+characters into a later word of 4 or more ("who founded the norm"), searched as served
+(``DocsIndex.instant``: k=3, one per article, the relevance model); recall@3 and MRR@3
 of the gold paragraph, and the share of keystrokes that show any result. Then the prefixes of
 each title's first word, from 2 characters ("rh", "rhi", ... "rhine"): the share that shows a
 result, and that shows a paragraph of that title first.
@@ -18,6 +18,7 @@ result, and that shows a paragraph of that title first.
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import sys
 import tempfile
@@ -28,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from typeahead import relevance
 from typeahead.docs import (
     SEMANTIC_WEIGHT,
     DocsIndex,
@@ -36,7 +38,6 @@ from typeahead.docs import (
     read_records,
 )
 from typeahead.retrieval_eval import score_rankings
-from typeahead.semantic import RESULTS_MIN_SCORE
 from typeahead.student import Student
 
 DOCS = Path("../shared/data/docs/squad2_dev_wikipedia_paragraphs.jsonl.gz")
@@ -129,13 +130,18 @@ def main() -> int:
     return 0
 
 
+@functools.cache
+def _served() -> relevance.ResultModel:
+    return relevance.load().results
+
+
 def title_prefixes(index: DocsIndex, docs: list[tuple[str, str, str]]) -> tuple[int, float, float]:
     """(prefixes, share showing a result, share showing a paragraph of that title first)."""
     shown = first = n = 0
     for title in sorted({t for _, t, _ in docs if t}):
         word = title.split()[0].strip("(),").lower()
         for end in range(2, len(word) + 1):
-            got = index.search(word[:end], 3, partial=True, min_score=RESULTS_MIN_SCORE)
+            got = index.instant(word[:end], 3, model=_served())
             n += 1
             shown += bool(got)
             first += bool(got) and got[0].title == title
@@ -158,7 +164,7 @@ def typed_so_far(index: DocsIndex, questions: list[tuple[str, list[str]]]
     """Recall@3, MRR@3 and the share shown, per characters typed of the last word (0: all)."""
     hits: dict[int, list[tuple[float, float, float]]] = {}
     for text, gold, chars in typed_cases(questions):
-        got = [r.id for r in index.search(text, 3, partial=True, min_score=RESULTS_MIN_SCORE)]
+        got = [r.id for r in index.instant(text, 3, model=_served())]
         rr = next((1.0 / (rank + 1) for rank, doc in enumerate(got) if doc == gold), 0.0)
         for key in (0, chars):
             hits.setdefault(key, []).append((float(rr > 0), rr, float(bool(got))))
