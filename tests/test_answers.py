@@ -195,3 +195,13 @@ async def test_the_prompt_carries_the_reranked_passages_in_order(
     [request] = standin.requests
     assert request["messages"] == build_messages(question, grounded)
     assert '[1] title: "Oxygen"' in request["messages"][1]["content"]
+
+
+def test_several_per_article_share_their_articles_relevance(
+        index: DocsIndex, models: relevance.Models) -> None:
+    text = "where does the rhine flow into the sea"
+    [one] = [r for r in index.instant(text, 3, model=models.results) if r.title == "Rhine"]
+    every = index.instant(text, 3, per_article=0, model=models.results)
+    assert [r.title for r in every] == ["Rhine", "Rhine", "Rhine"]
+    assert {r.score for r in every} == {one.score}
+    assert index.instant("goo", 3, per_article=0, model=models.results) == []

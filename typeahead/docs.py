@@ -360,6 +360,7 @@ class DocsIndex:
         self._article_rows = [np.flatnonzero(self._article == a) for a in range(len(numbers))]
         self.titles = tuple(numbers)
         self._article_list = self._article.tolist()  # element reads per result: Python ints
+        self._index_of = {doc_id: row for row, (doc_id, _, _) in enumerate(docs)}
         n = len(docs)
         self._term_idf = [math.log(1.0 + (n - df + 0.5) / (df + 0.5))
                           for df in bm25._df.tolist()]
@@ -415,6 +416,8 @@ class DocsIndex:
         without a model, every one of the k best with its fused score."""
         if model is not None and not terms_of(query):
             return []  # only stop words ("how to", "what is the"): nothing a document is about
+        if model is not None and per_article != 1:
+            return self._scored_by_article(query, k, vector, per_article, model)
         seen = _Seen()
         ranked = self._ranked(query, k + 1, "fused", True, vector, per_article, seen)
         if not ranked:
@@ -431,6 +434,22 @@ class DocsIndex:
                     continue
                 score = round(score, 4)
             out.append((self._result(doc, score, wanted), row))
+        return out
+
+    def _scored_by_article(self, query: str, k: int, vector: np.ndarray | None,
+                           per_article: int, model: Any) -> list[tuple[DocResult, list[float]]]:
+        """``scored`` with several results per article: the model was trained on one result
+        per article (two paragraphs of one article are not competing answers, so their
+        near-tie must not read as doubt), so each paragraph gets its article's probability
+        from the one-per-article ranking. A second search: this setting costs twice as much."""
+        by_article = {self._article_list[self._index_of[r.id]]: (r.score, row)
+                      for r, row in self.scored(query, k, vector=vector, model=model)}
+        wanted = frozenset(terms_of(query))
+        out = []
+        for doc, _ in self._ranked(query, k, "fused", True, vector, per_article):
+            found = by_article.get(self._article_list[doc])
+            if found is not None:
+                out.append((self._result(doc, found[0], wanted), found[1]))
         return out
 
     def passages(self, query: str, k: int = 3) -> list[tuple[str, str, str, float]]:
