@@ -205,3 +205,18 @@ def test_several_per_article_share_their_articles_relevance(
     assert [r.title for r in every] == ["Rhine", "Rhine", "Rhine"]
     assert {r.score for r in every} == {one.score}
     assert index.instant("goo", 3, per_article=0, model=models.results) == []
+
+
+def test_a_definition_question_gets_the_defining_sentence(student: Student,
+                                                          models: relevance.Models) -> None:
+    passages = [Doc("n1", "Normans", "These Normans began a long conquest of Wales. They "
+                    "built castles there.", 1.0),
+                Doc("n0", "Normans", "The Normans (Norman: Nourmands) were the people who "
+                    "gave their name to Normandy. They descended from Norse raiders.", 0.9)]
+    assert answers.definition_subject("Who were the Normans?") == ("norman",)
+    assert answers.definition_subject("Who discovered oxygen?") == ()
+    best = answers.pick("who were the normans", passages, student, models.sentences,
+                        max_sentences=1)
+    assert best[0].text.startswith("The Normans (Norman: Nourmands) were the people")
+    assert [d.id for d in answers.rerank("who were the normans", passages, student,
+                                         models.sentences, 2)] == ["n0", "n1"]
