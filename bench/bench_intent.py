@@ -145,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-teacher", action="store_true")
     ap.add_argument("--latency-queries", type=int, default=20_000)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--index", type=Path, default=Path("indexes/aol"),
+                    help="served index for the keystroke replay")
+    ap.add_argument("--no-keystrokes", action="store_true")
     args = ap.parse_args(argv)
 
     data = T.load_sources(args.data)
@@ -186,9 +189,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'path':18s} {'p50 us':>8s} {'p99 us':>8s} {'max us':>8s}")
     for name, r in report["latency"].items():
         print(f"{name:18s} {r['p50_us']:8.1f} {r['p99_us']:8.1f} {r['max_us']:8.1f}")
+    if not args.no_keystrokes:
+        report["keystrokes"] = keystroke_section(args, parts["test"], queries[:2000])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def keystroke_section(args: argparse.Namespace, test: Sequence[T.Example],
+                      queries: Sequence[str]) -> dict[str, Any]:
+    """The served decision replayed keystroke by keystroke on the held-out web queries (as
+    given and lower-cased), against the classifier alone on each keystroke; and the
+    in-process cost of ``KeystrokeIntent.decide`` with the keystroke's completions and
+    embedding given, over every prefix of held-out AOL queries."""
+    from typeahead import intent_keystroke_eval as K
+    from typeahead.intent_eval import Labelled
+    from typeahead.intent_keystroke_train import record
+
+    service = K.load_service(args.index, args.model, args.student)
+    alone = type(service)(index=service.index, intent=service.intent, results_k=0,
+                          intent_threshold=service.intent.threshold)
+    web = [Labelled(e.text, e.label) for e in test if e.source in T.WEB_QUERY_SOURCES]
+    sets = {"web queries": web, "web queries, lower-cased":
+            [Labelled(x.text.lower(), x.label) for x in web]}
+    out: dict[str, Any] = {}
+    print("\nkeystroke replay, held-out web queries (every prefix through /v1/suggest's code)")
+    print(f"{'decision':34s} {'set':26s} {'nav+trans keys':>14s} {'inf keys':>9s} "
+          f"{'inf whole':>9s} {'flips/q':>8s} {'whole mF1':>9s}")
+    for name, svc in (("fragment alone (classifier)", alone), ("keystroke decision", service)):
+        for set_name, items in sets.items():
+            m = K.keystroke_metrics(items, K.replay(K.service_offer(svc, 10), items))
+            out[f"{name} | {set_name}"] = m
+            print(f"{name:34s} {set_name:26s} {m['nav_trans_keystroke_offer_rate']:14.3f} "
+                  f"{m['inf_keystroke_offer_rate']:9.3f} {m['inf_whole_offer_rate']:9.3f} "
+                  f"{m['flips_per_query']:8.2f} {m['binary']['macro_f1']:9.3f}")
+    decider = service._keystroke
+    recorded = [ks for seq in record(service, [Labelled(q, "navigational") for q in queries])
+                for ks in seq]
+    object.__setattr__(service, "_keystroke", decider)
+    for ks in recorded[:500]:
+        decider.decide(ks.query, ks.suggestions, ks.embedding)
+    samples = np.empty(len(recorded))
+    clock = time.perf_counter_ns
+    for i, ks in enumerate(recorded):
+        t0 = clock()
+        decider.decide(ks.query, ks.suggestions, ks.embedding)
+        samples[i] = clock() - t0
+    us = samples / 1000.0
+    out["decide_latency"] = {"n": len(recorded), "p50_us": float(np.percentile(us, 50)),
+                             "p99_us": float(np.percentile(us, 99)), "max_us": float(us.max())}
+    lat = out["decide_latency"]
+    print(f"\nKeystrokeIntent.decide over {lat['n']} prefixes of {len(queries)} held-out AOL "
+          f"queries: p50 {lat['p50_us']:.1f} us, p99 {lat['p99_us']:.1f} us, "
+          f"max {lat['max_us']:.1f} us")
+    return out
 
 
 if __name__ == "__main__":

@@ -257,6 +257,19 @@ class IntentClassifier:
         total = sum(exps)
         return [e / total for e in exps]
 
+    def probabilities_many(self, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities for many texts, embedded in one batch: (len(texts), 3)."""
+        if not texts:
+            return np.zeros((0, len(LABELS)))
+        emb = np.asarray(self._student.encode(list(texts)), dtype=np.float32)
+        lex = np.asarray([lexical_features(t, self._sites) for t in texts], dtype=np.float64)
+        z = emb.astype(np.float64) @ self._w_emb.T.astype(np.float64) + lex @ self._w_lex.T \
+            + self._bias
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+        return out
+
     def predict(self, text: str, embedding: np.ndarray | None = None) -> Intent:
         """The most likely label and its calibrated probability.
 

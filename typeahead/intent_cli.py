@@ -26,6 +26,12 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None, help="shared data directory")
     p.add_argument("--student", type=Path, default=None, help="student directory")
     p.add_argument("--no-weak", action="store_true", help="skip weak labels from the AOL log")
+    p.add_argument("--index", type=Path, default=Path("indexes/aol"),
+                   help="served index whose completions the keystroke decision is tuned on")
+    p.add_argument("--no-keystroke", action="store_true",
+                   help="skip the keystroke decision (keystroke.json, names.json)")
+    p.add_argument("--keystroke-only", action="store_true",
+                   help="keep the classifier in --out; (re)train only its keystroke decision")
     p.add_argument("--seed", type=int_arg(), default=0)
     p.set_defaults(func=run)
     return p
@@ -40,13 +46,21 @@ def run(args: argparse.Namespace) -> int:
             "pip install 'typeahead[train]'"
         ) from exc
     from typeahead import intent_train
+    from typeahead.intent_keystroke_train import add_keystroke
     from typeahead.student import Student
 
-    student = Student.load(args.student)
     data_dir = args.data or intent_train.DEFAULT_DATA_DIR
+    if args.keystroke_only:
+        section = add_keystroke(args.out, data_dir, args.index, seed=args.seed)
+        print(f"wrote the keystroke decision into {args.out}: on {section['on']:.2f}, "
+              f"off {section['off']:.2f}", file=sys.stderr)
+        return 0
+    student = Student.load(args.student)
     manifest = intent_train.train(
         data_dir, args.out, student, weak=not args.no_weak, seed=args.seed
     )
+    if not args.no_keystroke:
+        add_keystroke(args.out, data_dir, args.index, seed=args.seed)
     web = manifest["test_metrics"].get("web_queries", {})
     print(
         f"wrote {args.out}: threshold {manifest['threshold']:.2f}, held-out web queries "

@@ -134,6 +134,12 @@ def add_intent_parser(eval_subparsers: Any, name: str = "intent") -> argparse.Ar
     p.add_argument("--student", type=Path, default=None, help="student directory")
     p.add_argument("--threshold", type=float_arg(), default=None, help="offer threshold override")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--keystrokes", action="store_true",
+                   help="replay every prefix through the served decision (suggestions "
+                   "included) instead of scoring the classifier alone")
+    p.add_argument("--index", type=Path, default=None,
+                   help="index for --keystrokes (default: TYPEAHEAD_INDEX_DIR)")
+    p.add_argument("--k", type=int, default=10, help="suggestions per keystroke (--keystrokes)")
     p.set_defaults(func=run_intent)
     return p
 
@@ -147,12 +153,32 @@ def run_intent(args: argparse.Namespace) -> int:
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"--threshold {threshold} is outside [0, 1]")
     items = read_labelled(args.labels, args.text_col, args.label_col, mapping)
+    if args.keystrokes:
+        return _run_keystrokes(args, settings, items)
     classifier = load_classifier(args.model or settings.intent_model_dir, args.student)
     result = evaluate(classifier, items, threshold)
     if args.json:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")
     else:
         _print_table(result)
+    return 0
+
+
+def _run_keystrokes(args: argparse.Namespace, settings: Any, items: list[Labelled]) -> int:
+    from typeahead import intent_keystroke_eval as K
+
+    if args.threshold is not None:
+        raise ConfigError("--threshold applies to the classifier alone, not to --keystrokes")
+    if not 1 <= args.k <= settings.max_k:
+        raise ConfigError(f"--k must be between 1 and {settings.max_k}, got {args.k}")
+    service = K.load_service(args.index or settings.index_dir,
+                             args.model or settings.intent_model_dir,
+                             args.student or settings.student_dir)
+    result = K.keystroke_metrics(items, K.replay(K.service_offer(service, args.k), items))
+    if args.json:
+        sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    else:
+        K.print_table(result)
     return 0
 
 

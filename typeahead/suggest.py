@@ -14,6 +14,7 @@ filling free slots never lowers MRR or coverage and raises coverage for reordere
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +36,13 @@ class IntentModel(Protocol):
                embedding: np.ndarray | None = None) -> Any: ...
 
 
+class KeystrokeModel(Protocol):
+    """The served decision (``typeahead.intent_keystroke.KeystrokeIntent``)."""
+
+    def decide(self, query: str, suggestions: Sequence[Suggestion] = (),
+               embedding: np.ndarray | None = None) -> Any: ...
+
+
 @dataclass(frozen=True)
 class SuggestService:
     index: LoadedIndex
@@ -50,6 +58,7 @@ class SuggestService:
         if self.cache_size > 0:
             encode = functools.lru_cache(maxsize=self.cache_size)(encode)
         object.__setattr__(self, "_encoded", encode)
+        object.__setattr__(self, "_keystroke", self._keystroke_model())
 
     def encoded(self, query: str, k: int) -> bytes:
         """The answer for one keystroke as a JSON object, from the LRU when it was asked before.
@@ -86,7 +95,7 @@ class SuggestService:
             "query": query,
             "suggestions": [_suggestion_json(s) for s in suggestions],
             "results": results,
-            **self._intent(query, vector),
+            **self._intent(query, vector, suggestions),
         }
 
     def _fuse(self, lexical: list[Suggestion], neighbours: list[tuple[int, float]], k: int
@@ -101,11 +110,27 @@ class SuggestService:
                     for (entry, score), text in zip(extra, texts, strict=True) if has_topic(text)]
         return lexical + semantic[: k - len(lexical)]
 
-    def _intent(self, query: str, vector: np.ndarray | None) -> dict[str, Any]:
+    def _keystroke_model(self) -> KeystrokeModel | None:
+        """The keystroke decision over the classifier, when its model directory ships one
+        (``keystroke.json``) and no threshold override asks for the classifier alone."""
+        if self.intent is None or self.intent_threshold is not None:
+            return None
+        from typeahead.intent_keystroke import for_service
+
+        return for_service(self.intent, self.index)
+
+    def _intent(self, query: str, vector: np.ndarray | None,
+                suggestions: Sequence[Suggestion] = ()) -> dict[str, Any]:
+        """Intent of the fragment, and the offer for the query the user is about to submit:
+        the fragment's intent with its completions' (see typeahead/intent_keystroke.py)."""
         if self.intent is None:
             return {"intent": None, "offer_generate": False}
-        decision = self.intent.decide(query, self.intent_threshold,
-                                      None if vector is None else vector[0])
+        embedding = None if vector is None else vector[0]
+        keystroke: KeystrokeModel | None = self._keystroke  # type: ignore[attr-defined]
+        if keystroke is not None:
+            decision = keystroke.decide(query, suggestions, embedding)
+        else:
+            decision = self.intent.decide(query, self.intent_threshold, embedding)
         return {
             "intent": {"label": decision.intent.label,
                        "confidence": round(float(decision.intent.confidence), 4)},
