@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -53,6 +54,15 @@ class RedisServer:
         self.proc.wait(timeout=10)
         self.proc = None
         self._wait(up=False)
+
+    def pause(self) -> None:
+        """Stall the server (SIGSTOP): connections stay open and nothing is answered."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
 
     def _wait(self, *, up: bool, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -252,6 +252,7 @@ async def test_redis_stopping_mid_job_ends_the_stream_and_the_api_recovers(
 ) -> None:
     standin = StandIn(token_delay_s=0.2)
     async with inline_api(redis_server.url, standin, tmp_path) as client:
+        client.app[GENERATION].hub.outage_s = 0.5  # an outage, not a stall to wait out
         body = await post(client, "during an outage")
         seen: list[str] = []
         stream = asyncio.create_task(read_sse(client, body["stream_url"],

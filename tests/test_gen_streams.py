@@ -215,7 +215,8 @@ async def test_redis_down_ends_every_stream_with_an_error_then_streams_recover(
     redis_server: RedisServer,
 ) -> None:
     job = await idle_job(redis_server.url)
-    async with api_client(settings_for(redis_server.url)) as client, unlimited_session() as s:
+    settings = settings_for(redis_server.url, generate_stream_outage_s=0.5)
+    async with api_client(settings) as client, unlimited_session() as s:
         hub = client.app[GENERATION].hub
         url = str(client.make_url(f"/v1/generate/{job}/stream"))
         seen = [Seen() for _ in range(50)]

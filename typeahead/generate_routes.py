@@ -130,9 +130,11 @@ def _open(settings: Settings, url: str, model_id: str, embedder: Embedder | None
                                  settings.semantic_cache_threshold)
     jobs = Jobs(redis)
     hub = StreamHub(Jobs(stream_redis), jobs, period_s=STREAM_BLOCK_MS / 1000,
-                    listen_s=listen_grace_s(settings))
+                    listen_s=listen_grace_s(settings),
+                    outage_s=settings.generate_stream_outage_s)
     memory = HotSummaries(settings.generate_memory_cache_size, settings.generate_memory_cache_s)
-    return Generation(settings, redis, stream_redis, jobs, hub, RedisGuard(), model_id, memory,
+    guard = RedisGuard(timeout_s=settings.redis_timeout_s)
+    return Generation(settings, redis, stream_redis, jobs, hub, guard, model_id, memory,
                       semantic)
 
 

@@ -93,6 +93,9 @@ def connect(url: str, *, read_timeout_s: float = 1.0) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
+# A guard's timer that fires later than this shows a busy event loop, not a silent Redis.
+LOOP_LAG_S = 0.01
+BURST_PATIENCE = 2  # a burst's calls wait this many further timeouts before they give up
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
@@ -101,22 +104,61 @@ class RedisGuard:
 
     While open, requests are answered 503 without touching the network; afterwards the next
     request tries Redis again, so the API recovers without a restart.
+
+    A call that has no answer after ``timeout_s`` while no other call got one since it
+    started trips the breaker too: a Redis that accepts connections but does not answer
+    (stopped, swapping, a full network buffer) is refused as fast as one that is gone,
+    whatever the socket timeouts and retries beneath (which took 2 s). A call that is merely
+    slow while others are answered (a burst queued on this event loop) keeps waiting.
     """
 
-    def __init__(self, open_s: float = 0.5) -> None:
+    def __init__(self, open_s: float = 0.5, timeout_s: float | None = None) -> None:
         self.open_s = open_s
+        self.timeout_s = timeout_s
         self._down_until = 0.0
+        self._last_answer = 0.0  # when a guarded call last completed (monotonic)
+        self._in_flight = 0
 
     async def __call__(self, make: Callable[[], Awaitable[T]]) -> T:
         if time.monotonic() < self._down_until:
             raise self._unavailable()
         try:
-            return await make()
+            result = await self._timed(make)
         except REDIS_DOWN as exc:
             self._down_until = time.monotonic() + self.open_s
             raise self._unavailable() from exc
         except RedisError as exc:
             raise ServerError(f"redis error: {exc}") from exc
+        self._last_answer = time.monotonic()
+        return result
+
+    async def _timed(self, make: Callable[[], Awaitable[T]]) -> T:
+        if self.timeout_s is None:
+            return await make()
+        started = time.monotonic()
+        task = asyncio.ensure_future(make())
+        self._in_flight += 1
+        try:
+            for patience in (1, BURST_PATIENCE):
+                try:
+                    return await asyncio.wait_for(asyncio.shield(task), self.timeout_s * patience)
+                except TimeoutError:
+                    if self._silent_since(started, patience):
+                        raise  # nothing answered since this call went out: Redis is silent
+            return await task  # Redis answers others: this process is busy, not Redis
+        finally:
+            self._in_flight -= 1
+            if not task.done():
+                task.cancel()
+
+    def _silent_since(self, started: float, patience: int) -> bool:
+        """Whether Redis answered nothing since ``started``, on a loop that was free to see
+        an answer: the timer fired on time, and (the first time) few calls were pending. A
+        burst of calls queued on this loop gets ``BURST_PATIENCE`` times longer."""
+        waited = (self.timeout_s or 0.0) * (1 if patience == 1 else 1 + patience)
+        late = time.monotonic() - started - waited
+        quiet = patience > 1 or self._in_flight <= 2
+        return self._last_answer <= started and late < LOOP_LAG_S and quiet
 
     @staticmethod
     def _unavailable() -> ServiceUnavailable:

@@ -77,6 +77,13 @@ class Settings:
     # listeners key has been absent this long; pre-warm jobs are exempt.
     generate_cancel_unwatched: bool = True
     generate_unwatched_grace_s: float = 10.0
+    # A Redis call on a request path (generate, poll) unanswered this long while Redis
+    # answered nothing else counts as Redis down: the circuit breaker then answers 503 at
+    # once for 0.5 s (typeahead.jobs.RedisGuard).
+    redis_timeout_s: float = 0.09
+    # Open event streams wait out a Redis outage or stall this long (resuming where they
+    # were) before they end with an error.
+    generate_stream_outage_s: float = 10.0
     # Jobs an API process runs itself, at once, when the LLM is an HTTP server (vLLM): the job
     # it just created goes straight to the LLM and its tokens straight to its own streams,
     # without the queue's hops through Redis and a worker. Beyond this many, and with the
@@ -134,6 +141,9 @@ class Settings:
         _require(self.job_deadline_s > 0, "job_deadline_s must be > 0")
         _require(0 <= self.generate_inline_jobs <= 1024, "generate_inline_jobs must be 0..1024")
         _require(self.generate_unwatched_grace_s > 0, "generate_unwatched_grace_s must be > 0")
+        _require(0.001 <= self.redis_timeout_s <= 60.0, "redis_timeout_s must be 0.001..60")
+        _require(0.0 <= self.generate_stream_outage_s <= 300.0,
+                 "generate_stream_outage_s must be 0..300")
         _require(0.0 <= self.suggest_log_sample <= 1.0, "suggest_log_sample must be in [0, 1]")
         _require(0.0 < self.semantic_cache_threshold <= 1.0, "semantic_cache_threshold in (0, 1]")
         _require(0.0 <= self.generate_memory_cache_s <= 3600.0,

@@ -21,8 +21,13 @@ Keep-alive comments come from each listener's own timer, not from the hub.
 * A job this process runs itself (``typeahead.inline``) hands its events to the listeners
   here at once (``publish``), under the ids it stores them with; the reader's copy of them
   from Redis is then a repeat that every listener skips.
-* Redis failing ends every open stream with an error event. The hub keeps running and, with
-  nobody listening, makes no Redis calls at all; new streams are served once Redis is back.
+* Redis failing (down, or stalled past the read timeout) is waited out for ``outage_s``
+  (10 s by default): the streams stay open on their keep-alives, and once Redis answers the
+  read resumes from each stream's cursor, so no event is lost or repeated, and the next idle
+  check marks the watched jobs as listened to again before their mark lapses (it lasts
+  ``listen_s`` plus two periods). An outage longer than that ends every open stream with an
+  error event. The hub keeps running and, with nobody listening, makes no Redis calls at all;
+  new streams are served once Redis is back.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ DEADLINE_GRACE_S = 5.0
 # Fan-out yields to the event loop after this many queued chunks: a thousand keep-alives
 # written in one go would hold up every other request for several milliseconds.
 FANOUT_SLICE = 64
+OUTAGE_S = 10.0  # how long open streams wait out a Redis outage before they end
+RETRY_S = 0.25  # between reads while Redis does not answer
 
 Item = tuple[bytes, bool]  # an SSE chunk, and whether it ends the stream
 
@@ -142,7 +149,7 @@ class StreamHub:
 
     def __init__(
         self, reader: Jobs, jobs: Jobs, *, period_s: float = 1.0, queue_size: int = 1024,
-        count: int = 512, listen_s: float = 0.0,
+        count: int = 512, listen_s: float = 0.0, outage_s: float = OUTAGE_S,
     ) -> None:
         self._reader = reader  # its own client: the one connection the blocking read holds
         self._jobs = jobs  # the request client: idle checks and wake-ups
@@ -160,6 +167,8 @@ class StreamHub:
         self._next_check = 0.0
         self._task: asyncio.Task[None] | None = None
         self._offered = 0
+        self.outage_s = outage_s
+        self._down_since: float | None = None  # when Redis stopped answering the reader
         self.reads = 0  # XREAD calls made, for tests and metrics
         self.checks = 0  # idle-check pipelines made
 
@@ -258,14 +267,28 @@ class StreamHub:
                 continue
             try:
                 await self._step(loop)
+                self._down_since = None
             except REDIS_DOWN:
-                self._end_all(REDIS_LOST)
+                await self._wait_out(loop)
             except RedisError as exc:
                 self._end_all(f"generation store error: {exc}")
             except Exception:  # a bug must not leave every stream hanging
                 log.exception("the event stream reader failed")
                 self._end_all("internal error while following the event stream")
                 await asyncio.sleep(0.1)
+
+    async def _wait_out(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep the streams through a short outage; end them once it lasts ``outage_s``."""
+        now = loop.time()
+        if self._down_since is None:
+            self._down_since = now
+            log.warning("the event stream reader lost Redis; streams stay open for %.0f s",
+                        self.outage_s)
+        if now - self._down_since >= self.outage_s:
+            self._down_since = None
+            self._end_all(REDIS_LOST)
+            return
+        await asyncio.sleep(RETRY_S)
 
     async def _step(self, loop: asyncio.AbstractEventLoop) -> None:
         if loop.time() >= self._next_check:
