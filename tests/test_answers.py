@@ -220,3 +220,31 @@ def test_a_definition_question_gets_the_defining_sentence(student: Student,
     assert best[0].text.startswith("The Normans (Norman: Nourmands) were the people")
     assert [d.id for d in answers.rerank("who were the normans", passages, student,
                                          models.sentences, 2)] == ["n0", "n1"]
+
+
+# --- settings and training splits ------------------------------------------------------------
+
+
+def test_results_per_article_setting() -> None:
+    from typeahead.errors import ConfigError
+    from typeahead.settings import Settings
+
+    assert Settings.from_env({"TYPEAHEAD_RESULTS_PER_ARTICLE": "0"}).results_per_article == 0
+    assert Settings.from_env({}).results_per_article == 1
+    with pytest.raises(ConfigError, match="results_per_article"):
+        Settings.from_env({"TYPEAHEAD_RESULTS_PER_ARTICLE": "-1"})
+
+
+def test_training_never_sees_held_out_queries(tmp_path: Path) -> None:
+    from typeahead import relevance_train as rt
+
+    log = tmp_path / "aol.tsv.gz"
+    with gzip.open(log, "wt", encoding="utf-8") as fh:
+        fh.write("query\tcount_total\tcount_rows_1_800000\tcount_rows_800001_999999\n")
+        fh.write("google\t10\t8\t2\nebay\t5\t5\t0\nyahoo\t3\t0\t3\n")
+    assert rt.aol_queries(log, "train", 10) == ["ebay"]
+    assert rt.aol_queries(log, "test", 10) == ["yahoo", "google"]
+    parts = {rt.split_of(f"question {i}") for i in range(50)}
+    assert parts == {"train", "test"}
+    assert rt.split_of("question 7") == rt.split_of("question 7")
+    assert list(rt.keystrokes("ab c")) == ["ab", "ab c"]
