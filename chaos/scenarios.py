@@ -18,8 +18,9 @@ import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
-from chaos.stack import LOCAL, Stack, api_pids, rss_mb
+from chaos.stack import LOCAL, Stack, api_pids, descendants, rss_mb
 from typeahead import keys
+from typeahead.process_tree import alive
 
 STREAMS_PER_S = 100
 
@@ -404,6 +405,101 @@ async def _cached_generate_latency(run: Run) -> float | None:
     return sorted(took)[-1]
 
 
+# --- 6. a Redis stall (SIGSTOP): streams wait it out, generate fails fast ----------------------
+
+
+async def redis_stall(run: Run) -> None:
+    name, stack = "redis stall", run.stack
+    assert stack.redis is not None and stack.redis.proc is not None
+    stall_s = 4.0 if run.cfg.quick else 8.0
+    stack.standin.mode, stack.standin.token_delay_s = "ok", 0.2
+    ids = await submit(run, "stall", 4)
+    ends: dict[str, str] = {}
+    readers = [asyncio.create_task(_stream_end(run.session, stack.base, job, ends))
+               for job in ids]
+    await asyncio.sleep(0.5)
+    stack.redis.proc.send_signal(signal.SIGSTOP)
+    t0 = time.time()
+    probes: list[tuple[int, float]] = []
+    while time.time() - t0 < stall_s:
+        status, took, _ = await post_generate(run.session, stack.base, unique("stall"))
+        probes.append((status, took))
+        await asyncio.sleep(0.25)
+    ended_during = dict(ends)
+    stack.redis.proc.send_signal(signal.SIGCONT)
+    t1 = time.time()
+    _, pending = await asyncio.wait(readers, timeout=30)
+    for task in pending:
+        task.cancel()
+    for job in ids:
+        ends.setdefault(job, "still open 30 s after the stall")
+    stack.standin.token_delay_s = 0.0
+    run.window(name, t0, t1)
+    codes, worst = {st for st, _ in probes}, max(t for _, t in probes) * 1000
+    run.row(name, f"/v1/generate answers 503 within 100 ms while Redis is stopped "
+                  f"(SIGSTOP {stall_s:.0f} s)", codes == {503} and worst < 100,
+            f"{len(probes)} probes, statuses {sorted(codes)}, max {worst:.1f} ms")
+    lost = [e for e in ends.values() if "unreachable" in e]
+    run.row(name, "open event streams survive the stall (none ends while Redis is stopped, "
+                  "none with 'unreachable')", bool(ids) and not ended_during and not lost,
+            f"{len(ids)} streams; ended during the stall {len(ended_during)}; ends after: "
+            f"{orjson.dumps(_count(ends.values())).decode()}")
+
+
+def _count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+async def _stream_end(session: aiohttp.ClientSession, base: str, job: str,
+                      ends: dict[str, str]) -> None:
+    """Follow a job's event stream; record how it ended ("done", or "error: <message>")."""
+    url = f"{base}/v1/generate/{job}/stream"
+    event = ""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=60)) as resp:
+            async for raw in resp.content:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event in ("done", "error"):
+                    ends[job] = "done" if event == "done" else f"error: {line[6:60]}"
+                    return
+        ends[job] = "closed"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        ends[job] = f"client error: {type(exc).__name__}"
+
+
+# --- 7. the serve supervisor killed with SIGKILL (run last: it replaces the API) --------------
+
+
+async def supervisor_kill(run: Run) -> None:
+    name, stack = "supervisor SIGKILL", run.stack
+    assert stack.api is not None
+    children = descendants(stack.api.pid)
+    t0 = time.time()
+    stack.api.send_signal(signal.SIGKILL)
+    stack.api.wait(10)
+    left = set(children)
+    while left and time.time() - t0 < 5.0:
+        left = {pid for pid in left if alive(pid)}
+        await asyncio.sleep(0.05)
+    gone_after = time.time() - t0
+    run.row(name, "its API workers die with it (within 5 s)", bool(children) and not left,
+            f"{len(children)} children; " + (f"all gone after {gone_after:.2f} s" if not left
+                                              else f"still running: {sorted(left)}"))
+    stack.api = stack._spawn("api-restarted", stack.api_args())
+    try:
+        await stack.wait_ready(60.0)
+        ok, figures = True, f"serving {time.time() - t0:.1f} s after the kill"
+    except RuntimeError as exc:
+        ok, figures = False, str(exc)[:80]
+    # No suggest window here: the whole API is down until the new supervisor serves.
+    run.row(name, "a new supervisor starts on the port and serves", ok, figures)
+
+
 async def _wait_until(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:
@@ -416,6 +512,8 @@ SCENARIOS: list[tuple[str, Callable[[Run], Awaitable[None]]]] = [
     ("llm", llm_faults),
     ("api", api_kill),
     ("slow", slow_clients),
+    ("stall", redis_stall),
+    ("supervisor", supervisor_kill),
 ]
 
 

@@ -172,12 +172,14 @@ class Stack:
         port = free_port()
         await web.TCPSite(runner, LOCAL, port).start()
         self._standin_runner, self.llm_url = runner, f"http://{LOCAL}:{port}"
-        self.api = self._spawn("api", ["serve", "--index", str(self.index), "--host", LOCAL,
-                                       "--port", str(self.api_port),
-                                       "--workers", str(self.api_workers)])
+        self.api = self._spawn("api", self.api_args())
         for n in range(self.gen_workers):
             self.start_worker(f"w{n}")
         await self.wait_ready()
+
+    def api_args(self) -> list[str]:
+        return ["serve", "--index", str(self.index), "--host", LOCAL, "--port",
+                str(self.api_port), "--workers", str(self.api_workers)]
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
@@ -240,6 +242,22 @@ async def api_pids(base: str, tries: int = 40) -> set[int]:
                     if resp.status == 200:
                         pids.add(int((await resp.json())["pid"]))
     return pids
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        new = {int(kid) for kid in kids} - found
+        found |= new
+        todo.extend(new)
+    return found
 
 
 def rss_mb(pid: int) -> float:
