@@ -115,6 +115,7 @@ def _generation() -> dict[str, Any]:
                 "200": _ok("answered from the cache", _ref("GenerateDone")),
                 "202": _ok("queued; follow stream_url", _ref("GenerateQueued")),
                 "400": BAD, "413": _error("body too large"),
+                "401": _error("an X-API-Key not among TYPEAHEAD_API_KEYS (invalid_api_key)"),
                 "429": _error("rate limited", retry_after=True),
                 "503": _error("queue full (queue_full) or Redis down", retry_after=True),
             }}},
@@ -154,6 +155,8 @@ def _operations() -> dict[str, Any]:
             "responses": {"200": _ok("switched", _ref("Reloaded")), "400": BAD,
                           "401": _error("no admin token"),
                           "403": _error("wrong admin token, or none configured"),
+                          "409": _error("another reload held the lock for 15 s, or the "
+                                        "workers did not all follow (reload_conflict)"),
                           "422": _error("the new index does not load (index_rejected); the "
                                         "old one keeps serving")}}},
     }
