@@ -230,21 +230,43 @@ def rule_baseline(text: str, sites: frozenset[str] = frozenset()) -> str:
     return NAV
 
 
-def read_aol(path: Path) -> list[tuple[str, int]]:
-    rows = read_rows(path, text_col="query", weight_col="count_total")
+def read_aol(path: Path, weight_col: str = "count_total") -> list[tuple[str, int]]:
+    rows = read_rows(path, text_col="query", weight_col=weight_col)
     return [(r.text, int(r.weight)) for r in rows]
 
 
+def _weak_labels(log: Sequence[tuple[str, int]], sites: frozenset[str], head: frozenset[str],
+                 min_count: int, combine: str) -> list[tuple[str, str | None]]:
+    from typeahead import intent_weak as W
+
+    queries = [q for q, c in log if c >= min_count and not looks_personal(q)]
+    matrix = W.votes(queries, W.default_lfs(sites, head))
+    if combine == "majority":
+        return [(q, W.majority_vote(row)) for q, row in zip(queries, matrix, strict=True)]
+    model = W.LabelModel.fit(matrix)
+    progress("label model accuracies: " + ", ".join(f"{a:.2f}" for a in model.accuracies))
+    return [(q, model.predict(row)) for q, row in zip(queries, matrix, strict=True)]
+
+
 def load_aol_weak(
-    path: Path, *, min_count: int, per_label: int, seed: int
+    path: Path, *, min_count: int, per_label: int, seed: int, combine: str = "single_rule",
+    head: frozenset[str] = frozenset(),
 ) -> tuple[list[Example], frozenset[str]]:
-    log = read_aol(path)
-    sites = site_names(log)
+    """Weak labels on the AOL log. ``combine``: ``single_rule`` (a label where exactly one
+    rule fires, over every row), or ``majority`` / ``label_model`` (the labelling functions of
+    ``typeahead.intent_weak`` over the training rows 1-800,000 only, combined by a majority
+    vote with abstains or by the label model)."""
+    if combine == "single_rule":
+        log = read_aol(path)
+        sites = site_names(log)
+        labelled = [(q, weak_label(q, sites)) for q, c in log
+                    if c >= min_count and not looks_personal(q)]
+    else:
+        log = read_aol(path, weight_col="count_rows_1_800000")
+        sites = site_names(log)
+        labelled = _weak_labels(log, sites, head, min_count, combine)
     by_label: dict[str, list[str]] = {label: [] for label in LABELS}
-    for query, count in log:
-        if count < min_count or looks_personal(query):
-            continue
-        label = weak_label(query, sites)
+    for query, label in labelled:
         if label is not None:
             by_label[label].append(query)
     rng = random.Random(seed)
