@@ -28,6 +28,7 @@ same function on the same text, so they give the same answer.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,7 +289,9 @@ def _light(prefix: str, names: Names) -> tuple[float, ...]:
 
 
 def _dot(w: Sequence[float], x: Sequence[float]) -> float:
-    return sum(a * b for a, b in zip(w, x, strict=True))
+    # map(mul) costs a third of a generator over zip on these 5- and 9-long vectors; the
+    # lengths are fixed by FEATURES (Combiner checks them at load).
+    return sum(map(operator.mul, w, x))
 
 
 def entry_logits(classifier: IntentClassifier, texts: Sequence[str], batch: int = 4096
