@@ -9,8 +9,9 @@ a fragment (``goo``, ``britney``, ``pier 5``), so the decision here combines
   so a completion costs an array read;
 * cues that the query is complete or not: a trailing space, question shape, word count, very
   short input, a completion equal to the input;
-* names: a known site (``ebay``, ``bank of america``), a head query of the AOL log, a person's
-  name (``britney spears``), a place (``paris``), from ``names.json`` in the model directory;
+* names from ``names.json`` in the model directory: a known site (``ebay``, ``bank of
+  america``) or a person's name (``britney spears``) gets no offer; a question of four words
+  or more gets one (:meth:`KeystrokeIntent._rule`);
 
 through a small logistic combiner trained on the prefixes of labelled queries
 (``typeahead.intent_keystroke_train``). Its weights and thresholds live in ``keystroke.json``.
@@ -18,11 +19,11 @@ through a small logistic combiner trained on the prefixes of labelled queries
 **Hysteresis.** The service is stateless and caches answers per (query, k), so the previous
 keystroke cannot be remembered; it is recomputed from the input. The score is split into a
 heavy part (fragment embedding and completions, from this keystroke) and a light part (string
-cues and names), and the light part is recomputed for every prefix of the word being typed.
-A latch runs over those prefixes from the last word boundary: it switches on above ``on`` and
-off below ``off`` (``off < on``), so a name matching at ``britney`` and not at ``britne``, or
-a cue appearing for one character, does not toggle the button. Both request paths call the
-same function on the same text, so they give the same answer.
+cues and names). Above ``on`` the button is on, below ``off`` (``off < on``) it is off; in
+the band between, a latch replays the light part over the last :data:`LOOKBACK` prefixes
+with this keystroke's heavy part, switching on above ``on`` and off below ``off``, so a cue
+appearing or vanishing for a character or two does not toggle the button. Both request
+paths call the same function on the same text, so they give the same answer.
 """
 
 from __future__ import annotations

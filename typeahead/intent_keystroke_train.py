@@ -6,7 +6,8 @@ service over the served index (so the completions are the ones users see), fits 
 combiner on those keystrokes and picks the latch's thresholds on the same dev keystrokes. The
 test split is never replayed here.
 
-Name sources, each measured by :func:`ablate` (docs/intent.md has the table):
+Name sources (:func:`build_names`; docs/intent.md has what each adds, measured by refitting
+without it; ``SHIPPED_NAMES`` are those kept):
 
 * ``sites``: names typed as ``name.com/.net/.org`` in the AOL training rows (as before);
 * ``head``: the head of the whole AOL log (``aol2006_fulllog_top_queries.tsv``), which is
