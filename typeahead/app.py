@@ -23,6 +23,8 @@ import orjson
 from aiohttp import web
 
 from typeahead import logs, metrics
+from typeahead.curation import Curation
+from typeahead.curation_routes import CURATION, setup_curation_routes
 from typeahead.errors import (
     ArtifactError,
     InvalidEncoding,
@@ -41,6 +43,8 @@ from typeahead.openapi import spec as openapi_spec
 from typeahead.query_text import check_query
 from typeahead.readiness import READINESS, Readiness
 from typeahead.reload import RELOADER, ReloadControl, Reloader, admin_reload, record_index
+from typeahead.safety.policy import SuggestionPolicy
+from typeahead.safety.rules import RuleSet
 from typeahead.settings import Settings
 from typeahead.suggest import SuggestService
 
@@ -58,6 +62,12 @@ class ServiceHolder:
 
     def __init__(self) -> None:
         self.current: SuggestService | None = None
+        self.rules = RuleSet()  # the curation rules in force, kept across index reloads
+
+    def apply_rules(self, rules: RuleSet) -> None:
+        self.rules = rules
+        if self.current is not None:
+            self.current.set_rules(rules)
 
     def get(self) -> SuggestService:
         if self.current is None:
@@ -335,7 +345,8 @@ async def openapi_handler(request: web.Request) -> web.Response:
 # --- application ----------------------------------------------------------------------------
 
 
-def load_service(settings: Settings, index_dir: Path | None = None) -> SuggestService:
+def load_service(settings: Settings, index_dir: Path | None = None,
+                 rules: RuleSet | None = None) -> SuggestService:
     """Load an index with its semantic layer and the intent model into a ready service."""
     index: LoadedIndex = load_index(index_dir or settings.index_dir,
                                     verify=settings.verify_index, semantic=settings.semantic,
@@ -344,7 +355,8 @@ def load_service(settings: Settings, index_dir: Path | None = None) -> SuggestSe
                              intent_threshold=settings.intent_threshold,
                              semantic=settings.semantic, results_k=settings.results_k,
                              results_per_article=settings.results_per_article,
-                             cache_size=settings.suggest_cache_size)
+                             cache_size=settings.suggest_cache_size,
+                             policy=SuggestionPolicy.load(settings.safety_allow), rules=rules)
     service.warm()
     return service
 
@@ -385,7 +397,9 @@ def create_app(settings: Settings, service: SuggestService | None = None, *,
     holder.current = service
     app[SERVICE] = holder
     control = ReloadControl(reload_control) if reload_control is not None else None
-    app[RELOADER] = Reloader(settings, holder, load_service, control)
+    # A reloaded index starts with the rules in force, so no keystroke sees it without them.
+    app[RELOADER] = Reloader(settings, holder,
+                             lambda s, d: load_service(s, d, rules=holder.rules), control)
     app[READINESS] = Readiness(settings)
     app.on_response_prepare.append(_on_prepare)
     setup_limits(app, settings)
@@ -394,6 +408,8 @@ def create_app(settings: Settings, service: SuggestService | None = None, *,
     app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/openapi.json", openapi_handler, allow_head=False)
     app.router.add_post("/admin/reload", admin_reload)
+    setup_curation_routes(app, settings)
+    app.cleanup_ctx.append(_curation_ctx)  # before the index loads: it starts with the rules
     if settings.metrics:
         app.router.add_get("/metrics", metrics_handler, allow_head=False)
     from typeahead.demo import setup_demo
@@ -417,9 +433,22 @@ def _served_docs(holder: ServiceHolder) -> Any | None:
     return getattr(getattr(index, "semantic", None), "docs", None)
 
 
+async def _curation_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, holder = app[SETTINGS], app[SERVICE]
+    curation = Curation(settings, holder.apply_rules, SuggestionPolicy.load(settings.safety_allow))
+    app[CURATION] = curation
+    await curation.start()
+    follower = asyncio.create_task(curation.follow())
+    yield
+    follower.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await follower
+    await curation.close()
+
+
 async def _load_index_ctx(app: web.Application) -> AsyncIterator[None]:
     reloader = app[RELOADER]
-    service = load_service(app[SETTINGS], reloader.initial_dir())
+    service = load_service(app[SETTINGS], reloader.initial_dir(), app[SERVICE].rules)
     app[SERVICE].current = service
     record_index(service)
     yield

@@ -12,6 +12,7 @@ from typeahead.errors import ConfigError
 from typeahead.index import KIND, BuildOptions, build_index, stderr_progress
 from typeahead.manifest import check_replaceable
 from typeahead.numbers import float_arg
+from typeahead.safety import ADULT_CATEGORIES
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -38,6 +39,14 @@ def add_parser(sub: Any, name: str) -> None:
                         "available)")
     p.add_argument("--vector-factory", choices=("flat", "hnsw", "ivf"), default=None,
                    help="FAISS index for entry vectors (default: hnsw, see bench/bench_vector.py)")
+    p.add_argument("--allow-category", action="append", default=[], metavar="CATEGORY",
+                   choices=sorted(ADULT_CATEGORIES),
+                   help="let entries of an adult category into the index (repeatable: "
+                        "sexual, profanity); minors, bestiality, sexual violence, slurs and "
+                        "personal data are always removed")
+    p.add_argument("--show-blocked", action="store_true",
+                   help="print each entry the suggestion policy removes, with its category, "
+                        "on stdout (never logged otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
 
@@ -54,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     options = BuildOptions(text_col=args.text_col, weight_col=args.weight_col,
                            min_count=args.min_count, fmt=args.format, vectors=args.vectors,
                            vector_factory=args.vector_factory, student_dir=args.student,
-                           docs=args.docs, docs_id_field=args.docs_id_field)
+                           docs=args.docs, docs_id_field=args.docs_id_field,
+                           safety_allow=tuple(args.allow_category),
+                           on_blocked=_print_blocked if args.show_blocked else None)
     rows = read_rows(args.corpus, text_col=args.text_col, weight_col=args.weight_col,
                      fmt=args.format)
     build_index(rows, args.out, options, args.corpus,
@@ -70,3 +81,7 @@ def _check_student(path: Path) -> None:
     from typeahead.student import Student
 
     Student.load(path)  # ArtifactError (exit 1) names what is wrong with it
+
+
+def _print_blocked(category: str, text: str) -> None:
+    print(f"blocked\t{category}\t{text}", flush=False)

@@ -41,6 +41,8 @@ from typeahead.manifest import (
 from typeahead.mapped import StringTable, load_array
 from typeahead.normalize import display_form, normalize
 from typeahead.prefix import PrefixArray, build_prefix_array
+from typeahead.safety.policy import SuggestionPolicy
+from typeahead.safety.screen import Blocked, screen
 from typeahead.semantic import SemanticLayer, load_semantic
 
 KIND = "typeahead-index"
@@ -68,6 +70,10 @@ class BuildOptions:
     student_dir: Path | None = None
     docs: Path | None = None
     docs_id_field: str | None = None
+    # The suggestion policy's adult categories allowed in this index (never minors etc.),
+    # and a printer for what it removes (build-index --show-blocked); None prints nothing.
+    safety_allow: tuple[str, ...] = ()
+    on_blocked: Blocked | None = None
 
 
 @dataclass
@@ -113,10 +119,15 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
         ((k, m) for k, m in merged.items() if m.weight >= options.min_count),
         key=lambda km: (-km[1].weight, len(km[0]), km[0]),
     )
+    above_floor = len(served)
+    policy = SuggestionPolicy.load(options.safety_allow)
+    served, screened = screen(served, lambda km: km[1].display(), policy, options.on_blocked)
     if not served:
         raise DataError(f"{source}: no entry reaches --min-count {options.min_count:g}")
     if progress:
-        progress(f"{len(merged):,} distinct, {len(served):,} at or above the floor; indexing")
+        progress(screened.summary())
+        progress(f"{len(merged):,} distinct, {above_floor:,} at or above the floor, "
+                 f"{len(served):,} served; indexing")
     with atomic_directory(out, kind=KIND,
                           protected=(source, options.docs, options.student_dir)) as tmp:
         displays = [m.display() for _, m in served]
@@ -135,10 +146,12 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
             "normalization": "nfkc+casefold+strip-accents+collapse-whitespace",
             "counts": {"rows": counts["rows"], "empty": counts["empty"],
                        "too_long": counts["too_long"],
-                       "distinct": len(merged), "below_floor": len(merged) - len(served),
+                       "distinct": len(merged), "below_floor": len(merged) - above_floor,
+                       "blocked": screened.removed,
                        "entries": len(served)},
             "files": describe_files(tmp, files),
             "semantic": semantic,
+            "safety": screened.manifest(policy),
         }
         write_manifest(tmp, manifest)
     if progress:

@@ -80,3 +80,13 @@ def hub_wake(process: str) -> str:
     """Stream that one API process's event-stream reader blocks on beside the token streams:
     an entry makes its pending read return so it restarts with a changed set of streams."""
     return f"{PREFIX}hubwake:{process}"
+
+
+# --- curation rules (typeahead.curation) ------------------------------------------------------
+# One hash tag for all three keys, so the transaction that changes a rule stays in one slot on
+# a Redis Cluster.
+CURATION_PREFIX = "typeahead:{curation}:v1:"
+CURATION_RULES = CURATION_PREFIX + "rules"  # hash: rule id -> rule JSON
+CURATION_VERSION = CURATION_PREFIX + "version"  # counter, raised by every change
+CURATION_AUDIT = CURATION_PREFIX + "audit"  # stream: who changed what, when
+CURATION_AUDIT_MAX = 10_000  # audit entries kept (approximately; oldest trimmed first)

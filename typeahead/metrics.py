@@ -89,6 +89,18 @@ class Metrics:
         self.reloads = Counter(
             "typeahead_index_reloads", "index reload attempts by outcome", ["outcome"],
             registry=r)
+        self.suggestions_removed = Counter(
+            "typeahead_suggestions_removed", "suggestions removed at serve time, by category: "
+            "curated (an operator's block rule) or a policy category (an index built under "
+            "another policy); counted when an answer is computed, not for cached answers",
+            ["category"], registry=r)
+        self.index_blocked = Gauge(
+            "typeahead_index_blocked_entries", "entries the suggestion policy removed when the "
+            "loaded index was built, by category", ["category"], registry=r,
+            multiprocess_mode="livemax")
+        self.curation_rules = Gauge(
+            "typeahead_curation_rules", "curation rules this process applies", registry=r,
+            multiprocess_mode="livemax")
         self.memory_bytes = Gauge(
             "typeahead_process_resident_memory_bytes", "resident memory of each process",
             ["role"], registry=r, multiprocess_mode="liveall")
@@ -98,6 +110,7 @@ class Metrics:
         if not self.multiprocess:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
+        self._removed_children: dict[str, Any] = {}
         self._route_children: dict[tuple[str, str], Any] = {}
         self._status_children: dict[tuple[str, str, int], Any] = {}
 
@@ -116,7 +129,17 @@ class Metrics:
                                                                         str(status))
         count.inc()
 
+    def suggestion_removed(self, category: str) -> None:
+        child = self._removed_children.get(category)
+        if child is None:
+            child = self._removed_children[category] = self.suggestions_removed.labels(category)
+        child.inc()
+
     # --- everything else --------------------------------------------------------------------
+
+    def index_screened(self, by_category: dict[str, int]) -> None:
+        for category, count in by_category.items():
+            self.index_blocked.labels(category).set(count)
 
     def cache_result(self, hit: bool) -> None:
         self.cache.labels("hit" if hit else "miss").inc()

@@ -53,6 +53,8 @@ JOB_ID = {"name": "id", "in": "path", "required": True,
 def _schemas() -> dict[str, Any]:
     suggestion = _obj(["text", "score", "source"], text=STR, score=NUM,
                       source={"enum": ["prefix", "fuzzy", "semantic"]},
+                      curated={"type": "boolean", "description": "present and true when an "
+                               "operator's pin or add rule put the text there"},
                       matches={"type": "array", "description": "[start, end) character spans "
                                "of the text that matched the query",
                                "items": {"type": "array", "items": INT}})
@@ -62,7 +64,22 @@ def _schemas() -> dict[str, Any]:
         "confidence": NUM}}
     source = _obj(["n", "id", "title", "snippet"], n=INT, id=STR, title=STR, snippet=STR,
                   score=NUM)
+    rule_types = {"enum": ["block_text", "block_word", "block_pattern", "pin", "add"]}
+    rule_fields = {"type": rule_types, "text": STR, "note": STR,
+                   "prefix": {"type": "string", "description": "pin only: the inputs (by "
+                              "prefix) the pin applies to"},
+                   "weight": {"type": "integer", "minimum": 1, "description": "add only: the "
+                              "text ranks as an entry of this count would"}}
     return {
+        "Rule": _obj(["id", "type", "text", "author", "created_at"], id=STR, author=STR,
+                     created_at=NUM, **rule_fields),
+        "NewRule": _obj(["type", "text"], author=STR, **rule_fields),
+        "Rules": _obj(["version", "source", "rules"], version=INT,
+                      source={"type": "string", "description": "redis, file (Redis down; the "
+                              "copy beside the index) or memory (the last rules seen)"},
+                      rules={"type": "array", "items": _ref("Rule")}),
+        "RulesDocument": _obj(["kind", "format_version", "rules"], kind=STR, format_version=INT,
+                              exported_at=NUM, rules={"type": "array", "items": _ref("Rule")}),
         "Error": _obj(["error"], error=_obj(["code", "message"], code=STR, message=STR)),
         "Suggestion": suggestion,
         "Result": result,
@@ -162,6 +179,64 @@ def _operations() -> dict[str, Any]:
     }
 
 
+RULE_ID = {"name": "rule_id", "in": "path", "required": True, "schema": STR}
+ADMIN_ERRORS = {"401": _error("no admin token"),
+                "403": _error("wrong admin token, or none configured")}
+RULE_WRITE_ERRORS = {
+    **ADMIN_ERRORS,
+    "400": _error("a bad rule: invalid_rule (names the field), blocked_by_policy (a pin or "
+                  "add the suggestion policy forbids), invalid_body"),
+    "503": _error("Redis is down: rules cannot be changed (the last known rules stay in "
+                  "force)", retry_after=True),
+}
+
+
+def _admin_op(summary: str, op_id: str, ok: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "operationId": op_id, "security": [{"adminToken": []}],
+            "responses": {**ok, **ADMIN_ERRORS}, **extra}
+
+
+def _curation() -> dict[str, Any]:
+    body = {"required": True, "content": {JSON: {"schema": _ref("NewRule")}}}
+    audit_entry = _obj(["id", "at", "author", "action", "rules"], id=STR, at=NUM, author=STR,
+                       action={"enum": ["add", "delete", "import"]},
+                       rules={"type": "array", "items": {"type": "object"}})
+    return {
+        "/admin/rules": {
+            "get": _admin_op("the curation rules in force", "list_rules",
+                             {"200": _ok("the rules", _ref("Rules"))}),
+            "post": {**_admin_op(
+                "block a text, word or pattern; pin a text first for a prefix; add a text",
+                "add_rule", {"201": _ok("added", _obj(["rule", "version"], rule=_ref("Rule"),
+                                                       version=INT))}, requestBody=body),
+                "responses": {"201": _ok("added", _obj(["rule", "version"], rule=_ref("Rule"),
+                                                       version=INT)), **RULE_WRITE_ERRORS}},
+        },
+        "/admin/rules/{rule_id}": {"delete": {**_admin_op(
+            "remove a rule (unblock, unpin)", "delete_rule", {}, parameters=[RULE_ID]),
+            "responses": {"200": _ok("deleted", _obj(["deleted", "version"], deleted=STR,
+                                                     version=INT)),
+                          "404": _error("no such rule (not_found)"), **RULE_WRITE_ERRORS}}},
+        "/admin/rules/audit": {"get": {**_admin_op(
+            "who changed which rules and when, newest first", "rules_audit", {},
+            parameters=[{"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                    "default": 100}}]),
+            "responses": {"200": _ok("entries", _obj(["entries"], entries={
+                "type": "array", "items": audit_entry})), "400": BAD, **ADMIN_ERRORS,
+                "503": UNAVAILABLE}}},
+        "/admin/rules/export": {"get": _admin_op(
+            "every rule as one document, to keep beside the index", "export_rules",
+            {"200": _ok("the document", _ref("RulesDocument"))})},
+        "/admin/rules/import": {"post": {**_admin_op(
+            "replace every rule with a document's, all or nothing", "import_rules", {},
+            requestBody={"required": True, "content": {JSON: {
+                "schema": _ref("RulesDocument")}}}),
+            "responses": {"200": _ok("imported", _obj(["imported", "version"], imported=INT,
+                                                      version=INT)), **RULE_WRITE_ERRORS}}},
+    }
+
+
 def _pages() -> dict[str, Any]:
     return {
         "/": {"get": {"summary": "the demo search page", "operationId": "demo",
@@ -180,6 +255,7 @@ def spec(settings: Settings) -> dict[str, Any]:
     if settings.generation:
         paths.update(_generation())
     paths.update(_operations())
+    paths.update(_curation())
     paths.update(_pages())
     for item in paths.values():
         for operation in item.values():

@@ -271,6 +271,10 @@ def record_index(service: SuggestService) -> None:
     build = index.manifest.get("build_seconds")
     metrics.get().index_loaded(index.entries, float(build) if build is not None else None,
                                index.load_seconds)
+    safety = index.manifest.get("safety")
+    if isinstance(safety, dict) and isinstance(safety.get("by_category"), dict):
+        metrics.get().index_screened({str(c): int(n) for c, n in safety["by_category"].items()
+                                      if isinstance(n, int)})
 
 
 # --- the route ------------------------------------------------------------------------------

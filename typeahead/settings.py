@@ -52,6 +52,12 @@ class Settings:
     student_dir: Path | None = None  # None: the packaged default student
     intent_model_dir: Path | None = None  # None: the packaged default model
     intent_threshold: float | None = None  # None: the threshold stored with the model
+    # Suggestion safety: adult categories this deployment allows (sexual, profanity; never
+    # minors, bestiality, sexual violence, slurs or personal data). Must match build-index's
+    # --allow-category, or the index is filtered again at load.
+    safety_allow: tuple[str, ...] = ()
+    curation_poll_s: float = 0.25  # how often each API process checks Redis for rule changes
+    curation_file: Path | None = None  # None: curation.json beside the index directory
     # --- generation tier -------------------------------------------------------------------
     generation: bool = True  # false: a suggest-only API (no /v1/generate routes)
     redis_url: str | None = None
@@ -149,6 +155,9 @@ class Settings:
         _require(0.0 <= self.generate_memory_cache_s <= 3600.0,
                  "generate_memory_cache_s must be 0..3600")
         _require(self.generate_memory_cache_size >= 0, "generate_memory_cache_size must be >= 0")
+        bad = sorted(set(self.safety_allow) - {"sexual", "profanity"})
+        _require(not bad, f"safety_allow may name sexual and profanity only, not {bad}")
+        _require(0.01 <= self.curation_poll_s <= 60.0, "curation_poll_s must be 0.01..60")
         if self.intent_threshold is not None:
             _require(0.0 <= self.intent_threshold <= 1.0, "intent_threshold must be in [0, 1]")
         _require(self.log_level.upper() in _LEVELS, f"log_level must be one of {sorted(_LEVELS)}")

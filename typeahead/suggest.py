@@ -14,16 +14,24 @@ filling free slots never lowers MRR or coverage and raises coverage for reordere
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import logging
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
+from typeahead import metrics
 from typeahead.index import LoadedIndex
 from typeahead.lexical import Suggestion
+from typeahead.safety.policy import SuggestionPolicy
+from typeahead.safety.rules import CURATED, Overlay, RuleSet
+from typeahead.safety.screen import blocked_ids, needs_screen
 from typeahead.semantic import has_topic
+
+log = logging.getLogger("typeahead.suggest")
 
 # Inputs that reach each tier (prefix, any-order words, typo correction, non-ASCII) whatever
 # the corpus: used to warm a freshly loaded index, never cached.
@@ -52,12 +60,18 @@ class SuggestService:
     results_k: int = 3
     results_per_article: int = 1  # instant results from one article (title); 0: any number
     cache_size: int = 0  # answers kept per process (LRU); keystroke traffic repeats heavily
+    # The suggestion policy: an explicit input gets no instant results and no Generate offer;
+    # an index built under another policy is filtered at load (the overlay's policy ids).
+    policy: SuggestionPolicy | None = None
+    rules: RuleSet | None = None  # operators' curation rules at start (see set_rules)
 
     def __post_init__(self) -> None:
         encode = self._encode
         if self.cache_size > 0:
             encode = functools.lru_cache(maxsize=self.cache_size)(encode)
         object.__setattr__(self, "_encoded", encode)
+        object.__setattr__(self, "_policy_blocked", self._late_blocked())
+        self.set_rules(self.rules or RuleSet())
         object.__setattr__(self, "_keystroke", self._keystroke_model())
 
     def encoded(self, query: str, k: int) -> bytes:
@@ -67,6 +81,33 @@ class SuggestService:
         and lists are objects the cyclic GC must walk, and a full collection over them stalled
         a worker for 60 ms; bytes are not tracked, and a hit skips serialisation too."""
         return self._encoded(query, k)  # type: ignore[attr-defined]
+
+    @property
+    def overlay(self) -> Overlay:
+        return self._overlay  # type: ignore[attr-defined]
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Apply new curation rules from the next keystroke on: cached answers are dropped,
+        since they were computed under the old rules."""
+        data = self.index.lexical.data
+        top = float(data.weights[0]) if len(data.weights) else 1.0
+        overlay = Overlay(rules, data.keys.__getitem__, self._policy_blocked,  # type: ignore[attr-defined]
+                          self.policy, popularity=_popularity_of(top),
+                          removed=metrics.get().suggestion_removed)
+        object.__setattr__(self, "_overlay", overlay)
+        clear = getattr(self._encoded, "cache_clear", None)  # type: ignore[attr-defined]
+        if clear is not None:
+            clear()
+
+    def _late_blocked(self) -> frozenset[int]:
+        """Entries an index built under another policy (or none) serves that this one blocks."""
+        if self.policy is None or not needs_screen(self.index.manifest, self.policy):
+            return frozenset()
+        blocked = blocked_ids(self.index.lexical.data.display.many(
+            list(range(len(self.index.lexical)))), self.policy)
+        log.warning("index %s was not built under this suggestion policy: %d entries are "
+                    "filtered at load; rebuild it to drop them", self.index.path, len(blocked))
+        return blocked
 
     def warm(self) -> None:
         """Run every tier once so the first users do not pay for first-touch costs (page faults
@@ -79,7 +120,11 @@ class SuggestService:
 
     def suggest(self, query: str, k: int) -> dict[str, Any]:
         """The answer for one keystroke, computed afresh."""
-        suggestions = self.index.lexical.suggest(query, k)
+        overlay = self.overlay
+        if overlay.filters:
+            suggestions = overlay.keep(self.index.lexical.suggest(query, k + overlay.margin))
+        else:
+            suggestions = self.index.lexical.suggest(query, k)
         layer = self.index.semantic if self.semantic else None
         vector = None
         # One embedding per keystroke serves neighbours, documents and intent alike.
@@ -89,20 +134,30 @@ class SuggestService:
         if layer is not None and vector is not None and len(suggestions) < k:
             suggestions = self._fuse(suggestions, layer.neighbours(vector, k + len(suggestions)),
                                      k)
+        if overlay.curates:
+            suggestions = overlay.promote(query, suggestions, k)
+        elif len(suggestions) > k:
+            suggestions = suggestions[:k]
+        explicit = self.policy is not None and self.policy.blocked(query) is not None
         results = layer.results(query, self.results_k, vector, self.results_per_article) \
-            if layer and self.results_k else []
-        return {
+            if layer and self.results_k and not explicit else []
+        answer = {
             "query": query,
             "suggestions": [_suggestion_json(s) for s in suggestions],
             "results": results,
             **self._intent(query, vector, suggestions),
         }
+        if explicit:
+            answer["offer_generate"] = False  # no summary is offered for explicit input
+        return answer
 
     def _fuse(self, lexical: list[Suggestion], neighbours: list[tuple[int, float]], k: int
               ) -> list[Suggestion]:
         taken = {s.id for s in lexical}
         floor = min((s.score for s in lexical), default=FALLBACK_TOP)
-        extra = [(entry, sim * floor) for entry, sim in neighbours if entry not in taken]
+        allowed = self.overlay.allowed if self.overlay.filters else None
+        extra = [(entry, sim * floor) for entry, sim in neighbours
+                 if entry not in taken and (allowed is None or allowed(entry))]
         if not extra:
             return lexical
         texts = self.index.lexical.data.display.many([entry for entry, _ in extra])
@@ -140,6 +195,20 @@ class SuggestService:
 
 def _suggestion_json(s: Suggestion) -> dict[str, Any]:
     # Unpacked once: a NamedTuple's named fields are each a Python-level property read.
-    _, text, score, source, spans = s
-    return {"text": text, "score": round(score, 6), "source": source,
-            "matches": [[start, end] for start, end in spans]}
+    entry, text, score, source, spans = s
+    out = {"text": text, "score": round(score, 6), "source": source,
+           "matches": [[start, end] for start, end in spans]}
+    if entry == CURATED:
+        out["curated"] = True  # pinned or added by an operator's rule
+    return out
+
+
+def _popularity_of(top: float) -> Callable[[float], float]:
+    """An added text's popularity from its weight, on the index's own scale (see
+    ``typeahead.index.popularity``)."""
+    scale = math.log1p(max(top, 1e-9)) * 1.0001
+
+    def popularity(weight: float) -> float:
+        return min(math.log1p(max(weight, 0.0)) / scale, 0.9999)
+
+    return popularity
