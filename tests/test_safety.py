@@ -58,6 +58,29 @@ OBFUSCATIONS = [
     ("sexzool", "bestiality"), ("P0RN", "sexual"), ("S-E-X toys", "sexual"),
 ]
 NEVER_ALLOWED = ("minors", "bestiality", "sexual_violence", "slurs", "personal_data")
+# Generalisations beyond single words: addresses whose "@" was lost, picture and gallery words,
+# glued site names, digits as written, "%20" for a space, Spanish, names of sites.
+PATTERNS = [
+    ("jrtoots yahoo.com", "personal_data"), ("www.egchen37 yahoo.com", "personal_data"),
+    ("dgilber6 tampabay.rr.com", "personal_data"), ("www.jhenderson.gmail.com", "personal_data"),
+    ("fred.brazzale abnamro.com", "personal_data"), ("teen pics", "minors"),
+    ("young girls galleries", "minors"), ("teenies", "minors"), ("barely 19 gallery", "minors"),
+    ("sexy pics", "sexual"), ("hairy gallery", "sexual"), ("bigbooty.com", "sexual"),
+    ("sexyvixens.net", "sexual"), ("orangecountytranssexuals.com", "sexual"),
+    ("adam4adam", "sexual"), ("orlandom4m", "sexual"), ("busty 20ladies", "sexual"),
+    ("putas", "sexual"), ("nalgas calientes", "sexual"), ("vesinas cachondas", "sexual"),
+    ("www.thehun.com", "sexual"), ("galleries.ztod.com", "sexual"), ("beastforum", "bestiality"),
+    ("zoo movies", "bestiality"), ("crazyshit", "profanity"),
+]
+PATTERN_LOOK_ALIKES = [
+    "mail yahoo.com", "groups.yahoo.com", "www yahoo.com", "st.louis cardinals.com",
+    "backstreet boys pictures", "photos of little boy haircut", "kids photos", "bikini pictures",
+    "hot rod pictures", "pictures of babe ruth", "transsexuals", "vaginal", "cocker spaniel",
+    "nikon8008", "188wheelchairs", "ejercicios para las nalgas", "cleveland rappers",
+    "free candy samples for small businesses", "attila the hun", "guitar fingering chart",
+    "lightspeed systems", "pre teen sunday school lessons", "zoo tycoon", "san diego zoo",
+    "matsushita", "shitzu puppies", "superoxide dismutase", "sex harassment cases",
+]
 
 
 @pytest.mark.parametrize(("text", "category"), EXAMPLES)
@@ -76,7 +99,17 @@ def test_obfuscations_are_caught(text: str, category: str) -> None:
     assert POLICY.blocked(text) == category
 
 
-@pytest.mark.parametrize(("text", "category"), EXAMPLES + OBFUSCATIONS)
+@pytest.mark.parametrize(("text", "category"), PATTERNS)
+def test_patterns_beyond_single_words_are_caught(text: str, category: str) -> None:
+    assert POLICY.blocked(text) == category
+
+
+@pytest.mark.parametrize("text", PATTERN_LOOK_ALIKES)
+def test_pattern_look_alikes_stay(text: str) -> None:
+    assert POLICY.blocked(text) is None, POLICY.categories(text)
+
+
+@pytest.mark.parametrize(("text", "category"), EXAMPLES + OBFUSCATIONS + PATTERNS)
 def test_the_adult_setting_never_loosens_the_severe_categories(text: str, category: str) -> None:
     if category in NEVER_ALLOWED:
         assert ADULT.blocked(text) == category
