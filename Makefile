@@ -41,6 +41,7 @@ run: setup index
 
 lint:
 	$(BIN)/ruff check typeahead loadtest chaos tests bench
+	$(BIN)/lint-imports
 
 typecheck:
 	$(BIN)/mypy

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_answers.py [--index indexes/aol] [--models DIR] [--limit N]
 
-Held out (never trained or tuned on, see typeahead/relevance_train.py): the SQuAD questions
+Held out (never trained or tuned on, see typeahead/train/ranker.py): the SQuAD questions
 whose SHA-1 bucket is below 30 (answerable ones: 430), and the 1,000 most frequent AOL queries
 of the held-out users (rows 800,001-999,999 of the log).
 
@@ -37,10 +37,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from typeahead import answers, relevance
-from typeahead.docs import DocsIndex, docs_dir
-from typeahead.prompt import Doc
-from typeahead.relevance_train import (
+from typeahead.embed.student import Student
+from typeahead.generation.extractive import pieces, summarise
+from typeahead.generation.prompt import Doc
+from typeahead.generation.worker import DOCS_PER_SUMMARY
+from typeahead.retrieval import answers, relevance
+from typeahead.retrieval.documents import DocsIndex, docs_dir
+from typeahead.train.ranker import (
     AOL,
     QUESTIONS,
     aol_queries,
@@ -48,9 +51,6 @@ from typeahead.relevance_train import (
     question_keystrokes,
     squad_questions,
 )
-from typeahead.student import Student
-from typeahead.summarize import pieces, summarise
-from typeahead.worker import DOCS_PER_SUMMARY
 
 OLD_FLOOR = 0.4
 THRESHOLDS = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -11,7 +11,8 @@
 
 Redis, the API, a worker and the stand-in run as separate processes. Phases 1 and 2 run once per
 mode (``--modes``), each on a freshly started API: ``inline`` (the default set-up: the API runs
-the jobs it creates, ``typeahead.inline``) and ``queue`` (``TYPEAHEAD_GENERATE_INLINE_JOBS=0``:
+the jobs it creates, ``typeahead.generation.inline``) and ``queue``
+(``TYPEAHEAD_GENERATE_INLINE_JOBS=0``:
 every job goes through Redis to the worker).
 Usage: python bench/bench_generate.py [--rate 500] [--duration 10] [--overhead-n 200]
        [--modes inline,queue] [--skip-semantic]
@@ -201,7 +202,7 @@ async def overhead_phase(base: str, standin: str, n: int) -> dict[str, Any]:
 
 
 def semantic_phase(thresholds: list[float]) -> tuple[str, list[dict[str, float]]]:
-    from typeahead.summarize import load_embedder
+    from typeahead.generation.extractive import load_embedder
 
     path = DOCS_DIR / "squad2_dev_questions.jsonl.gz"
     with gzip.open(path, "rt") as fh:

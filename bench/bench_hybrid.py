@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import AOL, ROOT, print_table
 from typeahead.corpus import read_rows
-from typeahead.evaluate import evaluate_qac
-from typeahead.index import BuildOptions, LoadedIndex, build_index, load_index
+from typeahead.eval.qac import evaluate_qac
 from typeahead.normalize import normalize
-from typeahead.suggest import SuggestService
+from typeahead.suggest.index import BuildOptions, LoadedIndex, build_index, load_index
+from typeahead.suggest.service import SuggestService
 
 LENGTHS = [2, 4, 6]
 

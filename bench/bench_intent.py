@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_intent.py [--model DIR] [--data DIR] [--no-teacher] [--json FILE]
 
 Quality: accuracy and macro-F1 (three labels, and offer-vs-not) on the test split that
-``typeahead.intent_train`` never trains or selects on, for
+``typeahead.train.intent`` never trains or selects on, for
   * a majority-class baseline (the most frequent label of the training web queries),
   * the rule baseline (``intent_train.rule_baseline``: URL/site, buy, question cues),
   * the shipped classifier on student embeddings (``--model``, default the packaged one),
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from typeahead import intent_train as T
 from typeahead.corpus import read_rows
-from typeahead.intent import IntentClassifier, looks_personal
-from typeahead.intent_eval import BINARY_LABELS, load_classifier, scores
+from typeahead.eval.intent import BINARY_LABELS, load_classifier, scores
+from typeahead.intent.classifier import IntentClassifier, looks_personal
+from typeahead.train import intent as T
 
 Predictor = Callable[[str], tuple[str, bool]]
 REPORTED = ("web_queries", "trec_types", "dbpedia", "web_topics", "web_subtopics")
@@ -202,9 +202,9 @@ def keystroke_section(args: argparse.Namespace, test: Sequence[T.Example],
     given and lower-cased), against the classifier alone on each keystroke; and the
     in-process cost of ``KeystrokeIntent.decide`` with the keystroke's completions and
     embedding given, over every prefix of held-out AOL queries."""
-    from typeahead import intent_keystroke_eval as K
-    from typeahead.intent_eval import Labelled
-    from typeahead.intent_keystroke_train import record
+    from typeahead.eval import intent_keystroke as K
+    from typeahead.eval.intent import Labelled
+    from typeahead.train.keystroke import record
 
     service = K.load_service(args.index, args.model, args.student)
     alone = type(service)(index=service.index, intent=service.intent, results_k=0,

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import AOL, ROOT, print_table, summary_us
 from typeahead.corpus import Row, read_rows
-from typeahead.index import BuildOptions, LoadedIndex, build_index, load_index
 from typeahead.normalize import normalize
+from typeahead.suggest.index import BuildOptions, LoadedIndex, build_index, load_index
 
 
 def held_out(n: int, seed: int = 7) -> list[str]:

@@ -4,7 +4,8 @@
 
 Rows: BM25 alone; each student alone (exact search) and fused with BM25 at the shipped weight;
 the teacher alone (exact search, needs the 'train' extra) and fused with BM25. A sweep of the
-fusion weight follows, for choosing ``typeahead.docs.SEMANTIC_WEIGHT``. Targets: student
+fusion weight follows, for choosing ``typeahead.retrieval.documents.SEMANTIC_WEIGHT``. Targets:
+student
 recall@10 >= 0.9 x the teacher's; fused beats BM25 alone and the teacher alone.
 
 A last table scores instant results as served while the user types: questions cut 1-3
@@ -29,16 +30,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from typeahead import relevance
-from typeahead.docs import (
+from typeahead.embed.student import Student
+from typeahead.eval.retrieval import score_rankings
+from typeahead.retrieval import relevance
+from typeahead.retrieval.documents import (
     SEMANTIC_WEIGHT,
     DocsIndex,
     build_docs_index,
     load_documents,
     read_records,
 )
-from typeahead.retrieval_eval import score_rankings
-from typeahead.student import Student
 
 DOCS = Path("../shared/data/docs/squad2_dev_wikipedia_paragraphs.jsonl.gz")
 QUESTIONS = Path("../shared/data/docs/squad2_dev_questions.jsonl.gz")
@@ -206,7 +207,7 @@ def _teacher_vectors(
         data = np.load(cache)
         if data["q"].shape[0] == len(questions) and data["d"].shape[0] == len(docs):
             return data["q"], data["d"]
-    from typeahead.distill import load_teacher, teacher_encode
+    from typeahead.train.distill import load_teacher, teacher_encode
 
     teacher = load_teacher()
     qv = teacher_encode(teacher, [q for q, _ in questions])

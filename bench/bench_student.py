@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from typeahead.docs import read_records
-from typeahead.student import Student
+from typeahead.embed.student import Student
+from typeahead.retrieval.documents import read_records
 
 AOL = Path("../shared/data/typeahead/aol2006_q1m_counts.tsv.gz")
 
@@ -74,7 +74,7 @@ def main() -> int:
     )
     teacher_p50 = None
     try:
-        from typeahead.distill import load_teacher
+        from typeahead.train.distill import load_teacher
 
         teacher = load_teacher()
         teacher.encode(texts[:16])

@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from typeahead.docs import read_records
-from typeahead.student import Student
-from typeahead.vector import IndexParams, build_index
+from typeahead.embed.student import Student
+from typeahead.embed.vector import IndexParams, build_index
+from typeahead.retrieval.documents import read_records
 
 AOL = Path("../shared/data/typeahead/aol2006_q1m_counts.tsv.gz")
 CONFIGS: tuple[tuple[str, str, IndexParams], ...] = (

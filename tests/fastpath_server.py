@@ -1,6 +1,6 @@
 """aiohttp's ``TestServer`` with the production sites: connections start on the keystroke
-fast path (``typeahead.fastpath``), as under ``typeahead serve``, or (``PlainTestServer``) go
-straight to our aiohttp handler (``typeahead.connection``), as with the fast path off."""
+fast path (``typeahead.http.fastpath``), as under ``typeahead serve``, or (``PlainTestServer``) go
+straight to our aiohttp handler (``typeahead.http.connection``), as with the fast path off."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from typeahead.connection import Site
-from typeahead.fastpath import KeystrokeSite
+from typeahead.http.connection import Site
+from typeahead.http.fastpath import KeystrokeSite
 
 
 class FastPathTestServer(TestServer):

@@ -15,13 +15,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.vllm_standin import StandIn
 from typeahead.errors import TypeaheadError
-from typeahead.generate_routes import setup_generation
-from typeahead.jobs import Jobs, connect
-from typeahead.llm import Backend, make_backend
-from typeahead.prompt import Doc
+from typeahead.generation.extractive import HashingEmbedder
+from typeahead.generation.llm import Backend, make_backend
+from typeahead.generation.prompt import Doc
+from typeahead.generation.queue import Jobs, connect
+from typeahead.generation.routes import setup_generation
+from typeahead.generation.worker import VectorDocs, Worker
 from typeahead.settings import Settings
-from typeahead.summarize import HashingEmbedder
-from typeahead.worker import VectorDocs, Worker
 
 DOCS = [
     Doc("paris", "Paris", "Paris is the capital and largest city of France. It lies on the Seine. "

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_parser import HttpRequestParserC, HttpRequestParserPy
 
-from typeahead.fastpath import HEAD_END, Keystroke, KeystrokeProtocol
+from typeahead.http.fastpath import HEAD_END, Keystroke, KeystrokeProtocol
 
 SENTINEL = b"GET /sentinel HTTP/1.1\r\nHost: s\r\n\r\n"
 QUERIES = ["q=new", "q=new%20y&k=3", "", "q=caf%C3%A9", "k=1&q=a", "q=a+b", "q=%ff", "q=",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from typeahead.intent import FEATURE_NAMES, LABELS, IntentClassifier
+from typeahead.intent.classifier import FEATURE_NAMES, LABELS, IntentClassifier
 
 
 class TinyEmbedder:

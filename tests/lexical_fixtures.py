@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from typeahead.corpus import read_rows
-from typeahead.index import BuildOptions, LoadedIndex, build_index, load_index
+from typeahead.suggest.index import BuildOptions, LoadedIndex, build_index, load_index
 
 ROWS: list[tuple[str, int]] = [
     ("new york times", 100),

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from typeahead.student import Student, save_student
+from typeahead.embed.student import Student, save_student
 
 WORDS = [
     "[PAD]",

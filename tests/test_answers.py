@@ -2,7 +2,7 @@
 answer-bearing sentences, and the vLLM prompt carrying the re-ranked passages in order.
 
 The fixture corpus and questions are hand-written; the models are the packaged ones
-(``typeahead/models/relevance``) with the packaged student they were trained with."""
+(``typeahead/assets/relevance``) with the packaged student they were trained with."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import pytest
 from tests.gen_support import api_client, read_sse, settings_for, standin_server, worker_task
 from tests.redis_server import RedisServer
 from tests.vllm_standin import StandIn
-from typeahead import answers, relevance
-from typeahead.docs import DocsIndex, build_docs_index
+from typeahead.embed.student import Student
 from typeahead.errors import ArtifactError
-from typeahead.prompt import Doc, build_messages
-from typeahead.student import Student
-from typeahead.summarize import HashingEmbedder, summarise
-from typeahead.worker import DOCS_PER_SUMMARY, VectorDocs
+from typeahead.generation.extractive import HashingEmbedder, summarise
+from typeahead.generation.prompt import Doc, build_messages
+from typeahead.generation.worker import DOCS_PER_SUMMARY, VectorDocs
+from typeahead.retrieval import answers, relevance
+from typeahead.retrieval.documents import DocsIndex, build_docs_index
 
 PARAGRAPHS = [
     ("Rhine#0", "Rhine", "The Rhine is a European river that begins in the Swiss canton of "
@@ -236,7 +236,7 @@ def test_results_per_article_setting() -> None:
 
 
 def test_training_never_sees_held_out_queries(tmp_path: Path) -> None:
-    from typeahead import relevance_train as rt
+    from typeahead.train import ranker as rt
 
     log = tmp_path / "aol.tsv.gz"
     with gzip.open(log, "wt", encoding="utf-8") as fh:

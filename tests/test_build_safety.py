@@ -13,9 +13,9 @@ import pytest
 from tests.lexical_fixtures import ROWS, build_small_index, write_tsv
 from typeahead.corpus import FIELD_LIMIT, read_rows
 from typeahead.errors import ConfigError, DataError
-from typeahead.index import MAX_ENTRY_CHARS, BuildOptions, build_index, load_index
 from typeahead.manifest import atomic_directory
-from typeahead.suggest import SuggestService
+from typeahead.suggest.index import MAX_ENTRY_CHARS, BuildOptions, build_index, load_index
+from typeahead.suggest.service import SuggestService
 
 
 def build(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.lexical_fixtures import ROWS, write_tsv
 from typeahead.cli import main
-from typeahead.evaluate import evaluate_qac
+from typeahead.eval.qac import evaluate_qac
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -20,12 +20,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.lexical_fixtures import build_small_index
 from tests.student_fixtures import tiny_student
-from typeahead.app import create_app
 from typeahead.errors import ArtifactError
-from typeahead.index import LoadedIndex, load_index
+from typeahead.http.app import create_app
 from typeahead.manifest import sha256_file
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.index import LoadedIndex, load_index
+from typeahead.suggest.service import SuggestService
 
 TOKEN = "t0ken"
 DOCS = [

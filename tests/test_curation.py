@@ -24,10 +24,10 @@ from tests.redis_server import RedisServer
 from tests.serve_process import start_serve, stop_serve
 from tests.test_fastpath import comparable, exchange, get
 from tests.test_reload import wait_all_ready
-from typeahead.app import create_app
-from typeahead.index import LoadedIndex
+from typeahead.http.app import create_app
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.index import LoadedIndex
+from typeahead.suggest.service import SuggestService
 
 TOKEN = "curation-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -16,16 +16,17 @@ from tests.lexical_fixtures import ROWS, build_small_index
 from tests.redis_server import RedisServer
 from tests.student_fixtures import tiny_student
 from tests.vllm_standin import StandIn
-from typeahead import keys, prewarm
-from typeahead.app import create_app
-from typeahead.cache import SemanticCache, encode_result
-from typeahead.index import LoadedIndex
-from typeahead.jobs import Jobs, connect, job_id
+from typeahead import keys
+from typeahead.generation import prewarm
+from typeahead.generation.cache import SemanticCache, encode_result
+from typeahead.generation.extractive import HashingEmbedder
+from typeahead.generation.prompt import PROMPT_VERSION
+from typeahead.generation.queue import Jobs, connect, job_id
+from typeahead.http.app import create_app
 from typeahead.normalize import normalize
-from typeahead.prompt import PROMPT_VERSION
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
-from typeahead.summarize import HashingEmbedder
+from typeahead.suggest.index import LoadedIndex
+from typeahead.suggest.service import SuggestService
 
 FLOOR = 3
 PRIVATE = "private person name"  # count 2 in ROWS: below the floor
@@ -142,7 +143,7 @@ async def test_a_prompt_or_model_change_never_serves_a_stale_summary(
             resp = await client.post("/v1/generate", json={"query": "what is oxygen"})
             assert resp.status == 200 and (await resp.json())["summary"] == "STALE SUMMARY"
         if change == "prompt":
-            for module in ("typeahead.generate_routes", "typeahead.worker"):
+            for module in ("typeahead.generation.routes", "typeahead.generation.worker"):
                 monkeypatch.setattr(f"{module}.PROMPT_VERSION", PROMPT_VERSION + "-next")
         async with api_client(new) as client, worker_task(new):
             resp = await client.post("/v1/generate", json={"query": "what is oxygen"})

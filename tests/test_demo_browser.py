@@ -23,9 +23,9 @@ from tests.gen_support import settings_for, standin_server, worker_task
 from tests.lexical_fixtures import ROWS, build_small_index
 from tests.redis_server import RedisServer
 from tests.vllm_standin import StandIn
-from typeahead.app import create_app
-from typeahead.demo import CSP
-from typeahead.suggest import SuggestService
+from typeahead.http.app import create_app
+from typeahead.http.demo import CSP
+from typeahead.suggest.service import SuggestService
 
 pytestmark = pytest.mark.browser
 

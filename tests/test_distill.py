@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from typeahead import distill, distill_cli
+from typeahead.assets import STUDENT_DIR
+from typeahead.embed.student import Student
 from typeahead.errors import ConfigError
-from typeahead.student import Student
+from typeahead.train import distill, distill_cli
 
 HAVE_TORCH = all(
     importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers", "model2vec")
@@ -86,11 +87,8 @@ def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
 
 def test_cli_defaults_rebuild_the_shipped_student(tmp_path: Path) -> None:
     args = _args(tmp_path)
-    shipped = (
-        json.loads((Path(distill_cli.__file__).parent / "models/student/manifest.json").read_text())
-        if (Path(distill_cli.__file__).parent / "models/student/manifest.json").exists()
-        else None
-    )
+    manifest = STUDENT_DIR / "manifest.json"
+    shipped = json.loads(manifest.read_text()) if manifest.exists() else None
     assert args.pca_dims == distill.DistillConfig().pca_dims and args.func is distill_cli.run
     if shipped is not None:
         assert shipped["dim"] == args.pca_dims

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.student_fixtures import WORDS, tiny_student
-from typeahead.docs import (
+from typeahead.errors import ArtifactError, ConfigError, DataError
+from typeahead.retrieval.documents import (
     CANDIDATES,
     PREFIX_EXPANSION,
     Bm25,
@@ -18,7 +19,6 @@ from typeahead.docs import (
     read_records,
     snippet,
 )
-from typeahead.errors import ArtifactError, ConfigError, DataError
 
 DOCS = [
     {"paragraph_id": "Cats#0", "title": "Cats", "text": "The cat sat on the mat. A cat is a pet."},
@@ -209,8 +209,8 @@ def test_passages_are_the_search_hits_whole(built: tuple[DocsIndex, Path]) -> No
 def test_served_docs_ground_on_the_served_index_else_build_the_fallback_once(
     built: tuple[DocsIndex, Path],
 ) -> None:
-    from typeahead.prompt import Doc
-    from typeahead.worker import ServedDocs
+    from typeahead.generation.prompt import Doc
+    from typeahead.generation.worker import ServedDocs
 
     index, _ = built
     served: list[DocsIndex | None] = [index]

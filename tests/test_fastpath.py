@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestServer
 from tests.fastpath_server import FastPathTestServer, PlainTestServer
 from tests.lexical_fixtures import build_small_index
 from typeahead import metrics
-from typeahead.app import create_app
-from typeahead.fastpath import KeystrokeProtocol, parse_head
+from typeahead.http.app import create_app
+from typeahead.http.fastpath import KeystrokeProtocol, parse_head
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.service import SuggestService
 
 GET = "GET {} HTTP/1.1\r\nHost: t\r\n{}\r\n"
 Response = tuple[bytes, dict[str, str], bytes]  # status line, headers by lower-case name, body

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from tests import http_fuzz
-from typeahead.fastpath import parse_head
+from typeahead.http.fastpath import parse_head
 
 COUNT = int(os.environ.get("TYPEAHEAD_FUZZ_FASTPATH_REQUESTS", "3000"))
 

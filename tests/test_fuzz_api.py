@@ -33,11 +33,11 @@ from hypothesis import strategies as st
 
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer, free_port
-from typeahead.app import create_app
-from typeahead.fastpath import KeystrokeSite
-from typeahead.server import bind_socket
+from typeahead.http.app import create_app
+from typeahead.http.fastpath import KeystrokeSite
+from typeahead.http.server import bind_socket
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.service import SuggestService
 
 FUZZ_REQUESTS = int(os.environ.get("TYPEAHEAD_FUZZ_REQUESTS", "1000"))
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from tests.lexical_fixtures import ROWS, build_small_index
 from tests.student_fixtures import tiny_student
-from typeahead.index import LoadedIndex
 from typeahead.normalize import display_form, normalize
-from typeahead.suggest import SuggestService
+from typeahead.suggest.index import LoadedIndex
+from typeahead.suggest.service import SuggestService
 
 FLOOR = 3
 DOCS = [

@@ -1,7 +1,7 @@
 """The generation HTTP routes end to end: real Redis, a worker task, the vLLM stand-in.
 
 The tests with the stand-in run twice: with every job going through the queue to the worker,
-and with the API process running the jobs it creates itself (``typeahead.inline``; the
+and with the API process running the jobs it creates itself (``typeahead.generation.inline``; the
 worker then only stands by)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.gen_support import (
 )
 from tests.redis_server import RedisServer
 from tests.vllm_standin import DEFAULT_TEXT, DEFAULT_TOKENS, StandIn
-from typeahead.prompt import SYSTEM
+from typeahead.generation.prompt import SYSTEM
 
 FULL = DEFAULT_TEXT
 
@@ -41,7 +41,7 @@ def mode(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
 
 async def runner_of(client: Any, job: str) -> str:
     """Which process ran (or runs) the job: "api-..." for an inline job."""
-    from typeahead.generate_routes import GENERATION
+    from typeahead.generation.routes import GENERATION
 
     record = await client.app[GENERATION].jobs.record(job)
     return str(record.get("worker", ""))

@@ -1,4 +1,5 @@
-"""Inline jobs (``typeahead.inline``): the API process runs the job it creates, hands tokens to
+"""Inline jobs (``typeahead.generation.inline``): the API process runs the job it creates, hands
+tokens to
 its own streams before Redis has them, and still keeps the queue's guarantees: a lease that a
 worker takes over when the process dies or shuts down, refused writes from a superseded
 attempt, a bound on inline jobs, and streams that never skip or repeat an event."""
@@ -27,9 +28,9 @@ from tests.redis_server import RedisServer
 from tests.test_gen_queue import wait_for
 from tests.vllm_standin import DEFAULT_TEXT, DEFAULT_TOKENS, StandIn
 from typeahead import keys
-from typeahead.generate_routes import GENERATION
-from typeahead.jobs import Event, Jobs, connect, job_id
-from typeahead.stream_hub import StreamHub
+from typeahead.generation.hub import StreamHub
+from typeahead.generation.queue import Event, Jobs, connect, job_id
+from typeahead.generation.routes import GENERATION
 
 FULL = DEFAULT_TEXT
 
@@ -315,9 +316,9 @@ async def test_the_api_grounds_inline_jobs_on_the_index_it_serves(
 
     from tests.student_fixtures import tiny_student
     from tests.test_semantic_suggest import build
-    from typeahead.app import create_app
-    from typeahead.suggest import SuggestService
-    from typeahead.worker import ServedDocs
+    from typeahead.generation.worker import ServedDocs
+    from typeahead.http.app import create_app
+    from typeahead.suggest.service import SuggestService
 
     tiny_student(tmp_path / "student")
     index = build(tmp_path, tmp_path / "student")

@@ -12,8 +12,8 @@ import pytest
 from tests.gen_support import DOCS, settings_for, standin_server
 from tests.vllm_standin import DEFAULT_TEXT, DEFAULT_TOKENS, StandIn
 from typeahead.errors import UpstreamError
-from typeahead.llm import VLLMBackend
-from typeahead.prompt import SYSTEM
+from typeahead.generation.llm import VLLMBackend
+from typeahead.generation.prompt import SYSTEM
 
 
 def backend_for(url: str, **overrides: Any) -> VLLMBackend:

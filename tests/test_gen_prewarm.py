@@ -10,13 +10,13 @@ import pytest
 
 from tests.gen_support import DOCS
 from tests.redis_server import RedisServer
-from typeahead.cache import get_summary
-from typeahead.jobs import connect, job_id
-from typeahead.llm import make_backend
-from typeahead.prewarm import question_rule, run, top_queries
-from typeahead.prompt import PROMPT_VERSION
+from typeahead.generation.cache import get_summary
+from typeahead.generation.extractive import load_embedder
+from typeahead.generation.llm import make_backend
+from typeahead.generation.prewarm import question_rule, run, top_queries
+from typeahead.generation.prompt import PROMPT_VERSION
+from typeahead.generation.queue import connect, job_id
 from typeahead.settings import Settings
-from typeahead.summarize import load_embedder
 
 
 def test_top_queries_counts_normalised_forms_and_keeps_questions() -> None:

@@ -25,7 +25,7 @@ from tests.gen_support import (
 from tests.redis_server import RedisServer
 from tests.vllm_standin import DEFAULT_TEXT, StandIn
 from typeahead import keys
-from typeahead.jobs import Jobs, connect, job_id
+from typeahead.generation.queue import Jobs, connect, job_id
 
 FULL = DEFAULT_TEXT
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,9 +128,9 @@ async def test_jobs_past_their_deadline_fail_without_calling_the_llm(
 
 
 async def test_semantic_cache_serves_a_paraphrase(redis_server: RedisServer) -> None:
-    from typeahead.generate_routes import GENERATION
-    from typeahead.summarize import load_embedder
-    from typeahead.worker import semantic_cache
+    from typeahead.generation.extractive import load_embedder
+    from typeahead.generation.routes import GENERATION
+    from typeahead.generation.worker import semantic_cache
 
     settings = settings_for(redis_server.url, semantic_cache=True, semantic_cache_threshold=0.7)
     redis = connect(redis_server.url)

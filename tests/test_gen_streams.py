@@ -1,4 +1,4 @@
-"""Event streams at scale: one reader per API process (``typeahead.stream_hub``) follows every
+"""Event streams at scale: one reader per API process (``typeahead.generation.hub``) follows every
 watched job, fans events out, keeps idle streams alive, resumes from Last-Event-ID, drops a
 client that falls behind, and ends every stream with an error when Redis goes away."""
 
@@ -20,12 +20,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests.gen_support import api_client, settings_for
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
-from typeahead import generate_routes, keys
-from typeahead.app import create_app
-from typeahead.generate_routes import GENERATION
-from typeahead.jobs import POOL_SIZE, Jobs, connect, stream_id
-from typeahead.stream_hub import TOO_SLOW, StreamHub
-from typeahead.suggest import SuggestService
+from typeahead import keys
+from typeahead.generation import routes as generate_routes
+from typeahead.generation.hub import TOO_SLOW, StreamHub
+from typeahead.generation.queue import POOL_SIZE, Jobs, connect, stream_id
+from typeahead.generation.routes import GENERATION
+from typeahead.http.app import create_app
+from typeahead.suggest.service import SuggestService
 
 STREAMS = 300
 

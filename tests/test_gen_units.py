@@ -3,15 +3,28 @@ in-memory summary cache."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import orjson
+import pytest
 
 from typeahead import keys
-from typeahead.cache import HotSummaries
-from typeahead.generate_routes import after_last_reset, sse
-from typeahead.jobs import Event, job_id, valid_job_id
-from typeahead.llm import chunk_text, error_message, is_error_chunk
-from typeahead.prompt import PROMPT_VERSION, SYSTEM, Doc, build_messages
-from typeahead.summarize import HashingEmbedder, pieces, split_sentences, summarise
+from typeahead.assets import STUDENT_DIR
+from typeahead.embed import student
+from typeahead.errors import ArtifactError
+from typeahead.generation.cache import HotSummaries
+from typeahead.generation.extractive import (
+    HashingEmbedder,
+    load_embedder,
+    pieces,
+    split_sentences,
+    summarise,
+)
+from typeahead.generation.llm import chunk_text, error_message, is_error_chunk
+from typeahead.generation.prompt import PROMPT_VERSION, SYSTEM, Doc, build_messages
+from typeahead.generation.queue import Event, job_id, valid_job_id
+from typeahead.generation.routes import after_last_reset, sse
 
 
 def test_job_ids_coalesce_on_the_normalised_query_only() -> None:
@@ -102,3 +115,15 @@ def test_hot_summaries_expire_and_keep_the_most_recently_used() -> None:
     off = HotSummaries(100, 0.0)
     off.put("a", {"summary": "A"})
     assert off.get("a") is None and len(off) == 0
+
+
+def test_a_corrupt_packaged_student_is_refused_not_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = tmp_path / "student"
+    shutil.copytree(STUDENT_DIR, broken)
+    vectors = bytearray((broken / "vectors.npy").read_bytes())
+    vectors[-1] ^= 0xFF
+    (broken / "vectors.npy").write_bytes(bytes(vectors))
+    monkeypatch.setattr(student, "DEFAULT_STUDENT_DIR", broken)
+    with pytest.raises(ArtifactError, match="corrupt"):
+        load_embedder()

@@ -25,9 +25,11 @@ from tests.gen_support import (
 )
 from tests.redis_server import RedisServer
 from tests.vllm_standin import DEFAULT_TEXT, DEFAULT_TOKENS, StandIn
-from typeahead import generate_routes, keys, prewarm
-from typeahead.cache import get_summary
-from typeahead.jobs import Jobs, connect
+from typeahead import keys
+from typeahead.generation import prewarm
+from typeahead.generation import routes as generate_routes
+from typeahead.generation.cache import get_summary
+from typeahead.generation.queue import Jobs, connect
 from typeahead.settings import Settings
 
 FULL = DEFAULT_TEXT
@@ -229,7 +231,7 @@ async def test_the_queue_scripts_mark_pin_and_cancel(jobs: Jobs) -> None:
 async def test_the_hub_refreshes_only_what_it_watches(
     redis_server: RedisServer, jobs: Jobs,
 ) -> None:
-    from typeahead.stream_hub import StreamHub
+    from typeahead.generation.hub import StreamHub
 
     job = "e" * 32
     await jobs.submit(job, "q", deadline_s=30, max_depth=10, listen_s=0.05)

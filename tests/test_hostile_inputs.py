@@ -16,9 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
-from typeahead.app import create_app
+from typeahead.http.app import create_app
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.service import SuggestService
 
 Client = TestClient[Any, Any]
 TOKEN = "adm1n"

@@ -8,9 +8,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.fastpath_server import FastPathTestServer
 from tests.lexical_fixtures import build_small_index
-from typeahead.app import create_app
+from typeahead.http.app import create_app
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.service import SuggestService
 
 
 @pytest.fixture(params=["fastpath", "aiohttp"])
@@ -91,7 +91,7 @@ async def test_health_and_readiness(client: TestClient) -> None:
 
 
 async def test_not_ready_without_index(tmp_path: Path) -> None:
-    from typeahead.app import SERVICE
+    from typeahead.http.app import SERVICE
 
     # A service-less app whose loader never ran: the state of a worker still starting up.
     app = create_app(Settings(index_dir=tmp_path / "missing", generation=False),
@@ -113,7 +113,7 @@ async def test_request_id_is_echoed_when_sane(client: TestClient) -> None:
 
 
 async def test_suggest_carries_the_intent_decision(tmp_path: Path) -> None:
-    from typeahead.intent import LABELS, IntentClassifier
+    from typeahead.intent.classifier import LABELS, IntentClassifier
 
     index = build_small_index(tmp_path)
     service = SuggestService(index=index, intent=IntentClassifier.load())

@@ -15,11 +15,11 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from tests.fastpath_server import FastPathTestServer, PlainTestServer
 from tests.lexical_fixtures import build_small_index
-from typeahead.app import create_app
-from typeahead.connection import parser_error
-from typeahead.limits import SECURITY_HEADERS
+from typeahead.http.app import create_app
+from typeahead.http.connection import parser_error
+from typeahead.http.limits import SECURITY_HEADERS
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.service import SuggestService
 
 SECRET = "privatequery"
 Reply = tuple[bytes, dict[str, str], bytes]

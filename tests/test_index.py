@@ -9,7 +9,7 @@ import pytest
 from tests.lexical_fixtures import ROWS, build_small_index, write_tsv
 from typeahead.corpus import read_rows
 from typeahead.errors import ArtifactError, DataError
-from typeahead.index import BuildOptions, build_index, load_index
+from typeahead.suggest.index import BuildOptions, build_index, load_index
 
 
 def test_manifest_records_source_options_counts_and_files(tmp_path: Path) -> None:

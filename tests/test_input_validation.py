@@ -19,12 +19,12 @@ from tests.fastpath_server import FastPathTestServer
 from tests.gen_support import api_client, settings_for
 from tests.lexical_fixtures import ROWS, build_small_index, write_tsv
 from tests.redis_server import RedisServer
-from typeahead.app import create_app
 from typeahead.errors import ConfigError
-from typeahead.jobs import stream_id
+from typeahead.generation.queue import stream_id
+from typeahead.http.app import create_app
 from typeahead.numbers import MAX_DIGITS, parse_float, parse_int
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.service import SuggestService
 
 BAD_INTEGERS = ["1_0", "+5", "+5+", "5+", " 5", "5 ", "", "-", "--1", "1e3", "0x10", "٥",
                 "５", "1.0", "9" * (MAX_DIGITS + 1), "9" * 4301, "1\n", "\x001"]

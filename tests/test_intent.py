@@ -10,14 +10,14 @@ import pytest
 
 from tests.intent_fixtures import INF_QUERIES, NAV_QUERIES, TinyEmbedder, hand_classifier
 from typeahead.errors import ArtifactError
-from typeahead.intent import (
+from typeahead.intent.classifier import (
     FEATURE_NAMES,
     LABELS,
     IntentClassifier,
     lexical_features,
     looks_personal,
 )
-from typeahead.intent_train import Fitted, save_model
+from typeahead.train.intent import Fitted, save_model
 
 
 def feature(text: str, name: str) -> float:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.intent_fixtures import TinyEmbedder, hand_classifier
-from typeahead import intent_eval
 from typeahead.errors import ConfigError, DataError
+from typeahead.eval import intent as intent_eval
 
 ORCAS_MAP = (
     "Navigational=navigational,Factual=informational,Instrumental=informational,"

@@ -13,14 +13,14 @@ import pytest
 from tests.fastpath_server import FastPathTestServer, PlainTestServer
 from tests.intent_fixtures import TinyEmbedder, hand_classifier
 from tests.lexical_fixtures import build_small_index
-from typeahead.app import create_app
-from typeahead.intent import IntentClassifier
-from typeahead.intent_eval import Labelled
-from typeahead.intent_keystroke import FEATURES, Combiner, KeystrokeIntent, Names
-from typeahead.intent_keystroke_eval import keystroke_metrics, prefixes, replay
-from typeahead.intent_weak import INF, NAV, TRANS, LabelModel, majority_vote
+from typeahead.eval.intent import Labelled
+from typeahead.eval.intent_keystroke import keystroke_metrics, prefixes, replay
+from typeahead.http.app import create_app
+from typeahead.intent.classifier import IntentClassifier
+from typeahead.intent.keystroke import FEATURES, Combiner, KeystrokeIntent, Names
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.service import SuggestService
+from typeahead.train.intent_weak import INF, NAV, TRANS, LabelModel, majority_vote
 
 
 def light_only(weights: dict[str, float], bias: float, on: float, off: float) -> Combiner:

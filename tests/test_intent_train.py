@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from tests.intent_fixtures import TinyEmbedder, write_data_dir
-from typeahead import intent_train
 from typeahead.errors import DataError
-from typeahead.intent import LABELS, IntentClassifier
+from typeahead.intent.classifier import LABELS, IntentClassifier
+from typeahead.train import intent as intent_train
 
 
 def test_source_labels_are_mapped(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 
 from tests.lexical_fixtures import build_small_index
-from typeahead.index import LoadedIndex
-from typeahead.lexical import match_words
+from typeahead.suggest.index import LoadedIndex
+from typeahead.suggest.lexical import match_words
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,7 @@ def test_pooled_typo_matches_equal_a_plain_scan(index: LoadedIndex) -> None:
 def test_typo_variants_and_verification_agree_with_their_definitions(index: LoadedIndex) -> None:
     from rapidfuzz.distance import OSA
 
-    from typeahead import fuzzy
+    from typeahead.suggest import fuzzy
 
     def deletes(text: str) -> set[str]:
         return {text[:i] + text[i + 1 :] for i in range(len(text))}

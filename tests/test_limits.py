@@ -14,11 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
-from typeahead import reload
-from typeahead.app import create_app
-from typeahead.limits import MAX_JSON_DEPTH, TokenBucket, json_depth
+from typeahead.http import reload
+from typeahead.http.app import create_app
+from typeahead.http.limits import MAX_JSON_DEPTH, TokenBucket, json_depth
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.service import SuggestService
 
 Client = TestClient[Any, Any]
 

@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.lexical_fixtures import build_small_index
 from typeahead import logs
-from typeahead.app import create_app
+from typeahead.http.app import create_app
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.service import SuggestService
 
 SECRET = "my private medical question"
 

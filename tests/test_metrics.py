@@ -20,8 +20,8 @@ from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
 from tests.serve_process import start_serve, stop_serve
 from tests.vllm_standin import StandIn
-from typeahead.app import create_app
-from typeahead.suggest import SuggestService
+from typeahead.http.app import create_app
+from typeahead.suggest.service import SuggestService
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

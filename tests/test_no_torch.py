@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "model2vec")
-SERVING = ("typeahead.student", "typeahead.vector", "typeahead.docs", "typeahead.retrieval_eval")
-OPTIONAL = ("typeahead.app", "typeahead.server")
+SERVING = ("typeahead.embed.student", "typeahead.embed.vector", "typeahead.retrieval.documents",
+           "typeahead.eval.retrieval")
+OPTIONAL = ("typeahead.http.app", "typeahead.http.server")
 
 PROBE = f"""
 import importlib, json, sys
@@ -20,7 +21,7 @@ for name in {OPTIONAL!r}:
     except ModuleNotFoundError as exc:
         if exc.name != name:
             raise
-from typeahead.student import DEFAULT_STUDENT_DIR, Student
+from typeahead.embed.student import DEFAULT_STUDENT_DIR, Student
 if (DEFAULT_STUDENT_DIR / "manifest.json").exists():
     Student.load().encode(["warm up the serving path"])
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})))

@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.lexical_fixtures import build_small_index
-from typeahead.app import create_app
+from typeahead.http.app import create_app
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.service import SuggestService
 
 
 def live_routes(app: web.Application) -> set[tuple[str, str]]:

@@ -13,8 +13,8 @@ from tests.gen_support import settings_for, standin_server
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer, free_port
 from tests.vllm_standin import StandIn
-from typeahead.app import create_app
-from typeahead.suggest import SuggestService
+from typeahead.http.app import create_app
+from typeahead.suggest.service import SuggestService
 
 
 async def wait_status(client: TestClient, want: int, timeout: float = 10.0) -> dict[str, Any]:

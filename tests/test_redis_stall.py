@@ -13,7 +13,7 @@ import pytest
 from tests.gen_support import api_client, settings_for, worker_task
 from tests.redis_server import RedisServer
 from tests.test_gen_streams import Seen, follow, unlimited_session, wait_for
-from typeahead.generate_routes import GENERATION
+from typeahead.generation.routes import GENERATION
 
 STALL_S = 6.0  # longer than the stream reader's socket timeout (3 s): its reads fail
 

@@ -24,10 +24,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests import requests_shim as http
 from tests.lexical_fixtures import ROWS, build_small_index
 from tests.serve_process import start_serve, stop_serve
-from typeahead.app import create_app
-from typeahead.index import LoadedIndex
+from typeahead.http.app import create_app
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.index import LoadedIndex
+from typeahead.suggest.service import SuggestService
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

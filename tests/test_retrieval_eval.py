@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.student_fixtures import tiny_student
-from typeahead.docs import build_docs_index
 from typeahead.errors import DataError
-from typeahead.retrieval_eval import add_retrieval_parser, evaluate, load_queries, score_rankings
+from typeahead.eval.retrieval import add_retrieval_parser, evaluate, load_queries, score_rankings
+from typeahead.retrieval.documents import build_docs_index
 
 
 def test_hand_computed_recall_and_mrr() -> None:

@@ -14,9 +14,9 @@ from tests.lexical_fixtures import build_small_index, write_tsv
 from tests.student_fixtures import tiny_student
 from typeahead.errors import ConfigError
 from typeahead.safety.policy import ADULT_CATEGORIES, CATEGORIES, SuggestionPolicy
-from typeahead.semantic import SemanticLayer
 from typeahead.settings import Settings
-from typeahead.suggest import SuggestService
+from typeahead.suggest.semantic import SemanticLayer
+from typeahead.suggest.service import SuggestService
 
 POLICY = SuggestionPolicy.load()
 ADULT = SuggestionPolicy.load(sorted(ADULT_CATEGORIES))

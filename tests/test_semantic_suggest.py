@@ -13,8 +13,8 @@ from tests.lexical_fixtures import build_small_index, write_tsv
 from tests.student_fixtures import tiny_student
 from typeahead.corpus import read_rows
 from typeahead.errors import ArtifactError
-from typeahead.index import BuildOptions, LoadedIndex, build_index, load_index
-from typeahead.suggest import SuggestService
+from typeahead.suggest.index import BuildOptions, LoadedIndex, build_index, load_index
+from typeahead.suggest.service import SuggestService
 
 ROWS = [("cheap flights paris", 50), ("london weather forecast", 40), ("paris weather", 30),
         ("the cat sat on the mat", 20), ("pizza hut", 10), ("paris", 5)]

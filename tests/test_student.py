@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.student_fixtures import WORDS, tiny_student, tiny_tokenizer
+from typeahead.embed.student import DEFAULT_STUDENT_DIR, Student, WordPiece, save_student
 from typeahead.errors import ArtifactError
-from typeahead.student import DEFAULT_STUDENT_DIR, Student, WordPiece, save_student
 
 
 def test_encode_rows_are_unit_float32(tmp_path: Path) -> None:

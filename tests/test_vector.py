@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from tests.student_fixtures import tiny_student
+from typeahead.embed.vector import (
+    FACTORIES,
+    IndexParams,
+    VectorIndex,
+    build_index,
+    build_vector_index,
+)
 from typeahead.errors import ArtifactError, ConfigError
-from typeahead.vector import FACTORIES, IndexParams, VectorIndex, build_index, build_vector_index
 
 TEXTS = [
     "the cat sat on the mat",

@@ -14,20 +14,20 @@ import inspect
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from typeahead.errors import ConfigError, TypeaheadError
 
 # (command name, module that implements it). Modules are imported lazily so that one command's
 # heavy dependencies (torch for ``distill``) never load for another (``serve``).
 COMMANDS: tuple[tuple[str, str], ...] = (
-    ("build-index", "typeahead.build"),
-    ("serve", "typeahead.server"),
-    ("eval", "typeahead.evaluate"),
-    ("distill", "typeahead.distill_cli"),
-    ("train-intent", "typeahead.intent_cli"),
-    ("worker", "typeahead.worker"),
-    ("prewarm", "typeahead.prewarm"),
+    ("build-index", "typeahead.suggest.build"),
+    ("serve", "typeahead.http.server"),
+    ("eval", "typeahead.eval.qac"),
+    ("distill", "typeahead.train.distill_cli"),
+    ("train-intent", "typeahead.train.intent_cli"),
+    ("worker", "typeahead.generation.worker"),
+    ("prewarm", "typeahead.generation.prewarm"),
 )
 
 
@@ -47,20 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
     for name, module_name in COMMANDS:
-        module = _load(module_name)
-        if module is not None:
-            module.add_parser(sub, name)
+        importlib.import_module(module_name).add_parser(sub, name)
     return parser
-
-
-def _load(module_name: str) -> Any:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # A command whose module is not part of this build simply is not offered.
-        if exc.name == module_name:
-            return None
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """One error tree for the whole service.
 
 Every error knows its HTTP status and a stable snake_case ``code``; the HTTP layer renders them
-in one middleware (``typeahead.app``) and the CLI prints them as one line. Third-party
+in one middleware (``typeahead.http.app``) and the CLI prints them as one line. Third-party
 exceptions are mapped to these at the boundary with ``raise ... from``.
 """
 
@@ -113,7 +113,7 @@ class RateLimited(ClientError):
 
 class MalformedRequest(ClientError):
     """aiohttp's HTTP parser refused the request head or framing (rendered by
-    ``typeahead.connection``; the message never quotes what the client sent)."""
+    ``typeahead.http.connection``; the message never quotes what the client sent)."""
 
     code = "malformed_request"
 

@@ -82,7 +82,8 @@ def hub_wake(process: str) -> str:
     return f"{PREFIX}hubwake:{process}"
 
 
-# --- curation rules (typeahead.curation) ------------------------------------------------------
+# --- curation rules (typeahead.http.curation)
+# ------------------------------------------------------
 # One hash tag for all three keys, so the transaction that changes a rule stays in one slot on
 # a Redis Cluster.
 CURATION_PREFIX = "typeahead:{curation}:v1:"

@@ -23,7 +23,6 @@ import traceback
 from typing import IO, Any
 
 import orjson
-from aiohttp.http_exceptions import HttpProcessingError
 
 from typeahead.settings import Settings
 
@@ -106,10 +105,16 @@ class Redactor(logging.Filter):
         return self.redact("".join(traceback.format_exception(exc)).rstrip("\n"))
 
 
+# aiohttp's parser errors, told by their class rather than imported: the worker logs through
+# here too, and only the HTTP and generation tiers import aiohttp.
+_PARSER_ERRORS = "aiohttp.http_exceptions"
+
+
 def _from_parser(exc: BaseException | None) -> bool:
     seen = 0
     while exc is not None and seen < 16:
-        if isinstance(exc, HttpProcessingError):
+        if any(c.__module__ == _PARSER_ERRORS and c.__name__ == "HttpProcessingError"
+               for c in type(exc).__mro__):
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False

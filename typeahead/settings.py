@@ -41,7 +41,7 @@ class Settings:
     results_k: int = 3  # instant results (documents) per suggest call
     results_per_article: int = 1  # instant results from one article (title); 0: any number
     suggest_cache_size: int = 50_000  # per-process LRU of whole answers; 0 disables
-    # Answer plain keystroke requests beneath aiohttp's framework (typeahead.fastpath);
+    # Answer plain keystroke requests beneath aiohttp's framework (typeahead.http.fastpath);
     # false: every request goes through aiohttp (the same answers, at several times the CPU).
     suggest_fast_path: bool = True
     # A connection that starts a request head must finish it within head_timeout_s (a client
@@ -76,7 +76,8 @@ class Settings:
     semantic_cache: bool = False
     semantic_cache_threshold: float = 0.95
     # Cached summaries this process served lately, kept in its memory for this long (0: off):
-    # a popular question asked again skips the Redis round trip (typeahead.cache.HotSummaries).
+    # a popular question asked again skips the Redis round trip
+    # (typeahead.generation.cache.HotSummaries).
     generate_memory_cache_s: float = 10.0
     generate_memory_cache_size: int = 4096
     # A running job nobody streams or polls is cancelled (upstream request closed) once its
@@ -85,7 +86,7 @@ class Settings:
     generate_unwatched_grace_s: float = 10.0
     # A Redis call on a request path (generate, poll) unanswered this long while Redis
     # answered nothing else counts as Redis down: the circuit breaker then answers 503 at
-    # once for 0.5 s (typeahead.jobs.RedisGuard).
+    # once for 0.5 s (typeahead.generation.queue.RedisGuard).
     redis_timeout_s: float = 0.09
     # Open event streams wait out a Redis outage or stall this long (resuming where they
     # were) before they end with an error.

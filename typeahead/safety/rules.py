@@ -1,6 +1,6 @@
 """Operators' curation rules and the overlay that applies them to every keystroke's answer.
 
-Rules (``POST /admin/rules``; stored in Redis by ``typeahead.curation``):
+Rules (``POST /admin/rules``; stored in Redis by ``typeahead.http.curation``):
 
 - ``block_text``: never suggest this text (matched on its normalised key);
 - ``block_word``: never suggest a text holding this word;
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from typeahead.errors import ClientError
-from typeahead.lexical import Suggestion, map_spans, match_words
 from typeahead.normalize import display_form, normalize
 from typeahead.safety.policy import SuggestionPolicy
+from typeahead.suggest.lexical import Suggestion, map_spans, match_words
 
 RULE_TYPES = ("block_text", "block_word", "block_pattern", "pin", "add")
 MAX_RULE_CHARS = 200

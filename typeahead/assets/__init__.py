@@ -1,0 +1,16 @@
+"""The packaged models: the static student, the intent classifier, the ranking models.
+
+Each directory holds a model's files and a ``manifest.json`` with their checksums; the code that
+reads a model checks them (``typeahead.manifest``) and refuses a directory that fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent
+STUDENT_DIR = ASSETS / "student"
+INTENT_DIR = ASSETS / "intent"
+RELEVANCE_DIR = ASSETS / "relevance"
+
+__all__ = ["ASSETS", "INTENT_DIR", "RELEVANCE_DIR", "STUDENT_DIR"]

@@ -1,0 +1,214 @@
+"""The millisecond tier's answer to one keystroke: suggestions, results, intent.
+
+Pure CPU work measured in microseconds, so handlers call it inline rather than through an
+executor (a thread hop would cost more than the work).
+
+Fusion: lexical matches come first (in-order prefix, then any-order words, then typo
+corrections); semantic neighbours fill the slots they leave free, ranked by cosine, with a
+score of cosine times the lowest lexical score so the list stays monotone. Tuning on the AOL
+split (bench/bench_hybrid.py) showed that letting neighbours compete with typo corrections on
+one scale displaced correct corrections (typo coverage fell from 0.127 to 0.080), while
+filling free slots never lowers MRR or coverage and raises coverage for reordered words.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from typeahead import metrics
+from typeahead.safety import rules as curation  # the module: safety.rules imports this package
+from typeahead.safety.policy import SuggestionPolicy
+from typeahead.safety.screen import blocked_ids, needs_screen
+from typeahead.suggest.index import LoadedIndex
+from typeahead.suggest.lexical import Suggestion
+from typeahead.suggest.semantic import has_topic
+
+log = logging.getLogger("typeahead.suggest")
+
+# Inputs that reach each tier (prefix, any-order words, typo correction, non-ASCII) whatever
+# the corpus: used to warm a freshly loaded index, never cached.
+WARM_PROBES = ("a", "th", "new yo", "york new", "amazn", "wikipediaa", "café", "東京")
+FALLBACK_TOP = 1 / 3  # the highest score a fallback (fuzzy) suggestion can have
+
+
+class IntentModel(Protocol):
+    def decide(self, text: str, threshold: float | None = None,
+               embedding: np.ndarray | None = None) -> Any: ...
+
+
+class KeystrokeModel(Protocol):
+    """The served decision (``typeahead.intent.keystroke.KeystrokeIntent``)."""
+
+    def decide(self, query: str, suggestions: Sequence[Suggestion] = (),
+               embedding: np.ndarray | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SuggestService:
+    index: LoadedIndex
+    intent: IntentModel | None = None
+    intent_threshold: float | None = None
+    semantic: bool = True
+    results_k: int = 3
+    results_per_article: int = 1  # instant results from one article (title); 0: any number
+    cache_size: int = 0  # answers kept per process (LRU); keystroke traffic repeats heavily
+    # The suggestion policy: an explicit input gets no instant results and no Generate offer;
+    # an index built under another policy is filtered at load (the overlay's policy ids).
+    policy: SuggestionPolicy | None = None
+    rules: curation.RuleSet | None = None  # operators' curation rules at start (see set_rules)
+
+    def __post_init__(self) -> None:
+        encode = self._encode
+        if self.cache_size > 0:
+            encode = functools.lru_cache(maxsize=self.cache_size)(encode)
+        object.__setattr__(self, "_encoded", encode)
+        object.__setattr__(self, "_policy_blocked", self._late_blocked())
+        self.set_rules(self.rules or curation.RuleSet())
+        object.__setattr__(self, "_keystroke", self._keystroke_model())
+
+    def encoded(self, query: str, k: int) -> bytes:
+        """The answer for one keystroke as a JSON object, from the LRU when it was asked before.
+
+        The cache holds bytes rather than dicts on purpose: tens of thousands of cached dicts
+        and lists are objects the cyclic GC must walk, and a full collection over them stalled
+        a worker for 60 ms; bytes are not tracked, and a hit skips serialisation too."""
+        return self._encoded(query, k)  # type: ignore[attr-defined]
+
+    @property
+    def overlay(self) -> curation.Overlay:
+        return self._overlay  # type: ignore[attr-defined]
+
+    def set_rules(self, rules: curation.RuleSet) -> None:
+        """Apply new curation rules from the next keystroke on: cached answers are dropped,
+        since they were computed under the old rules."""
+        data = self.index.lexical.data
+        top = float(data.weights[0]) if len(data.weights) else 1.0
+        overlay = curation.Overlay(rules, data.keys.__getitem__, self._policy_blocked,  # type: ignore[attr-defined]
+                          self.policy, popularity=_popularity_of(top),
+                          removed=metrics.get().suggestion_removed)
+        object.__setattr__(self, "_overlay", overlay)
+        clear = getattr(self._encoded, "cache_clear", None)  # type: ignore[attr-defined]
+        if clear is not None:
+            clear()
+
+    def _late_blocked(self) -> frozenset[int]:
+        """Entries an index built under another policy (or none) serves that this one blocks."""
+        if self.policy is None or not needs_screen(self.index.manifest, self.policy):
+            return frozenset()
+        blocked = blocked_ids(self.index.lexical.data.display.many(
+            list(range(len(self.index.lexical)))), self.policy)
+        log.warning("index %s was not built under this suggestion policy: %d entries are "
+                    "filtered at load; rebuild it to drop them", self.index.path, len(blocked))
+        return blocked
+
+    def warm(self) -> None:
+        """Run every tier once so the first users do not pay for first-touch costs (page faults
+        on the mapped index, lazily built numpy and tokenizer state: several milliseconds)."""
+        for probe in WARM_PROBES:
+            self.suggest(probe, 10)
+
+    def _encode(self, query: str, k: int) -> bytes:
+        return orjson.dumps(self.suggest(query, k))
+
+    def suggest(self, query: str, k: int) -> dict[str, Any]:
+        """The answer for one keystroke, computed afresh."""
+        overlay = self.overlay
+        if overlay.filters:
+            suggestions = overlay.keep(self.index.lexical.suggest(query, k + overlay.margin))
+        else:
+            suggestions = self.index.lexical.suggest(query, k)
+        layer = self.index.semantic if self.semantic else None
+        vector = None
+        # One embedding per keystroke serves neighbours, documents and intent alike.
+        if layer is not None and (len(suggestions) < k or self.intent is not None
+                                  or self.results_k):
+            vector = layer.encode(query)
+        if layer is not None and vector is not None and len(suggestions) < k:
+            suggestions = self._fuse(suggestions, layer.neighbours(vector, k + len(suggestions)),
+                                     k)
+        if overlay.curates:
+            suggestions = overlay.promote(query, suggestions, k)
+        elif len(suggestions) > k:
+            suggestions = suggestions[:k]
+        explicit = self.policy is not None and self.policy.blocked(query) is not None
+        results = layer.results(query, self.results_k, vector, self.results_per_article) \
+            if layer and self.results_k and not explicit else []
+        answer = {
+            "query": query,
+            "suggestions": [_suggestion_json(s) for s in suggestions],
+            "results": results,
+            **self._intent(query, vector, suggestions),
+        }
+        if explicit:
+            answer["offer_generate"] = False  # no summary is offered for explicit input
+        return answer
+
+    def _fuse(self, lexical: list[Suggestion], neighbours: list[tuple[int, float]], k: int
+              ) -> list[Suggestion]:
+        taken = {s.id for s in lexical}
+        floor = min((s.score for s in lexical), default=FALLBACK_TOP)
+        allowed = self.overlay.allowed if self.overlay.filters else None
+        extra = [(entry, sim * floor) for entry, sim in neighbours
+                 if entry not in taken and (allowed is None or allowed(entry))]
+        if not extra:
+            return lexical
+        texts = self.index.lexical.data.display.many([entry for entry, _ in extra])
+        semantic = [Suggestion(entry, text, score, "semantic", ())
+                    for (entry, score), text in zip(extra, texts, strict=True) if has_topic(text)]
+        return lexical + semantic[: k - len(lexical)]
+
+    def _keystroke_model(self) -> KeystrokeModel | None:
+        """The keystroke decision over the classifier, when its model directory ships one
+        (``keystroke.json``) and no threshold override asks for the classifier alone."""
+        if self.intent is None or self.intent_threshold is not None:
+            return None
+        from typeahead.intent import for_service
+
+        return for_service(self.intent, self.index)
+
+    def _intent(self, query: str, vector: np.ndarray | None,
+                suggestions: Sequence[Suggestion] = ()) -> dict[str, Any]:
+        """Intent of the fragment, and the offer for the query the user is about to submit:
+        the fragment's intent with its completions' (see typeahead/intent/keystroke.py)."""
+        if self.intent is None:
+            return {"intent": None, "offer_generate": False}
+        embedding = None if vector is None else vector[0]
+        keystroke: KeystrokeModel | None = self._keystroke  # type: ignore[attr-defined]
+        if keystroke is not None:
+            decision = keystroke.decide(query, suggestions, embedding)
+        else:
+            decision = self.intent.decide(query, self.intent_threshold, embedding)
+        return {
+            "intent": {"label": decision.intent.label,
+                       "confidence": round(float(decision.intent.confidence), 4)},
+            "offer_generate": bool(decision.offer_generate),
+        }
+
+
+def _suggestion_json(s: Suggestion) -> dict[str, Any]:
+    # Unpacked once: a NamedTuple's named fields are each a Python-level property read.
+    entry, text, score, source, spans = s
+    out = {"text": text, "score": round(score, 6), "source": source,
+           "matches": [[start, end] for start, end in spans]}
+    if entry == curation.CURATED:
+        out["curated"] = True  # pinned or added by an operator's rule
+    return out
+
+
+def _popularity_of(top: float) -> Callable[[float], float]:
+    """An added text's popularity from its weight, on the index's own scale (see
+    ``typeahead.suggest.index.popularity``)."""
+    scale = math.log1p(max(top, 1e-9)) * 1.0001
+
+    def popularity(weight: float) -> float:
+        return min(math.log1p(max(weight, 0.0)) / scale, 0.9999)
+
+    return popularity
