@@ -18,6 +18,7 @@ from loadtest.errors import EXIT_USAGE, LoadtestError, UsageError
 from loadtest.http1 import CLIENTS
 from loadtest.timer import TIMERS
 from loadtest.units import parse_seconds
+from typeahead.numbers import float_arg, int_arg
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,7 +54,7 @@ def add_load_options(p: argparse.ArgumentParser, *, rate: float, duration: float
     g.add_argument("--rate", type=_positive(float), default=rate, help="requests per second")
     g.add_argument("--duration", type=_seconds, default=duration, help="e.g. 30, 30s, 2m")
     g.add_argument("--arrival", choices=ARRIVALS, default="poisson")
-    g.add_argument("--seed", type=int, default=0, help="makes the workload reproducible")
+    g.add_argument("--seed", type=int_arg(0), default=0, help="makes the workload reproducible")
     g = p.add_argument_group("generator")
     g.add_argument("--procs", type=_positive(int), default=1,
                    help="generator processes, each sending rate/N; histograms are merged")
@@ -66,7 +67,7 @@ def add_load_options(p: argparse.ArgumentParser, *, rate: float, duration: float
     g.add_argument("--timer", choices=TIMERS, default="auto",
                    help="how the scheduler wakes: a Linux timerfd (precise, no spinning; auto "
                    "where available) or millisecond loop timers")
-    g.add_argument("--spin-us", type=float, default=0.0,
+    g.add_argument("--spin-us", type=float_arg(0.0), default=0.0,
                    help="with --timer sleep: spin (yielding to the loop) for the last N us")
     g.add_argument("--drain", type=_seconds, default=None,
                    help="wait for unfinished requests after the last send (default: timeout)")
@@ -89,12 +90,12 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-limit", type=_positive(int), default=200_000, help="rows read")
     g.add_argument("--keystroke-ms", type=_positive(float), default=180.0,
                    help="median time between keys")
-    g.add_argument("--debounce-ms", type=float, default=100.0)
+    g.add_argument("--debounce-ms", type=float_arg(0.0), default=100.0)
     g.add_argument("--think-ms", type=_positive(float), default=1500.0,
                    help="median pause before a generate click")
-    g.add_argument("--generate-share", type=float, default=0.1,
+    g.add_argument("--generate-share", type=float_arg(0.0, 1.0), default=0.1,
                    help="share of sessions that click generate")
-    g.add_argument("--generate-new-share", type=float, default=0.0,
+    g.add_argument("--generate-new-share", type=float_arg(0.0, 1.0), default=0.0,
                    help="share of generate clicks made unique, so they miss the cache")
     g.add_argument("--generate-query", action="append", default=[],
                    help="cached-mix clicks use these queries (repeatable)")

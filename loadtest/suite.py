@@ -26,6 +26,8 @@ from typing import Any
 import aiohttp
 
 from loadtest.errors import ServiceError
+from typeahead.numbers import float_arg, int_arg
+from typeahead.sse import read_events
 
 SUITE_SLOS = ("suggest.p99<5ms", "generate_cached.p99<10ms", "errors<0.1%")
 SERVE_COMMAND = "{python} -m typeahead serve --index {index} --port {port} --workers {workers}"
@@ -41,16 +43,17 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("suite", help="start the service and run the standard SLO suite")
     p.add_argument("--index", default="indexes/aol", help="index directory for serve/worker")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--workers", type=int, default=1, help="serve --workers")
+    p.add_argument("--port", type=int_arg(1, 65535), default=8080)
+    p.add_argument("--workers", type=int_arg(1, 64), default=1, help="serve --workers")
     p.add_argument("--target", help="use this running service instead of starting one")
     p.add_argument("--serve-command", default=SERVE_COMMAND,
                    help="template with {python} {index} {port} {workers}")
     p.add_argument("--worker-command", default=WORKER_COMMAND, help="empty: start no worker")
-    p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds for /readyz")
+    p.add_argument("--ready-timeout", type=float_arg(0.1), default=120.0,
+                   help="seconds for /readyz")
     p.add_argument("--prewarm-query", default="weather",
                    help="generated once before the run; cached generate clicks use it")
-    p.add_argument("--prewarm-timeout", type=float, default=120.0)
+    p.add_argument("--prewarm-timeout", type=float_arg(0.1), default=120.0)
     add_load_options(p, rate=1000.0, duration=30.0)
     p.set_defaults(func=run, generate_share=0.05, no_follow_streams=True)
 
@@ -182,10 +185,9 @@ async def _read_until_done(s: aiohttp.ClientSession, url: str) -> None:
     async with s.get(url) as resp:
         if resp.status != 200:
             raise ServiceError(f"prewarm: the generate stream answered {resp.status}")
-        async for raw in resp.content:
-            line = raw.strip().replace(b" ", b"")
-            if line == b"event:done":
+        async for event in read_events(resp.content):
+            if event.event == "done":
                 return
-            if line == b"event:error":
+            if event.event == "error":
                 raise ServiceError("prewarm: the generation failed (event: error)")
     raise ServiceError("prewarm: the generate stream ended without event: done")

@@ -22,6 +22,7 @@ from aiohttp import web
 from hdrh.histogram import HdrHistogram
 
 from loadtest.stats import LATENCY_MAX_US, SIG_FIGS
+from typeahead.numbers import float_arg, int_arg
 
 
 @dataclass(frozen=True)
@@ -157,10 +158,10 @@ def build_app(options: ServerOptions | None = None) -> web.Application:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.testserver")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8089)
-    parser.add_argument("--stall-every", type=float, default=0.0, help="seconds; 0: never")
-    parser.add_argument("--stall-ms", type=float, default=200.0)
-    parser.add_argument("--suggest-delay-ms", type=float, default=0.0)
+    parser.add_argument("--port", type=int_arg(1, 65535), default=8089)
+    parser.add_argument("--stall-every", type=float_arg(0.0), default=0.0, help="seconds; 0: never")
+    parser.add_argument("--stall-ms", type=float_arg(0.0), default=200.0)
+    parser.add_argument("--suggest-delay-ms", type=float_arg(0.0), default=0.0)
     args, _ = parser.parse_known_args(argv)  # tolerates serve-style extra flags (suite tests)
     options = ServerOptions(args.stall_every, args.stall_ms, args.suggest_delay_ms)
     # A deep accept backlog: otherwise connections opened during a stall overflow aiohttp's

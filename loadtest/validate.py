@@ -34,6 +34,7 @@ from hdrh.histogram import HdrHistogram
 
 from loadtest.cli import main as loadtest_main
 from loadtest.stats import percentiles
+from typeahead.numbers import float_arg
 
 _WRK_UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 
@@ -189,7 +190,7 @@ def _print(results: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.validate")
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--duration", type=float_arg(0.1), default=10.0)
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = parser.parse_args(argv)
     results = {"agreement": agreement(args.duration), "stall": stall(args.duration),

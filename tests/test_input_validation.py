@@ -127,12 +127,25 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     (["prewarm", "--log", "x", "--top", "1_0"], "--top"),
     (["prewarm", "--log", "x", "--top", "5", "--timeout", "-1"], "--timeout"),
     (["build-index", "--corpus", "c", "--out", "o", "--min-count", "1_0"], "--min-count"),
+    (["eval", "intent", "--labels", "x", "--text-col", "t", "--label-col", "l", "--keystrokes",
+      "--k", "1_0"], "--k"),
 ])
 def test_numeric_flags_are_strict_and_one_line(args: list[str], needle: str) -> None:
     res = run_cli(*args)
     assert res.returncode == 2, res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], res.stderr
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["run", "--seed", "1_0"], "--seed"),
+    (["run", "--generate-share", "1.5"], "--generate-share"),
+    (["run", "--debounce-ms", "nan"], "--debounce-ms"),
+])
+def test_load_tester_flags_use_the_same_parser(args: list[str], needle: str) -> None:
+    res = subprocess.run([sys.executable, "-m", "loadtest", *args], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
 
 
 def test_a_busy_port_is_one_line(tmp_path: Path) -> None:

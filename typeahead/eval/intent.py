@@ -25,7 +25,7 @@ import orjson
 from typeahead.corpus import read_rows
 from typeahead.errors import ConfigError, DataError
 from typeahead.intent import LABELS, IntentClassifier
-from typeahead.numbers import float_arg
+from typeahead.numbers import float_arg, int_arg
 
 BINARY_LABELS = ("offer", "no_offer")
 
@@ -139,7 +139,8 @@ def add_intent_parser(eval_subparsers: Any, name: str = "intent") -> argparse.Ar
                    "included) instead of scoring the classifier alone")
     p.add_argument("--index", type=Path, default=None,
                    help="index for --keystrokes (default: TYPEAHEAD_INDEX_DIR)")
-    p.add_argument("--k", type=int, default=10, help="suggestions per keystroke (--keystrokes)")
+    p.add_argument("--k", type=int_arg(1, 50), default=10,
+                   help="suggestions per keystroke (--keystrokes)")
     p.set_defaults(func=run_intent)
     return p
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from typeahead.generation import Doc
 from typeahead.manifest import describe_files, write_manifest
+from typeahead.numbers import float_arg
 from typeahead.retrieval import answers, relevance
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -223,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(relevance.MODEL_DIR))
     ap.add_argument("--questions", type=Path, default=QUESTIONS)
     ap.add_argument("--aol", type=Path, default=AOL)
-    ap.add_argument("--threshold", type=float, default=None,
+    ap.add_argument("--threshold", type=float_arg(0.0, 1.0), default=None,
                     help="relevance to show a result (default: the lowest at which at most "
                          f"{AOL_SHOWN_TARGET:.0%} of the training AOL keystrokes show one)")
     args = ap.parse_args(argv)
