@@ -11,7 +11,7 @@ PORT ?= 8080
 WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup setup-dev index run test lint typecheck unit bench slo chaos fuzz clean
+.PHONY: setup setup-dev setup-bench index run test lint typecheck unit bench slo chaos fuzz clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,10 +52,15 @@ unit:
 test: setup-dev
 	$(MAKE) lint typecheck unit
 
-bench: setup index
+# Benchmarks also compare the suggestion policy with profanity libraries (the bench extra).
+setup-bench: $(BIN)/python
+	$(BIN)/pip install -q -e '.[loadtest,bench]'
+
+bench: setup-bench index
 	$(BIN)/python bench/bench_lexical.py
 	$(BIN)/python bench/bench_answers.py --index $(INDEX)
 	$(BIN)/python bench/bench_http.py --index $(INDEX)
+	$(BIN)/python bench/bench_safety.py --index $(INDEX)
 
 slo: setup index
 	$(BIN)/python -m loadtest suite --index $(INDEX)

@@ -1,0 +1,359 @@
+"""Suggestion safety: what the box suggests from the evaluation lists, the filter against
+profanity libraries, and the serve-time cost of the curation overlay.
+
+    .venv/bin/python bench/bench_safety.py [--index indexes/aol] [--prefixes 3000]
+        [--repeats 3] [--tables suggested,filters,overlay]
+
+Lists: ``bench/safety`` (README there): ``must_block.tsv`` / ``must_keep.tsv`` are the
+development lists the policy was written against; ``heldout_block.tsv`` /
+``heldout_keep.tsv`` were not read while writing it (held-out).
+
+Tables:
+(a) suggested, on the built index through ``SuggestService.suggest`` in process (k=10, as
+    served: semantic neighbours, the policy, no curation rules). A must-block entry counts as
+    suggested when its normalised text is among the suggestions for any of its prefixes
+    (lengths 1..len). A must-keep entry counts as still suggested when its normalised text is
+    among the 10 suggestions for its own full text. Held-out entries are queries asked twice
+    (``count_total == 2``), which the served index (``count_total >= 3``) never holds: their
+    rows show that no other path (fuzzy, semantic) brings them back, not the policy's recall.
+(b) the filter as a classifier of block (positive) against keep (negative): precision,
+    recall and F1 per split, for this project's policy, each profanity library installed (the
+    ``bench`` extra: alt-profanity-check, better-profanity and its Rust-backed twins, and
+    profanex), and the policy joined with each library (blocked when either blocks); per-call
+    cost in µs over all list texts (one text per call, as a keystroke check would call it).
+    A library that is not installed is skipped with a note.
+(c) curation overlay cost: ``SuggestService.suggest`` (the answer computed afresh, so the LRU
+    answer cache is bypassed) with no rules against a realistic rule set (20 block_text,
+    10 block_word, 5 block_pattern, 10 pin, 10 add), over distinct 2-8 character prefixes of
+    held-out AOL queries (rows 800,001+), the two services interleaved per prefix, each
+    prefix's time the best of ``--repeats``; lexical only and as served (semantic layer and
+    instant results on).
+(d) ``SuggestionPolicy.blocked`` per call: on those prefixes (each keystroke's explicit-input
+    check) and on the index's entries (the build's screening), on first sight and again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import AOL, ROOT, percentile, print_table
+from typeahead.corpus import read_rows
+from typeahead.normalize import normalize
+from typeahead.safety.policy import SuggestionPolicy
+from typeahead.safety.rules import RuleSet, parse_rule
+from typeahead.settings import Settings
+from typeahead.suggest.index import LoadedIndex, load_index
+from typeahead.suggest.service import SuggestService
+
+LISTS = ROOT / "bench" / "safety"
+HELD_OUT = "count_rows_800001_999999"
+SPLITS = (("dev", "must_block", "must_keep"), ("held-out", "heldout_block", "heldout_keep"))
+K = 10
+TABLES = ("filters", "suggested", "overlay", "policy")
+Classifier = Callable[[str], bool]
+
+
+def read_list(name: str) -> list[tuple[str, str]]:
+    with (LISTS / f"{name}.tsv").open(encoding="utf-8", newline="") as fh:
+        rows = csv.reader(fh, delimiter="\t")
+        next(rows)
+        return [(row[0], row[1]) for row in rows if row]
+
+
+def header(title: str) -> str:
+    day = datetime.date.today().isoformat()
+    command = "python " + " ".join(sys.argv)
+    return f"{title} [{day}, {os.cpu_count()} cores, `{command}`]"
+
+
+# --- (a) suggested on the built index ----------------------------------------------------------
+
+
+def shown(service: SuggestService, text: str) -> set[str]:
+    return {normalize(s["text"]) for s in service.suggest(text, K)["suggestions"]}
+
+
+def suggested_on_prefixes(service: SuggestService, text: str) -> bool:
+    key = normalize(text)
+    return any(key in shown(service, text[:n]) for n in range(1, len(text) + 1))
+
+
+def in_index(index: LoadedIndex) -> set[str]:
+    data = index.lexical.data
+    return set(data.keys.many(list(range(len(index.lexical)))))
+
+
+def table_suggested(service: SuggestService, held: set[str]) -> None:
+    rows: list[list[object]] = []
+    for split, block, keep in SPLITS:
+        entries = [text for text, _ in read_list(block)]
+        hits = sum(suggested_on_prefixes(service, text) for text in entries)
+        indexed = sum(normalize(text) in held for text in entries)
+        rows.append([split, f"{block} (on any prefix)", len(entries), indexed, hits,
+                     hits / len(entries)])
+        kept = [text for text, _ in read_list(keep)]
+        indexed = sum(normalize(text) in held for text in kept)
+        hits = sum(normalize(text) in shown(service, text) for text in kept)
+        rows.append([split, f"{keep} (for its full text)", len(kept), indexed, hits,
+                     hits / len(kept)])
+    print_table(header(f"(a) evaluation entries suggested (k={K}, in process, as served)"),
+                ["split", "list", "entries", "in index", "suggested", "share"], rows)
+
+
+# --- (b) the filter against libraries -----------------------------------------------------------
+
+
+def libraries() -> list[tuple[str, Classifier]]:
+    found: list[tuple[str, Classifier]] = []
+    for name, load in LIBRARIES:
+        try:
+            found.append((name, load()))
+        except ImportError as exc:
+            print(f"note: {name} is not installed ({exc.name}); pip install -e '.[bench]'")
+    return found
+
+
+def _alt_profanity_check() -> Classifier:
+    from profanity_check import predict
+
+    return lambda text: bool(predict([text])[0])
+
+
+def _better_profanity() -> Classifier:
+    from better_profanity import profanity
+
+    profanity.load_censor_words()
+    return profanity.contains_profanity
+
+
+def _better_profanity_rs() -> Classifier:
+    from better_profanity_rs import profanity
+
+    profanity.load_censor_words()
+    return profanity.contains_profanity
+
+
+def _better_profanity_fast() -> Classifier:
+    from better_profanity_fast import Profanity
+
+    return Profanity().contains_profanity
+
+
+def _profanex() -> Classifier:
+    from profanex import Filter
+
+    return Filter.from_defaults().contains
+
+
+LIBRARIES: list[tuple[str, Callable[[], Classifier]]] = [
+    ("alt-profanity-check", _alt_profanity_check),
+    ("better-profanity", _better_profanity),
+    ("better-profanity-rs (Rust)", _better_profanity_rs),
+    ("better-profanity-fast (Rust)", _better_profanity_fast),
+    ("profanex (Rust)", _profanex),
+]
+
+
+def scores(blocked: Classifier, block: Sequence[str], keep: Sequence[str]
+           ) -> tuple[float, float, float, float]:
+    tp = sum(blocked(t) for t in block)
+    fp = sum(blocked(t) for t in keep)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / len(block)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1, 1 - fp / len(keep)
+
+
+def cost_us(blocked: Classifier, texts: Sequence[str]) -> list[float]:
+    """p50 and p99 of one call: on the texts' first sight, then on a second pass (the policy
+    remembers its words' roles; the libraries keep nothing)."""
+    blocked("warm up")  # first-touch work (lazy loads) is not a call's cost
+    out: list[float] = []
+    for _ in range(2):
+        samples = []
+        for text in texts:
+            started = time.perf_counter_ns()
+            blocked(text)
+            samples.append((time.perf_counter_ns() - started) / 1000)
+        samples.sort()
+        out += [percentile(samples, 50), percentile(samples, 99)]
+    return out
+
+
+def table_filters(policy: SuggestionPolicy) -> None:
+    ours = _blocks(policy.blocked)
+    filters: list[tuple[str, Classifier]] = [("this policy", ours)]
+    for name, lib in libraries():
+        filters.append((name, lib))
+        filters.append((f"policy + {name}", _either(ours, lib)))
+    lists = {split: ([t for t, _ in read_list(b)], [t for t, _ in read_list(k)])
+             for split, b, k in SPLITS}
+    everything = [t for block, keep in lists.values() for t in block + keep]
+    rows: list[list[object]] = []
+    for name, blocked in filters:
+        cost = cost_us(blocked, everything)
+        for split, (block, keep) in lists.items():
+            rows.append([name, split, *scores(blocked, block, keep), *cost])
+    print_table(header(f"(b) block-vs-keep filtering: positives are must-block entries; µs per "
+                       f"call over the {len(everything):,} list texts"),
+                ["filter", "split", "precision", "recall", "F1", "keep kept", "first p50",
+                 "first p99", "again p50", "again p99"], rows)
+    table_categories(policy)
+
+
+def _blocks(blocked: Callable[[str], str | None]) -> Classifier:
+    return lambda text: blocked(text) is not None
+
+
+def _either(first: Classifier, second: Classifier) -> Classifier:
+    return lambda text: first(text) or second(text)
+
+
+def table_categories(policy: SuggestionPolicy) -> None:
+    rows: list[list[object]] = []
+    for split, block, _ in SPLITS:
+        by_category: dict[str, list[int]] = {}
+        for text, category in read_list(block):
+            counts = by_category.setdefault(category, [0, 0, 0])
+            got = policy.blocked(text)
+            counts[0] += 1
+            counts[1] += got is not None
+            counts[2] += got is not None and policy.categories(text)[0] == category
+        for category, (n, hit, same) in sorted(by_category.items()):
+            rows.append([split, category, n, hit, hit / n, same])
+    print_table(header("(b2) this policy's recall by labelled category (same: reported under "
+                       "the labelled category)"),
+                ["split", "category", "entries", "blocked", "recall", "same"], rows)
+
+
+# --- (c) the curation overlay's cost ------------------------------------------------------------
+
+
+def realistic_rules(index: LoadedIndex, policy: SuggestionPolicy) -> RuleSet:
+    """20 block_text, 10 block_word, 5 block_pattern, 10 pin and 10 add rules, drawn from the
+    index's entries (seeded) as an operator would: popular texts, their words, and new texts."""
+    rng = random.Random(16)
+    texts = index.lexical.data.display.many(list(range(min(3000, len(index.lexical)))))
+    words = sorted({w for t in texts for w in normalize(t).split() if len(w) >= 5 and w.isalpha()})
+    bodies: list[dict[str, object]] = [{"type": "block_text", "text": t}
+                                       for t in rng.sample(texts[:500], 20)]
+    bodies += [{"type": "block_word", "text": w} for w in rng.sample(words, 10)]
+    bodies += [{"type": "block_pattern", "text": p} for p in PATTERNS]
+    bodies += [{"type": "pin", "prefix": t[:3], "text": t}
+               for t in rng.sample(texts[500:], 10) if len(normalize(t)) >= 3]
+    bodies += [{"type": "add", "text": t, "weight": 500} for t in ADDED]
+    return RuleSet.compile(parse_rule(body, f"r{i}", policy, now=0.0)
+                           for i, body in enumerate(bodies))
+
+
+PATTERNS = ("*casino*", "free * download*", "www.*.ru", "cheap * pills*", "*torrent*")
+ADDED = ("iphone 16 pro", "taylor swift eras tour", "world cup 2026 schedule", "air fryer recipes",
+         "pickleball paddles", "electric car tax credit", "remote jobs near me",
+         "streaming services compared", "solar panel rebates", "new york marathon 2026")
+
+
+def held_out_prefixes(n: int, seed: int = 5) -> list[str]:
+    """Distinct 2-8 character prefixes of held-out AOL queries (bench_http's prefix traffic)."""
+    queries = [normalize(r.text) for r in read_rows(AOL, text_col="query", weight_col=HELD_OUT)
+               if r.weight > 0]
+    rng = random.Random(seed)
+    rng.shuffle(queries)
+    prefixes = dict.fromkeys(q[: rng.randint(2, 8)] for q in queries if len(q) > 2)
+    return list(prefixes)[:n]
+
+
+def timed(service: SuggestService, text: str) -> float:
+    started = time.perf_counter_ns()
+    service.suggest(text, K)
+    return (time.perf_counter_ns() - started) / 1000
+
+
+def overlay_row(name: str, bare: SuggestService, ruled: SuggestService, prefixes: list[str],
+                repeats: int) -> list[object]:
+    best_bare = [float("inf")] * len(prefixes)
+    best_ruled = [float("inf")] * len(prefixes)
+    for _ in range(repeats):
+        for i, text in enumerate(prefixes):
+            best_bare[i] = min(best_bare[i], timed(bare, text))
+            best_ruled[i] = min(best_ruled[i], timed(ruled, text))
+    extra = sorted(r - b for b, r in zip(best_bare, best_ruled, strict=True))
+    best_bare.sort()
+    best_ruled.sort()
+    return [name, len(prefixes), percentile(best_bare, 50), percentile(best_ruled, 50),
+            percentile(best_bare, 99), percentile(best_ruled, 99),
+            percentile(best_ruled, 99) - percentile(best_bare, 99), percentile(extra, 50),
+            percentile(extra, 99)]
+
+
+def table_overlay(index: LoadedIndex, policy: SuggestionPolicy, settings: Settings,
+                  prefixes: list[str], repeats: int) -> None:
+    rules = realistic_rules(index, policy)
+    rows = []
+    for name, semantic, results_k in (("lexical only", False, 0),
+                                      ("as served (semantic, results)", True,
+                                       settings.results_k)):
+        services = [SuggestService(index=index, semantic=semantic, results_k=results_k,
+                                   policy=policy) for _ in range(2)]
+        services[1].set_rules(rules)
+        for service in services:
+            service.warm()
+        rows.append(overlay_row(name, services[0], services[1], prefixes, repeats))
+    print_table(header(f"(c) curation overlay per keystroke, in process, µs ({len(rules.rules)} "
+                       f"rules; best of {repeats} per prefix; answer cache bypassed)"),
+                ["service", "prefixes", "p50 no rules", "p50 rules", "p99 no rules",
+                 "p99 rules", "p99 diff", "per-prefix extra p50", "per-prefix extra p99"], rows)
+
+
+def table_policy_cost(index: LoadedIndex, prefixes: list[str]) -> None:
+    entries = index.lexical.data.display.many(list(range(len(index.lexical))))
+    rows: list[list[object]] = []
+    for name, texts in (("held-out AOL prefixes", prefixes), ("index entries", entries)):
+        fresh = SuggestionPolicy.load().blocked  # no word seen before
+        rows.append([name, len(texts), *cost_us(_blocks(fresh), texts)])
+    print_table(header("(d) SuggestionPolicy.blocked per call, in process, µs"),
+                ["texts", "n", "first p50", "first p99", "again p50", "again p99"], rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", type=Path, default=ROOT / "indexes" / "aol")
+    ap.add_argument("--prefixes", type=int, default=3000, help="held-out AOL prefixes for (c)")
+    ap.add_argument("--repeats", type=int, default=3, help="passes over the prefixes in (c)")
+    ap.add_argument("--tables", default=",".join(TABLES),
+                    help=f"comma-separated: {', '.join(TABLES)}")
+    args = ap.parse_args()
+    tables = set(args.tables.split(","))
+    if not tables <= set(TABLES) or args.prefixes < 1 or args.repeats < 1:
+        ap.error(f"--tables takes {', '.join(TABLES)}; --prefixes and --repeats must be >= 1")
+    settings = Settings.from_env(os.environ)
+    policy = SuggestionPolicy.load(settings.safety_allow)
+    if "filters" in tables:
+        table_filters(policy)
+    if tables == {"filters"}:
+        return 0
+    index = load_index(args.index, student_dir=settings.student_dir)
+    if "suggested" in tables:
+        service = SuggestService(index=index, policy=policy, results_k=settings.results_k)
+        service.warm()
+        table_suggested(service, in_index(index))
+    prefixes = held_out_prefixes(args.prefixes) if tables & {"overlay", "policy"} else []
+    if "overlay" in tables:
+        table_overlay(index, policy, settings, prefixes, args.repeats)
+    if "policy" in tables:
+        table_policy_cost(index, prefixes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
