@@ -6,6 +6,7 @@ closed."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -173,6 +174,30 @@ async def test_a_trickled_head_after_a_keystroke_is_cut_off(server: FastPathTest
     assert head.startswith(b"HTTP/1.1 200")
     rest = await asyncio.wait_for(reader.read(), 5)  # the body, then the close
     assert rest.endswith(b"}")
+    writer.close()
+
+
+async def test_a_trickled_body_gets_408_and_the_connection_closes(
+        server: FastPathTestServer) -> None:
+    """The head arrives whole; the body, one byte every 50 ms, never finishes: 408 after the
+    timeout (0.5 s here), then the connection closes."""
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    body = b'{"index": "' + b"a" * 200 + b'"}'
+    writer.write(b"POST /admin/reload HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body))
+    answer = asyncio.create_task(reader.read())
+    started = time.monotonic()
+    try:
+        for byte in body:
+            if answer.done():
+                break
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.05)
+    except ConnectionError:
+        pass
+    reply = await asyncio.wait_for(answer, 5)
+    assert reply.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in reply, reply[:200]
+    assert time.monotonic() - started < 5
     writer.close()
 
 

@@ -99,6 +99,16 @@ class UnsupportedMediaType(ClientError):
     code = "unsupported_media_type"
 
 
+class RequestTimeout(ClientError):
+    """A request body that did not arrive within the time allowed (a trickling client)."""
+
+    status = 408
+    code = "request_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
 class RateLimited(ClientError):
     status = 429
     code = "rate_limited"

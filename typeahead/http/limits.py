@@ -17,6 +17,7 @@ are, because a key nobody checks would let a client take a fresh bucket per requ
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from typeahead.errors import (
     InvalidBody,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     Unauthorized,
     UndecodableBody,
     UnsupportedMediaType,
@@ -156,7 +158,8 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
         # (an unknown route or method gets the router's 404/405, not a body complaint)
         if request.path == GENERATE_PATH:
             _rate_limit(request, limits)
-        await check_json_body(request, limits.settings.max_body_bytes)
+        await check_json_body(request, limits.settings.max_body_bytes,
+                              limits.settings.head_timeout_s)
     return await handler(request)
 
 
@@ -168,8 +171,9 @@ def _rate_limit(request: web.Request, limits: Limits) -> None:
                           f"client; retry in {wait:.0f} s", retry_after=wait)
 
 
-async def check_json_body(request: web.Request, max_bytes: int) -> None:
-    """413 over the size limit, 415 for a body that is not JSON, 400 when nested too deep.
+async def check_json_body(request: web.Request, max_bytes: int, timeout_s: float) -> None:
+    """413 over the size limit, 415 for a body that is not JSON, 400 when nested too deep,
+    408 when the body does not arrive within ``timeout_s`` (a trickling client).
 
     The body is read here once; aiohttp keeps it, so the handler's ``read()`` costs nothing.
     """
@@ -182,7 +186,12 @@ async def check_json_body(request: web.Request, max_bytes: int) -> None:
         raise UnsupportedMediaType(
             f"request body must be application/json, got {request.content_type or 'none'!r}")
     try:
-        raw = await request.read()  # aiohttp stops at client_max_size with a 413
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()  # aiohttp stops at client_max_size with a 413
+    except TimeoutError:
+        request.protocol.close()  # the rest of the body may still trickle in: stop reading
+        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") \
+            from None
     except ConnectionResetError:
         # The client hung up mid-body (a slow client giving up): its fault, not ours.
         raise InvalidBody("the client closed the connection before sending its whole body",

@@ -45,7 +45,8 @@ BAD = _error("bad input: code missing_parameter, invalid_parameter, query_too_lo
              "invalid_encoding or invalid_body")
 UNAVAILABLE = _error("a dependency (Redis, the index) is not available", retry_after=True)
 DEFAULT = _error("any other error: 404 not_found (no such route), 405 method_not_allowed "
-                 "(with Allow), 413 payload_too_large, 500 internal_error")
+                 "(with Allow), 408 request_timeout (a body slower than TYPEAHEAD_HEAD_TIMEOUT_S), "
+                 "413 payload_too_large, 500 internal_error")
 JOB_ID = {"name": "id", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 
