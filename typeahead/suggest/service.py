@@ -122,7 +122,7 @@ class SuggestService:
         """The answer for one keystroke, computed afresh."""
         overlay = self.overlay
         if overlay.filters:
-            suggestions = overlay.keep(self.index.lexical.suggest(query, k + overlay.margin))
+            suggestions = self._unblocked(query, k, overlay)
         else:
             suggestions = self.index.lexical.suggest(query, k)
         layer = self.index.semantic if self.semantic else None
@@ -150,6 +150,20 @@ class SuggestService:
         if explicit:
             answer["offer_generate"] = False  # no summary is offered for explicit input
         return answer
+
+    def _unblocked(self, query: str, k: int, overlay: curation.Overlay) -> list[Suggestion]:
+        """The top ``k`` the blocks leave. Asked for ``k`` first: asking for more up front
+        sends inputs with a few more than ``k`` matches into the costlier any-order and typo
+        tiers; only when a block removed some is the index asked again for more."""
+        found = self.index.lexical.suggest(query, k)
+        kept = overlay.keep(found)
+        if len(kept) == len(found):
+            return kept
+        judged = {s.id for s in found}  # each removal is counted once
+        allowed = {s.id for s in kept}
+        more = self.index.lexical.suggest(query, k + overlay.margin + len(found) - len(kept))
+        return [s for s in more if s.id in allowed
+                or (s.id not in judged and (s.id < 0 or overlay.allowed(s.id)))]
 
     def _fuse(self, lexical: list[Suggestion], neighbours: list[tuple[int, float]], k: int
               ) -> list[Suggestion]:
