@@ -24,6 +24,7 @@ from yarl import URL
 
 from loadtest.http1 import CLIENTS, HttpFailure, Origin, Pool, Pools, split_url
 from loadtest.stats import Stats
+from typeahead.sse import read_events
 
 _JSON = {"Content-Type": "application/json"}
 
@@ -168,15 +169,14 @@ class Client:
             if resp.status != 200:
                 raise RequestFailed(f"stream_http_{resp.status}")
             first = True
-            async for raw in resp.content:
-                event = raw.strip().replace(b" ", b"")
-                if event == b"event:token" and first:
+            async for event in read_events(resp.content):
+                if event.event == "token" and first:
                     first = False
                     self._ok("stream_first_token", intended)
-                elif event == b"event:done":
+                elif event.event == "done":
                     self._ok("stream_done", intended)
                     return
-                elif event == b"event:error":
+                elif event.event == "error":
                     raise RequestFailed("stream_error")
         raise RequestFailed("stream_incomplete")
 

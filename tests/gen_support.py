@@ -22,6 +22,7 @@ from typeahead.generation.queue import Jobs, connect
 from typeahead.generation.routes import setup_generation
 from typeahead.generation.worker import VectorDocs, Worker
 from typeahead.settings import Settings
+from typeahead.sse import read_events
 
 DOCS = [
     Doc("paris", "Paris", "Paris is the capital and largest city of France. It lies on the Seine. "
@@ -120,23 +121,12 @@ async def read_sse_events(
     async with client.get(path) as resp:
         assert resp.status == 200, await resp.text()
         assert resp.headers["Content-Type"].startswith("text/event-stream")
-        ident, name, data = "", "message", list[str]()
-        async for raw in resp.content:
-            line = raw.decode().rstrip("\r\n")
-            if line == "":
-                if data:
-                    events.append((ident, name, "\n".join(data)))
-                    if on_event is not None:
-                        on_event(name, "\n".join(data))
-                    if name in ("done", "error"):
-                        break
-                ident, name, data = "", "message", []
-            elif line.startswith("id: "):
-                ident = line[4:]
-            elif line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data.append(line[6:])
+        async for event in read_events(resp.content):
+            events.append((event.id, event.event, event.data))
+            if on_event is not None:
+                on_event(event.event, event.data)
+            if event.event in ("done", "error"):
+                break
     return events
 
 

@@ -31,6 +31,7 @@ from typeahead import keys
 from typeahead.generation.hub import StreamHub
 from typeahead.generation.queue import Event, Jobs, connect, job_id
 from typeahead.generation.routes import GENERATION
+from typeahead.sse import parse_events
 
 FULL = DEFAULT_TEXT
 
@@ -134,12 +135,12 @@ async def test_late_joiners_and_resumes_get_every_token_once(
         resumed_from = stored[1].id
         async with client.get(body["stream_url"],
                               headers={"Last-Event-ID": resumed_from}) as resp:
-            rest = (await resp.read()).decode()
+            rest = parse_events(await resp.read())
         first, second = await early, await late
     for events in (first, second):
         assert [d for e, d in events if e == "token"] == DEFAULT_TOKENS
         assert events[-1][0] == "done"
-    tokens_after = [line[6:] for line in rest.split("\n") if line.startswith("data: ")][:-1]
+    tokens_after = [event.data for event in rest if event.event == "token"]
     assert tokens_after == DEFAULT_TOKENS[2:]
     assert standin.calls == 1
 

@@ -26,6 +26,7 @@ from typeahead.generation.hub import TOO_SLOW, StreamHub
 from typeahead.generation.queue import POOL_SIZE, Jobs, connect, stream_id
 from typeahead.generation.routes import GENERATION
 from typeahead.http.app import create_app
+from typeahead.sse import Parser
 from typeahead.suggest.service import SuggestService
 
 STREAMS = 300
@@ -46,22 +47,14 @@ async def follow(session: aiohttp.ClientSession, url: str, seen: Seen,
     """Read an event stream until done/error or until the server closes it."""
     async with session.get(url, headers=headers) as resp:
         assert resp.status == 200, await resp.text()
-        ident, name, data = "", "message", list[str]()
+        parser = Parser()
         async for raw in resp.content:
-            line = raw.decode().rstrip("\r\n")
-            if line.startswith(": keep-alive"):
-                seen.keepalives += 1
-            elif line.startswith("id: "):
-                ident = line[4:]
-            elif line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data.append(line[6:])
-            elif line == "" and data:
-                seen.events.append((ident, name, "\n".join(data)))
-                if name in ("done", "error"):
+            event = parser.feed(raw)
+            seen.keepalives = parser.comments
+            if event is not None:
+                seen.events.append((event.id, event.event, event.data))
+                if event.event in ("done", "error"):
                     break
-                ident, name, data = "", "message", []
     seen.ended = True
 
 

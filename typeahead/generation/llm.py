@@ -22,6 +22,7 @@ from typeahead.errors import UpstreamError
 from typeahead.generation.extractive import Embedder, ExtractiveBackend
 from typeahead.generation.prompt import Doc, build_messages
 from typeahead.settings import Settings
+from typeahead.sse import read_events
 
 
 class Backend(Protocol):
@@ -94,22 +95,6 @@ def chunk_text(obj: Any) -> str:
     if isinstance(delta, dict):
         return str(delta.get("content") or "")
     return str(choice.get("text") or "")
-
-
-async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """Yield the ``data`` payload of each server-sent event, multi-line data joined by \\n."""
-    data: list[bytes] = []
-    async for raw in content:
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield b"\n".join(data)
-                data = []
-            continue
-        if line.startswith(b"data:"):
-            data.append(line[5:].lstrip(b" ") if line[5:6] == b" " else line[5:])
-    if data:
-        yield b"\n".join(data)
 
 
 class VLLMBackend:
@@ -212,8 +197,9 @@ class VLLMBackend:
 
     async def _pieces(self, resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
         try:
-            async for data in sse_data(resp.content):
-                if data.strip() == b"[DONE]":
+            async for event in read_events(resp.content):
+                data = event.data
+                if data.strip() == "[DONE]":
                     return
                 piece = _parse_chunk(data)
                 if piece:
@@ -241,13 +227,13 @@ async def _drained(resp: aiohttp.ClientResponse) -> bool:
         return False
 
 
-def _parse_chunk(data: bytes) -> str:
+def _parse_chunk(data: str) -> str:
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise UpstreamError(f"LLM sent a malformed chunk: {data[:80]!r}") from exc
     if is_error_chunk(obj):
-        raise UpstreamError(f"LLM error: {error_message(data)}")
+        raise UpstreamError(f"LLM error: {error_message(data.encode())}")
     return chunk_text(obj)
 
 
