@@ -21,6 +21,7 @@ from typeahead.errors import ConfigError, TypeaheadError
 # (command name, module that implements it). Modules are imported lazily so that one command's
 # heavy dependencies (torch for ``distill``) never load for another (``serve``).
 COMMANDS: tuple[tuple[str, str], ...] = (
+    ("aggregate", "typeahead.suggest.aggregate"),
     ("build-index", "typeahead.suggest.build"),
     ("serve", "typeahead.http.server"),
     ("eval", "typeahead.eval.qac"),
