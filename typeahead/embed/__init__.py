@@ -1,10 +1,11 @@
-"""The static student embedder and the FAISS vector index over its vectors.
+"""The embedder protocol, the static student embedder and the FAISS vector index over its vectors.
 
 What other packages use is exported here; the rest is private to the package.
 """
 
 from __future__ import annotations
 
+from typeahead.embed.embedder import Embedder
 from typeahead.embed.student import Student, save_student
 from typeahead.embed.vector import (
     DEFAULT_FACTORY,
@@ -15,6 +16,6 @@ from typeahead.embed.vector import (
 )
 
 __all__ = [
-    "DEFAULT_FACTORY", "IndexParams", "Student", "VectorIndex", "build_vector_index",
+    "DEFAULT_FACTORY", "Embedder", "IndexParams", "Student", "VectorIndex", "build_vector_index",
     "check_student", "save_student",
 ]

@@ -13,13 +13,14 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
 from typeahead import keys
+from typeahead.embed import Embedder
 
 
 def encode_result(
@@ -87,10 +88,6 @@ class HotSummaries:
         return len(self._entries)
 
 
-class QueryEmbedder(Protocol):
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
 class SemanticCache:
     """Nearest cached query by cosine; a local mirror of the vectors is refreshed incrementally.
 
@@ -99,7 +96,7 @@ class SemanticCache:
     """
 
     def __init__(
-        self, redis: aioredis.Redis, embedder: QueryEmbedder, model_key: str, threshold: float,
+        self, redis: aioredis.Redis, embedder: Embedder, model_key: str, threshold: float,
         *, refresh_s: float = 1.0,
     ) -> None:
         self.redis = redis

@@ -19,25 +19,15 @@ import itertools
 import re
 import zlib
 from collections.abc import AsyncGenerator, Sequence
-from typing import Protocol
 
 import numpy as np
 
-from typeahead.embed import Student
+from typeahead.embed import Embedder, Student
 from typeahead.generation.prompt import Doc
 from typeahead.retrieval import SentenceModel, answers, split_sentences  # noqa: F401  (re-exported)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 NO_DOCS = "No indexed document matches this query, so there is nothing to summarise."
-
-
-class Embedder(Protocol):
-    """What the summariser needs from the student model (``typeahead.embed.student.Student``)."""
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class HashingEmbedder:

@@ -18,8 +18,9 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
+from typeahead.embed import Embedder
 from typeahead.errors import UpstreamError
-from typeahead.generation.extractive import Embedder, ExtractiveBackend
+from typeahead.generation.extractive import ExtractiveBackend
 from typeahead.generation.prompt import Doc, build_messages
 from typeahead.settings import Settings
 from typeahead.sse import read_events

@@ -34,10 +34,10 @@ import orjson
 import redis.asyncio as aioredis
 
 from typeahead import keys, logs, metrics
-from typeahead.embed import Student
+from typeahead.embed import Embedder, Student
 from typeahead.errors import ConfigError, DataError, TypeaheadError
 from typeahead.generation.cache import SemanticCache, encode_result
-from typeahead.generation.extractive import Embedder, HashingEmbedder, load_embedder
+from typeahead.generation.extractive import HashingEmbedder, load_embedder
 from typeahead.generation.llm import Backend, make_backend
 from typeahead.generation.prompt import PROMPT_VERSION, Doc
 from typeahead.generation.queue import REDIS_DOWN, Entry, Jobs, connect, let_send

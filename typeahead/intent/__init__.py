@@ -20,7 +20,6 @@ from typeahead.intent.classifier import (
     TRANS_CUES,
     WEIGHTS_FILE,
     Decision,
-    Embedder,
     Intent,
     IntentClassifier,
     lexical_features,
@@ -41,7 +40,7 @@ from typeahead.intent.keystroke import (
 __all__ = [
     "AUX_WORDS", "FEATURES", "FEATURE_NAMES", "FORMAT_VERSION", "INFORMATIONAL", "INFO_CUES",
     "KEYSTROKE_FILE", "KIND", "LABELS", "NAMES_FILE", "PARAMS_FILE", "QUESTION_WORDS",
-    "SITES_FILE", "TRANS_CUES", "WEIGHTS_FILE", "Combiner", "Decision", "Embedder", "Intent",
+    "SITES_FILE", "TRANS_CUES", "WEIGHTS_FILE", "Combiner", "Decision", "Intent",
     "IntentClassifier", "KeystrokeIntent", "Names", "entry_logits", "for_service",
     "lexical_features", "looks_personal", "read_model_manifest",
 ]

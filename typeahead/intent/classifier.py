@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -26,6 +26,10 @@ import orjson
 from typeahead.assets import INTENT_DIR
 from typeahead.errors import ArtifactError
 from typeahead.manifest import read_manifest, verify_files
+
+if TYPE_CHECKING:
+    # The protocol only: the packaged student (and FAISS beside it) loads when first needed.
+    from typeahead.embed import Embedder
 
 LABELS: tuple[str, ...] = ("navigational", "informational", "transactional")
 INFORMATIONAL = LABELS.index("informational")
@@ -158,18 +162,6 @@ def _is_number_like(run: str) -> bool:
 
 
 # --- the classifier ------------------------------------------------------------------------------
-
-
-class Embedder(Protocol):
-    """What the classifier needs from the student (see ``typeahead.embed.student.Student``)."""
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from typeahead.embed import Embedder
+
 __all__ = [
     "CANDIDATE_PASSAGES",
     "FEATURES",
@@ -104,13 +106,6 @@ FEATURES = (
     "capitalised", "novel", "coverage_x_cosine", "coverage_x_rank", "cosine_x_rank",
     "typed_x_coverage", "coverage_sq", "cosine_sq",
 )
-
-
-class Embedder(Protocol):
-    @property
-    def fingerprint(self) -> str: ...
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class Passage(Protocol):

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from typeahead.corpus import read_rows
+from typeahead.embed import Embedder
 from typeahead.errors import DataError
 from typeahead.eval import Labelled, evaluate
 from typeahead.intent import (
@@ -56,7 +57,6 @@ from typeahead.intent import (
     SITES_FILE,
     TRANS_CUES,
     WEIGHTS_FILE,
-    Embedder,
     IntentClassifier,
     lexical_features,
     looks_personal,
