@@ -196,3 +196,16 @@ def test_bad_paths_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["aggregate", "--log", str(tmp_path / log), "--out", str(tmp_path / out)]) == code
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_output_is_sorted_by_count_then_query_with_threads(tmp_path: Path) -> None:
+    # Enough distinct queries that DuckDB's threads would hand rows back in any order.
+    log = tmp_path / "log.tsv"
+    lines = ["query"] + [f"q{i % 997}" for i in range(40_000)] + [f"q{i}" for i in range(300)]
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "counts.tsv"
+    aggregate([log], out, AggregateOptions(threads=2))
+    rows = [line.split("\t") for line in out.read_text(encoding="utf-8").splitlines()[1:]]
+    assert len(rows) == 997
+    assert rows == sorted(rows, key=lambda r: (-int(r[1]), r[0]))
+    assert rows[0] == ["q0", "42"]

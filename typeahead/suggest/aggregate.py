@@ -262,12 +262,14 @@ def _write(con: Any, out: Path, options: AggregateOptions, *, users: bool) -> in
     select = ("SELECT q.shown AS query, q.total AS count_total" +
               (", ku.users AS users FROM queries q JOIN key_users ku USING (k)" if users
                else " FROM queries q") +
-              f" WHERE {' AND '.join(floor)} ORDER BY count_total DESC, query")
+              f" WHERE {' AND '.join(floor)}")
     con.execute(f"CREATE TEMP TABLE kept AS {select}")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial{_suffix(out)}")
     try:
-        con.execute(f"COPY kept TO {_literal(str(partial))} (FORMAT csv, DELIMITER '\t', "
+        # Ordered in the COPY itself: tables keep no order (preserve_insertion_order is off).
+        con.execute(f"COPY (SELECT * FROM kept ORDER BY count_total DESC, query) TO "
+                    f"{_literal(str(partial))} (FORMAT csv, DELIMITER '\t', "
                     f"HEADER true, QUOTE '', ESCAPE '')")
         partial.replace(out)
     finally:
