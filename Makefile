@@ -24,7 +24,7 @@ setup: $(BIN)/python
 # Tests also exercise distillation, so they need the training extra (torch 2.13.0 CPU build),
 # and drive the demo page in Debian's chromium (installed here when missing and we are root).
 setup-dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[loadtest,train,dev]'
+	$(BIN)/pip install -q -e '.[loadtest,train,parquet,dev]'
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 		echo "chromium not installed: the browser test will be skipped"

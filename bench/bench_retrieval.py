@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from typeahead.corpus import read_records
 from typeahead.embed.student import Student
 from typeahead.eval.retrieval import score_rankings
 from typeahead.retrieval import relevance
@@ -38,7 +39,6 @@ from typeahead.retrieval.documents import (
     DocsIndex,
     build_docs_index,
     load_documents,
-    read_records,
 )
 
 DOCS = Path("../shared/data/docs/squad2_dev_wikipedia_paragraphs.jsonl.gz")
@@ -85,7 +85,7 @@ def main() -> int:
     args = ap.parse_args()
     docs = load_documents(args.docs)
     questions = [
-        (str(r["question"]), [str(r["paragraph_id"])]) for r in read_records(args.questions)
+        (str(r["question"]), [str(r["paragraph_id"])]) for _, r in read_records(args.questions)
     ]
     golds = [g for _, g in questions]
     ids = [d for d, _, _ in docs]

@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from typeahead.corpus import read_records
 from typeahead.embed.student import Student
-from typeahead.retrieval.documents import read_records
 
 AOL = Path("../shared/data/typeahead/aol2006_q1m_counts.tsv.gz")
 
@@ -59,7 +59,7 @@ def main() -> int:
     ap.add_argument("--aol", type=Path, default=AOL)
     args = ap.parse_args()
     queries = [
-        str(r["query"]) for _, r in zip(range(200_000), read_records(args.aol), strict=False)
+        str(r["query"]) for _, (_, r) in zip(range(200_000), read_records(args.aol), strict=False)
     ]
     rng = np.random.default_rng(1)
     texts = [queries[i] for i in rng.choice(len(queries), size=args.queries, replace=False)]

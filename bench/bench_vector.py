@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from typeahead.corpus import read_records
 from typeahead.embed.student import Student
 from typeahead.embed.vector import IndexParams, build_index
-from typeahead.retrieval.documents import read_records
 
 AOL = Path("../shared/data/typeahead/aol2006_q1m_counts.tsv.gz")
 CONFIGS: tuple[tuple[str, str, IndexParams], ...] = (
@@ -45,7 +45,7 @@ MILLION = tuple(c for c in CONFIGS if not c[0].startswith("hnsw12"))
 def load_texts(path: Path, min_count: int) -> tuple[list[str], list[str]]:
     corpus: list[str] = []
     rest: list[str] = []
-    for rec in read_records(path):
+    for _, rec in read_records(path):
         (corpus if int(rec["count_total"]) >= min_count else rest).append(str(rec["query"]))
     return corpus, rest
 

@@ -1,7 +1,19 @@
-"""Reading corpus and log files: TSV, CSV or JSONL, optionally gzipped.
+"""Reading corpus, document and log files: TSV, CSV, JSONL (each optionally gzipped) or Parquet.
 
-One reader serves ``build-index``, ``eval`` and the load tester's workload, so the same file
-reads the same way everywhere. Malformed input raises ``DataError`` naming the file and line.
+The one reader of tabular input: ``build-index``, the documents index, the worker's
+``--docs`` file, ``eval``, training and the load tester's workload all read through it, so the
+same file reads the same way everywhere. The rules:
+
+- the format comes from the name (``.tsv``/``.txt``, ``.csv``, ``.jsonl``/``.ndjson``/``.json``,
+  ``.parquet``; a ``.gz`` after the first three) unless given;
+- TSV has a header row and no quoting: query logs hold stray quotes (``say "hi"``), read as
+  typed; a field cannot hold a tab or a newline;
+- CSV has a header row and the quoting of RFC 4180 (the stdlib ``csv`` module's default);
+- JSONL is one JSON object per line (orjson); blank lines are skipped;
+- Parquet (pyarrow, the ``parquet`` extra) is read a batch of rows at a time;
+- text is UTF-8.
+
+Malformed input raises ``DataError`` naming the file and the line (the row, for Parquet).
 """
 
 from __future__ import annotations
@@ -10,19 +22,22 @@ import csv
 import gzip
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import orjson
 
-from typeahead.errors import DataError
+from typeahead.errors import DataError, MissingExtraError
 
-FORMATS = ("tsv", "csv", "jsonl")
+FORMATS = ("tsv", "csv", "jsonl", "parquet")
+SUFFIXES = ((".tsv", "tsv"), (".txt", "tsv"), (".csv", "csv"), (".jsonl", "jsonl"),
+            (".ndjson", "jsonl"), (".json", "jsonl"), (".parquet", "parquet"))
 # The longest field a TSV/CSV file may hold; a longer one is a DataError naming the line.
 FIELD_LIMIT = 1 << 24
 csv.field_size_limit(FIELD_LIMIT)
+PARQUET_BATCH = 65_536  # rows converted to Python at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,21 +49,27 @@ class Row:
 
 
 def detect_format(path: Path) -> str:
-    name = path.name.lower().removesuffix(".gz")
-    for ext, fmt in ((".tsv", "tsv"), (".txt", "tsv"), (".csv", "csv"), (".jsonl", "jsonl"),
-                     (".ndjson", "jsonl"), (".json", "jsonl")):
-        if name.endswith(ext):
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    name = name.removesuffix(".gz")
+    for ext, fmt in SUFFIXES:
+        if name.endswith(ext) and fmt != "parquet":
             return fmt
-    raise DataError(f"{path}: cannot tell the format from the name; use --format tsv|csv|jsonl")
+    raise DataError(f"{path}: cannot tell the format from the name; "
+                    f"use --format {'|'.join(FORMATS)}")
 
 
-def open_text(path: Path) -> IO[str]:
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a file")
-    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+def read_records(path: Path, fmt: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line, record) per row: the line (for Parquet the row) it starts on, counted from
+    1 with the header, and the row as a dict of column -> value (str for TSV and CSV)."""
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    _check_file(path)
+    if fmt == "parquet":
+        return _parquet(path)
+    return _text_records(path, fmt)
 
 
 def read_rows(
@@ -59,33 +80,61 @@ def read_rows(
     fmt: str | None = None,
 ) -> Iterator[Row]:
     """Yield one Row per record; ``weight`` is 1.0 per row when no weight column is named."""
-    fmt = fmt or detect_format(path)
-    if fmt not in FORMATS:
-        raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    records = _jsonl(path) if fmt == "jsonl" else _delimited(path, "\t" if fmt == "tsv" else ",")
+    for line, record in read_records(path, fmt):
+        row = _to_row(path, line, record, text_col, weight_col)
+        if row is not None:
+            yield row
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a file")
+
+
+def _text_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        for line, record in records:
-            row = _to_row(path, line, record, text_col, weight_col)
-            if row is not None:
-                yield row
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        with _open_binary(path) as fh:
+            lines = _decoded(fh, path)
+            if fmt == "jsonl":
+                yield from _jsonl(path, lines)
+            else:
+                yield from _delimited(path, lines, "\t" if fmt == "tsv" else ",")
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
 
 
-def _delimited(path: Path, sep: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open_text(path) as fh:
-        # TSV query logs contain stray quotes; only CSV follows quoting rules.
-        quoting: Literal[0, 3] = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
-        reader = csv.DictReader(fh, delimiter=sep, quoting=quoting)
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    if path.name.endswith(".gz"):
+        return gzip.GzipFile(path, "rb")
+    return open(path, "rb")
+
+
+def _decoded(fh: Iterable[bytes], path: Path) -> Iterator[str]:
+    """The lines of ``fh`` as text, line endings kept (the csv module wants them)."""
+    for number, raw in enumerate(fh, start=1):
         try:
-            if not reader.fieldnames:
-                raise DataError(f"{path}: empty file (no header row)")
-            yield from enumerate(reader, start=2)
-        except csv.Error as exc:
-            # The inner reader counts the line that failed; the DictReader only finished ones.
-            raise DataError(f"{path}:{reader.reader.line_num}: {_csv_problem(exc)}") from exc
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte "
+                            f"{exc.start} of the line)") from None
+
+
+def _delimited(path: Path, lines: Iterable[str], sep: str
+               ) -> Iterator[tuple[int, dict[str, Any]]]:
+    quoting: Literal[0, 3] = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.DictReader(lines, delimiter=sep, quoting=quoting)
+    try:
+        if not reader.fieldnames:
+            raise DataError(f"{path}: empty file (no header row)")
+        first = 2
+        for record in reader:
+            yield first, record
+            first = reader.line_num + 1  # a quoted CSV field may span lines
+    except csv.Error as exc:
+        # The inner reader counts the line that failed; the DictReader only finished ones.
+        raise DataError(f"{path}:{reader.reader.line_num}: {_csv_problem(exc)}") from exc
 
 
 def _csv_problem(exc: csv.Error) -> str:
@@ -94,18 +143,43 @@ def _csv_problem(exc: csv.Error) -> str:
     return f"malformed line: {exc}"
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open_text(path) as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise DataError(f"{path}:{i}: invalid JSON: {exc}") from exc
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{i}: expected a JSON object per line")
-            yield i, rec
+def _jsonl(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: invalid JSON: {exc}") from exc
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object per line")
+        yield number, rec
+
+
+def _parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    parquet = _import_parquet()
+    try:
+        file = parquet.ParquetFile(path)
+        number = 1
+        for batch in file.iter_batches(batch_size=PARQUET_BATCH):
+            for record in batch.to_pylist():
+                number += 1
+                yield number, record
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path}: not a readable Parquet file: {_first_line(exc)}") from exc
+
+
+def _import_parquet() -> Any:
+    try:
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise MissingExtraError("reading Parquet needs pyarrow, in the 'parquet' extra: "
+                                "pip install 'typeahead[parquet]'") from None
+    return parquet
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _to_row(

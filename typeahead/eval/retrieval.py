@@ -53,12 +53,12 @@ def evaluate(
 
 def load_queries(path: Path, text_col: str, gold_col: str) -> list[tuple[str, list[str]]]:
     """(text, gold ids) pairs from a TSV/CSV/JSONL file; rows without text or gold are skipped."""
-    from typeahead.retrieval import read_records
+    from typeahead.corpus import read_records
 
     out: list[tuple[str, list[str]]] = []
-    for row, rec in enumerate(read_records(path), start=1):
+    for line, rec in read_records(path):
         if text_col not in rec or gold_col not in rec:
-            raise DataError(f"{path}: row {row} lacks column {text_col!r} or {gold_col!r}")
+            raise DataError(f"{path}:{line}: lacks column {text_col!r} or {gold_col!r}")
         text, gold = rec[text_col], rec[gold_col]
         golds = [str(g) for g in gold] if isinstance(gold, list) else str(gold or "").split("|")
         golds = [g for g in golds if g]

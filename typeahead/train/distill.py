@@ -247,7 +247,7 @@ def load_corpus(
     config: DistillConfig,
 ) -> TrainingCorpus:
     """AOL queries (sampled) and SQuAD paragraphs + sentences; SQuAD questions only evaluate."""
-    from typeahead.retrieval import read_records
+    from typeahead.corpus import read_records
 
     texts: list[str] = []
     counts: Counter[str] = Counter()
@@ -263,7 +263,7 @@ def load_corpus(
     eval_docs: list[tuple[str, str]] = []
     if docs is not None:
         sources[str(docs)] = sha256_file(docs)
-        for rec in read_records(docs):
+        for _, rec in read_records(docs):
             body = str(rec.get("text", ""))
             eval_docs.append((str(rec.get("paragraph_id", rec.get("id", ""))), body))
             texts.append(body)
@@ -273,7 +273,7 @@ def load_corpus(
     if questions is not None:
         sources[str(questions)] = sha256_file(questions)
         eval_queries = [
-            (str(r["question"]), str(r["paragraph_id"])) for r in read_records(questions)
+            (str(r["question"]), str(r["paragraph_id"])) for _, r in read_records(questions)
         ]
     words = [w for w, c in counts.most_common() if c >= config.min_word_count]
     checksum = hashlib.sha256("\n".join(texts).encode()).hexdigest()
@@ -281,10 +281,10 @@ def load_corpus(
 
 
 def _aol_queries(path: Path) -> list[tuple[str, int]]:
-    from typeahead.retrieval import read_records
+    from typeahead.corpus import read_records
 
     out: list[tuple[str, int]] = []
-    for rec in read_records(path):
+    for _, rec in read_records(path):
         try:
             out.append((str(rec["query"]), int(rec.get("count_total") or 1)))
         except (KeyError, ValueError) as exc:
