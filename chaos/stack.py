@@ -151,6 +151,7 @@ class Stack:
         return _env({
             "REDIS_URL": self.redis.url, "TYPEAHEAD_LLM_URL": self.llm_url,
             "TYPEAHEAD_GENERATE_RATE_PER_MIN": "0",  # the load is one client
+            "TYPEAHEAD_GENERATE_REQUEST_RATE_PER_MIN": "0",
             "TYPEAHEAD_JOB_CLAIM_IDLE_S": "1.0",
             "TYPEAHEAD_JOB_DEADLINE_S": str(self.job_deadline_s),
             "TYPEAHEAD_LLM_READ_TIMEOUT_S": "30",

@@ -32,9 +32,10 @@ from typeahead.sse import read_events
 SUITE_SLOS = ("suggest.p99<5ms", "generate_cached.p99<10ms", "errors<0.1%")
 SERVE_COMMAND = "{python} -m typeahead serve --index {index} --port {port} --workers {workers}"
 WORKER_COMMAND = "{python} -m typeahead worker --index {index}"
-# The suite is one client sending tens of generates a second: the per-client generate limit
-# would turn them into 429s, so the service it starts runs without it.
-SERVICE_ENV = {"TYPEAHEAD_GENERATE_RATE_PER_MIN": "0"}
+# The suite is one client sending tens of generates a second: the per-client generate limits
+# would turn them into 429s, so the service it starts runs without them.
+SERVICE_ENV = {"TYPEAHEAD_GENERATE_RATE_PER_MIN": "0",
+               "TYPEAHEAD_GENERATE_REQUEST_RATE_PER_MIN": "0"}
 
 
 def add_parser(sub: Any) -> None:

@@ -105,6 +105,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_session: RedisServer
     # would be a finding, not the configured back-pressure.
     settings = Settings.from_env(environ={}, redis_url=redis_session.url,
                                  queue_max_depth=1_000_000, generate_rate_per_min=0,
+                                 generate_request_rate_per_min=0,
                                  admin_token="fuzz-admin-token-not-guessable")
     port = free_port()
     ready, stop = threading.Event(), threading.Event()

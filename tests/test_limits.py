@@ -16,7 +16,8 @@ from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
 from typeahead.http import reload
 from typeahead.http.app import create_app
-from typeahead.http.limits import MAX_JSON_DEPTH, TokenBucket, json_depth
+from typeahead.http.limits import MAX_JSON_DEPTH, json_depth
+from typeahead.http.ratelimit import TokenBucket
 from typeahead.settings import Settings
 from typeahead.suggest.service import SuggestService
 

@@ -91,3 +91,16 @@ CURATION_RULES = CURATION_PREFIX + "rules"  # hash: rule id -> rule JSON
 CURATION_VERSION = CURATION_PREFIX + "version"  # counter, raised by every change
 CURATION_AUDIT = CURATION_PREFIX + "audit"  # stream: who changed what, when
 CURATION_AUDIT_MAX = 10_000  # audit entries kept (approximately; oldest trimmed first)
+
+
+# --- per-client rate limits (typeahead.http.ratelimit)
+# ----------------------------------------------------
+# A client's buckets share one hash tag, so the script that spends from both stays in one slot
+# on a Redis Cluster; different clients spread over the slots.
+RATE_SCHEMA = "v1"
+
+
+def rate_bucket(client: str, budget: str) -> str:
+    """Hash (tokens, when) of one client's token bucket for ``budget`` (requests or jobs);
+    expires once it would have refilled."""
+    return f"typeahead:{{rl:{client}}}:{RATE_SCHEMA}:{budget}"

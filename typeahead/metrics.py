@@ -71,6 +71,13 @@ class Metrics:
         self.job_starts = Counter(
             "typeahead_generate_job_starts", "new generation jobs by where they run: inline "
             "(in the API process that created them) or queue (a worker)", ["runner"], registry=r)
+        self.rate_limited_total = Counter(
+            "typeahead_generate_rate_limited", "POST /v1/generate refused (429) by a client's "
+            "budget: requests (every request) or jobs (requests that would start a job)",
+            ["budget"], registry=r)
+        self.rate_limit_fallbacks = Counter(
+            "typeahead_generate_rate_limit_fallback", "rate-limit decisions this process made "
+            "from its own buckets because Redis was down or silent", registry=r)
         self.job_seconds = Histogram(
             "typeahead_generate_job_duration_seconds", "time a worker spent on a job, by outcome",
             ["outcome"], buckets=JOB_BUCKETS, registry=r)
@@ -146,6 +153,12 @@ class Metrics:
 
     def job_started(self, runner: str) -> None:
         self.job_starts.labels(runner).inc()
+
+    def rate_limited(self, budget: str) -> None:
+        self.rate_limited_total.labels(budget).inc()
+
+    def rate_limit_fallback(self) -> None:
+        self.rate_limit_fallbacks.inc()
 
     def job_done(self, outcome: str, seconds: float) -> None:
         self.job_seconds.labels(outcome).observe(seconds)

@@ -100,7 +100,11 @@ class Settings:
     admin_token: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 16 * 1024
-    generate_rate_per_min: int = 30  # per client; 0 disables
+    # Per-client budgets on POST /v1/generate, shared by every API process through Redis
+    # (each process's own while Redis is down): new generation jobs (LLM calls), and every
+    # request, cached answers included. 0 disables either (typeahead.http.ratelimit).
+    generate_rate_per_min: int = 30
+    generate_request_rate_per_min: int = 600
     api_key_header: str = "X-API-Key"
     # Keys that name a client for the generate rate limit (comma-separated in
     # TYPEAHEAD_API_KEYS). With none, the header is ignored and the client is its address;
@@ -156,6 +160,10 @@ class Settings:
         _require(0.0 <= self.generate_memory_cache_s <= 3600.0,
                  "generate_memory_cache_s must be 0..3600")
         _require(self.generate_memory_cache_size >= 0, "generate_memory_cache_size must be >= 0")
+        _require(0 <= self.generate_rate_per_min <= 1_000_000,
+                 "generate_rate_per_min must be 0..1000000")
+        _require(0 <= self.generate_request_rate_per_min <= 1_000_000,
+                 "generate_request_rate_per_min must be 0..1000000")
         bad = sorted(set(self.safety_allow) - {"sexual", "profanity"})
         _require(not bad, f"safety_allow may name sexual and profanity only, not {bad}")
         _require(0.01 <= self.curation_poll_s <= 60.0, "curation_poll_s must be 0.01..60")

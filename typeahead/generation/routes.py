@@ -51,12 +51,16 @@ from typeahead.generation.queue import (
     valid_job_id,
 )
 from typeahead.generation.worker import Worker
+from typeahead.http.limits import client_of
+from typeahead.http.ratelimit import ClientLimits, Ticket
 from typeahead.process_tree import die_with_parent
 from typeahead.query_text import check_query
 from typeahead.settings import Settings
 
 STREAM_BLOCK_MS = 1000  # the keep-alive period of an idle event stream, and the longest read
 QUEUE_FULL_RETRY_S = 2.0
+NEW_JOB = ("claimed", "new")  # submission outcomes that start a job: an LLM call
+OVER_BUDGET_PAUSES_S = (0.0, 0.05, 0.2)  # a client out of job budget: when to look again
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Generation:
     guard: RedisGuard
     model_id: str
     memory: HotSummaries  # cached summaries this process served lately
+    limits: ClientLimits  # every client's generate budgets, shared through Redis
     semantic: SemanticCache | None = None
     inline: InlineRunner | None = None  # runs the jobs this process creates (vLLM only)
 
@@ -134,8 +139,9 @@ def _open(settings: Settings, url: str, model_id: str, embedder: Embedder | None
                     outage_s=settings.generate_stream_outage_s)
     memory = HotSummaries(settings.generate_memory_cache_size, settings.generate_memory_cache_s)
     guard = RedisGuard(timeout_s=settings.redis_timeout_s)
+    limits = ClientLimits(settings, redis, guard)
     return Generation(settings, redis, stream_redis, jobs, hub, guard, model_id, memory,
-                      semantic)
+                      limits, semantic)
 
 
 @contextlib.asynccontextmanager
@@ -253,24 +259,84 @@ def _done(job: str, result: dict[str, Any], *, cached: bool) -> web.Response:
 
 
 async def post_generate(request: web.Request) -> web.Response:
+    """Every request spends from its client's request budget; one that starts a job (an LLM
+    call) also from its job budget (``typeahead.http.ratelimit``)."""
     gen = request.app[GENERATION]
+    client = client_of(request)
     query = await read_query(request, gen.settings)
     job = job_id(query, PROMPT_VERSION, gen.model_id)
     remembered = gen.memory.get(job)
     if remembered is not None:
+        await gen.limits.admit(client)
         return _done(job, remembered, cached=True)
     # Without the semantic cache (whose lookup must come between), the exact cache check and
-    # the enqueue are one script call: an uncached request saves a round trip.
-    exact_in_script = gen.semantic is None
-    if not exact_in_script:
+    # the enqueue are one script call: an uncached request saves a round trip. The request's
+    # budgets are then spent in one call too.
+    if gen.semantic is None:
+        ticket = await gen.limits.admit_and_reserve(client)
+    else:
+        await gen.limits.admit(client)
+        hit = await _cache_hit(gen, job, query)
+        if hit is not None:
+            return _done(hit[0], hit[1], cached=True)
+        ticket = await gen.limits.reserve(client)
+    if not ticket.granted:
+        return await _over_job_budget(gen, job, query, ticket)
+    return await _charged(gen, job, query, ticket)
+
+
+async def _cache_hit(gen: Generation, job: str, query: str) -> tuple[str, dict[str, Any]] | None:
+    """The job's cached summary, or a semantic neighbour's."""
+    cached = await gen.guard(lambda: get_summary(gen.redis, job))
+    if cached is not None:
+        gen.memory.put(job, cached)
+        return job, cached
+    return await _semantic_hit(gen, query)
+
+
+async def _charged(gen: Generation, job: str, query: str, ticket: Ticket) -> web.Response:
+    """Create or join the job; the reserved job token goes back unless a job was created."""
+    sub: Submission | None = None
+    try:
+        sub = await _submit(gen, job, query, check_cache=gen.semantic is None)
+    finally:
+        if sub is None or sub.outcome not in NEW_JOB:
+            await gen.limits.give_back(ticket)
+    return _answer(gen, job, sub)
+
+
+async def _over_job_budget(gen: Generation, job: str, query: str,
+                           ticket: Ticket) -> web.Response:
+    """A client out of job budget still gets what costs nothing: the cached summary, or the
+    job that is running. A burst of one client's identical requests holds tokens that all but
+    one give back as soon as they have joined the job; so this looks again, twice, before it
+    refuses (without the semantic cache the exact cache was not asked yet)."""
+    for pause in OVER_BUDGET_PAUSES_S:
+        await asyncio.sleep(pause)
+        if pause:
+            ticket = await gen.limits.reserve(ticket.client)
+            if ticket.granted:
+                return await _charged(gen, job, query, ticket)
+        existing = await _existing(gen, job, query)
+        if existing is not None:
+            return existing
+    raise gen.limits.job_refused(ticket)
+
+
+async def _existing(gen: Generation, job: str, query: str) -> web.Response | None:
+    """The job's answer when it costs no LLM call: cached, or joining the job that runs."""
+    if gen.semantic is None:
         cached = await gen.guard(lambda: get_summary(gen.redis, job))
         if cached is not None:
             gen.memory.put(job, cached)
             return _done(job, cached, cached=True)
-        semantic = await _semantic_hit(gen, query)
-        if semantic is not None:
-            return _done(semantic[0], semantic[1], cached=True)
-    sub = await _submit(gen, job, query, check_cache=exact_in_script)
+    record = await gen.guard(lambda: gen.jobs.record(job))
+    if record.get("status") not in ("queued", "running"):
+        return None
+    return _answer(gen, job, await _submit(gen, job, query, check_cache=False))
+
+
+def _answer(gen: Generation, job: str, sub: Submission) -> web.Response:
     if sub.outcome == "full":
         raise ServiceUnavailable("the generation queue is full; retry shortly",
                                  code="queue_full", retry_after=QUEUE_FULL_RETRY_S)
@@ -314,7 +380,7 @@ async def _submit(gen: Generation, job: str, query: str, *, check_cache: bool) -
 
 def _counted(sub: Submission) -> Submission:
     """Count a job this request created, by where it runs (``/metrics``)."""
-    if sub.outcome in ("claimed", "new"):
+    if sub.outcome in NEW_JOB:
         metrics.get().job_started("inline" if sub.outcome == "claimed" else "queue")
     return sub
 

@@ -5,13 +5,11 @@
 what it raises is rendered as ``{"error": ...}``. It does two string comparisons for a GET, so
 ``/v1/suggest`` pays nothing measurable.
 
-The generate rate limit is an in-process token bucket per client: every API process keeps its
-own buckets, so with ``--workers N`` a client that spreads its connections over all processes
-can reach up to N times the configured rate (a keep-alive client stays on one process and gets
-exactly the rate). It never touches Redis, so it adds no dependency to ``/v1/generate``. The
-client is a configured API key (``TYPEAHEAD_API_KEYS``) when the request sends one, else the
-peer address: an unknown key is refused (401) when keys are configured and ignored when none
-are, because a key nobody checks would let a client take a fresh bucket per request.
+For ``POST /v1/generate`` the middleware names the client (``client_of``) that the generate
+route's rate limits (``typeahead.http.ratelimit``, shared through Redis) charge. The client is
+a configured API key (``TYPEAHEAD_API_KEYS``) when the request sends one, else the peer
+address: an unknown key is refused (401) when keys are configured and ignored when none are,
+because a key nobody checks would let a client take a fresh budget per request.
 ``X-Forwarded-For`` is ignored because any client can forge it.
 """
 
@@ -19,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,7 +26,6 @@ from aiohttp import web
 from typeahead.errors import (
     InvalidBody,
     PayloadTooLarge,
-    RateLimited,
     RequestTimeout,
     Unauthorized,
     UndecodableBody,
@@ -42,7 +37,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 GENERATE_PATH = "/v1/generate"
 MAX_JSON_DEPTH = 16
-MAX_CLIENTS = 100_000  # buckets kept per process; the least recently seen are dropped first
 BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
 # The one policy for HTML: the demo page loads its script and style from files, so no inline
@@ -58,42 +52,9 @@ CORS_EXPOSE = "Retry-After, X-Request-ID"
 CORS_MAX_AGE_S = "600"
 
 
-class TokenBucket:
-    """``rate_per_min`` tokens a minute per key, up to a burst of ``burst``; 0 means no limit."""
-
-    def __init__(self, rate_per_min: int, *, burst: int | None = None,
-                 max_keys: int = MAX_CLIENTS) -> None:
-        self.rate_per_s = rate_per_min / 60.0
-        self.burst = float(burst if burst is not None else max(1, rate_per_min))
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: str, now: float | None = None) -> float:
-        """Spend one token: 0.0 when allowed, else the seconds until one is available."""
-        if self.rate_per_s <= 0:
-            return 0.0
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
-        if tokens >= 1.0:
-            self._store(key, tokens - 1.0, now)
-            return 0.0
-        self._store(key, tokens, now)
-        return (1.0 - tokens) / self.rate_per_s
-
-    def _store(self, key: str, tokens: float, now: float) -> None:
-        self._buckets[key] = (tokens, now)  # re-inserted last: most recently seen
-        while len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-
 class Limits:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.generate = TokenBucket(settings.generate_rate_per_min)
         self.origins = frozenset(settings.cors_origins)
         # Digests, not the keys: a membership test then reveals nothing through its timing.
         self.api_keys = frozenset(_digest(key) for key in settings.api_keys)
@@ -132,6 +93,7 @@ def _digest(api_key: str) -> str:
 
 
 LIMITS: web.AppKey[Limits] = web.AppKey("limits", Limits)
+CLIENT: web.RequestKey[str] = web.RequestKey("client", str)  # as Limits.client_key names it
 
 
 def setup_limits(app: web.Application, settings: Settings) -> None:
@@ -157,18 +119,15 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     elif method in BODY_METHODS and request.match_info.http_exception is None:
         # (an unknown route or method gets the router's 404/405, not a body complaint)
         if request.path == GENERATE_PATH:
-            _rate_limit(request, limits)
+            request[CLIENT] = limits.client_key(request)  # an unknown API key: 401 here
         await check_json_body(request, limits.settings.max_body_bytes,
                               limits.settings.head_timeout_s)
     return await handler(request)
 
 
-def _rate_limit(request: web.Request, limits: Limits) -> None:
-    wait = limits.generate.take(limits.client_key(request))
-    if wait > 0:
-        per_min = limits.settings.generate_rate_per_min
-        raise RateLimited(f"too many generate requests: the limit is {per_min} a minute per "
-                          f"client; retry in {wait:.0f} s", retry_after=wait)
+def client_of(request: web.Request) -> str:
+    """The client a generate request is charged to (named by the middleware)."""
+    return request.get(CLIENT) or "addr:" + (request.remote or "unknown")
 
 
 async def check_json_body(request: web.Request, max_bytes: int, timeout_s: float) -> None:
