@@ -8,6 +8,9 @@
    call is the baseline any HTTP call to the LLM pays on this machine.
 3. semantic: precision and hit rate of the semantic cache on SQuAD questions (two questions
    on the same paragraph count as a correct match), per similarity threshold.
+4. throughput (``--throughput-jobs N``): N distinct uncached jobs, ``--throughput-clients`` at
+   a time, each drained to its last token; jobs per second, and the CPU seconds the worker,
+   the API and Redis spent per job (from /proc), which is what sizes workers per core.
 
 Redis, the API, a worker and the stand-in run as separate processes. Phases 1 and 2 run once per
 mode (``--modes``), each on a freshly started API: ``inline`` (the default set-up: the API runs
@@ -15,7 +18,8 @@ the jobs it creates, ``typeahead.generation.inline``) and ``queue``
 (``TYPEAHEAD_GENERATE_INLINE_JOBS=0``:
 every job goes through Redis to the worker).
 Usage: python bench/bench_generate.py [--rate 500] [--duration 10] [--overhead-n 200]
-       [--modes inline,queue] [--skip-semantic]
+       [--modes inline,queue] [--skip-semantic] [--throughput-jobs 0] [--tokens 8]
+       [--token-delay 0] [--throughput-clients 32] [--worker-concurrency 4]
 """
 
 from __future__ import annotations
@@ -52,12 +56,13 @@ def pct(values: list[float], q: float) -> float:
 # --- child processes ------------------------------------------------------------------------
 
 
-async def serve_standin(port: int, ttft_s: float) -> None:
+async def serve_standin(port: int, ttft_s: float, tokens: int, delay_s: float) -> None:
     from aiohttp import web
 
-    from tests.vllm_standin import StandIn
+    from tests.vllm_standin import DEFAULT_TOKENS, StandIn
 
-    standin = StandIn(ttft_s=ttft_s)
+    words = [DEFAULT_TOKENS[i % len(DEFAULT_TOKENS)] for i in range(tokens)]
+    standin = StandIn(ttft_s=ttft_s, tokens=words, token_delay_s=delay_s)
     app = standin.app()
 
     async def stats(request: web.Request) -> web.Response:
@@ -85,7 +90,7 @@ def _loop_factory() -> Any:
 
 def run_child(args: argparse.Namespace) -> None:
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve_standin(args.port, args.ttft))
+        runner.run(serve_standin(args.port, args.ttft, args.tokens, args.token_delay))
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -198,6 +203,61 @@ async def overhead_phase(base: str, standin: str, n: int) -> dict[str, Any]:
             "direct_p50": pct(base_over, 50), "direct_p99": pct(base_over, 99)}
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and their children (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in _with_children(pids):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _with_children(pids: list[int]) -> list[int]:
+    out = list(pids)
+    for pid in pids:
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        out.extend(_with_children([int(k) for k in kids]))
+    return out
+
+
+async def throughput_phase(base: str, n: int, clients: int,
+                           roles: dict[str, list[int]]) -> dict[str, Any]:
+    import aiohttp
+
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    failed = 0
+    stamp = time.time()
+
+    async def client(session: Any) -> None:
+        nonlocal failed
+        while not queue.empty():
+            i = queue.get_nowait()
+            body = await generate(session, base, f"throughput query {i} {stamp}")
+            if body["http"] != 202:
+                failed += 1
+                continue
+            await drain(session, base, body["stream_url"])
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        cpu0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        wall = time.perf_counter() - t0
+        cpu = {role: cpu_seconds(pids) - cpu0[role] for role, pids in roles.items()}
+    done = n - failed
+    return {"n": n, "failed": failed, "wall": wall, "jobs_s": done / wall,
+            **{f"{role}_cpu_ms": 1000.0 * c / max(done, 1) for role, c in cpu.items()}}
+
+
 # --- semantic cache precision ----------------------------------------------------------------
 
 
@@ -236,7 +296,8 @@ def free_port() -> int:
     return fp()
 
 
-async def load_phases(args: argparse.Namespace, api: str, standin: str) -> tuple[Any, Any]:
+async def load_phases(args: argparse.Namespace, api: str, standin: str,
+                      roles: dict[str, list[int]]) -> tuple[Any, Any, Any]:
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
@@ -244,7 +305,9 @@ async def load_phases(args: argparse.Namespace, api: str, standin: str) -> tuple
         await wait_up(session, api + "/v1/generate/" + "0" * 32)
     cached = await cached_phase(api, args.rate, args.duration)
     overhead = await overhead_phase(api, standin, args.overhead_n)
-    return cached, overhead
+    throughput = (await throughput_phase(api, args.throughput_jobs, args.throughput_clients, roles)
+                  if args.throughput_jobs else None)
+    return cached, overhead, throughput
 
 
 def main() -> int:
@@ -257,6 +320,16 @@ def main() -> int:
                         help="API set-ups to measure: inline (default config) and/or queue")
     parser.add_argument("--skip-semantic", action="store_true",
                         help="skip the semantic cache precision phase")
+    parser.add_argument("--tokens", type=int, default=8,
+                        help="tokens the stand-in streams per answer (default: 8)")
+    parser.add_argument("--token-delay", type=float, default=0.0,
+                        help="seconds between the stand-in's tokens (default: 0)")
+    parser.add_argument("--throughput-jobs", type=int, default=0,
+                        help="uncached jobs for the throughput phase (default: 0, skipped)")
+    parser.add_argument("--throughput-clients", type=int, default=32,
+                        help="jobs in flight in the throughput phase (default: 32)")
+    parser.add_argument("--worker-concurrency", type=int, default=4,
+                        help="the worker's --concurrency (default: 4, the worker's own)")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -275,10 +348,13 @@ def main() -> int:
                TYPEAHEAD_LOG_LEVEL="WARNING", TYPEAHEAD_QUEUE_MAX_DEPTH="100000",
                TYPEAHEAD_GENERATE_RATE_PER_MIN="0")
     docs = DOCS_DIR / "squad2_dev_wikipedia_paragraphs.jsonl.gz"
-    procs = [child("standin", standin_port, env, "--ttft", str(args.ttft)),
-             subprocess.Popen([sys.executable, "-m", "typeahead", "worker", "--docs", str(docs)],
+    procs = [child("standin", standin_port, env, "--ttft", str(args.ttft), "--tokens",
+                   str(args.tokens), "--token-delay", str(args.token_delay)),
+             subprocess.Popen([sys.executable, "-m", "typeahead", "worker", "--docs", str(docs),
+                               "--concurrency", str(args.worker_concurrency)],
                               env=env, cwd=ROOT)]
     rows: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    throughputs: list[tuple[str, dict[str, Any]]] = []
     try:
         for mode in modes:
             api_port = free_port()
@@ -287,10 +363,14 @@ def main() -> int:
                  str(api_port), "--workers", "1"],
                 env={**env, "TYPEAHEAD_GENERATE_INLINE_JOBS": MODES[mode]}, cwd=ROOT)
             try:
+                roles = {"worker": [procs[1].pid], "api": [api.pid],
+                         "redis": [redis.proc.pid] if redis.proc else []}
                 with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                    cached, overhead = runner.run(
-                        load_phases(args, f"http://127.0.0.1:{api_port}", standin))
+                    cached, overhead, throughput = runner.run(
+                        load_phases(args, f"http://127.0.0.1:{api_port}", standin, roles))
                 rows.append((mode, cached, overhead))
+                if throughput:
+                    throughputs.append((mode, throughput))
             finally:
                 api.terminate()
                 api.wait(10)
@@ -302,6 +382,7 @@ def main() -> int:
     fingerprint, semantic = ("skipped", []) if args.skip_semantic else semantic_phase(
         [0.80, 0.85, 0.90, 0.92, 0.95, 0.98])
     print_tables(args, rows, fingerprint, semantic)
+    print_throughput(args, throughputs)
     ok = all(c["p99"] <= 0.003 and o["p99"] <= 0.003 and c["errors"] == 0 for _, c, o in rows)
     return 0 if ok else 1
 
@@ -334,6 +415,21 @@ def print_tables(args: argparse.Namespace, rows: list[tuple[str, dict[str, Any],
     print("|---|---|---|")
     for row in semantic:
         print(f"| {row['threshold']:.2f} | {row['hit_rate']:.3f} | {row['precision']:.3f} |")
+
+
+def print_throughput(args: argparse.Namespace, rows: list[tuple[str, dict[str, Any]]]) -> None:
+    if not rows:
+        return
+    print(f"\nthroughput: {args.throughput_jobs} uncached jobs, {args.throughput_clients} in "
+          f"flight, {args.tokens} tokens each {args.token_delay * 1000:.0f} ms apart, stand-in "
+          f"first token {args.ttft * 1000:.0f} ms, "
+          f"worker --concurrency {args.worker_concurrency}")
+    print("| mode | jobs | failed | wall s | jobs/s | worker CPU ms/job | API CPU ms/job "
+          "| Redis CPU ms/job |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mode, t in rows:
+        print(f"| {mode} | {t['n']} | {t['failed']} | {t['wall']:.1f} | {t['jobs_s']:.1f} | "
+              f"{t['worker_cpu_ms']:.2f} | {t['api_cpu_ms']:.2f} | {t['redis_cpu_ms']:.2f} |")
 
 
 if __name__ == "__main__":
