@@ -53,7 +53,7 @@ JOB_ID = {"name": "id", "in": "path", "required": True,
 
 def _schemas() -> dict[str, Any]:
     suggestion = _obj(["text", "score", "source"], text=STR, score=NUM,
-                      source={"enum": ["prefix", "fuzzy", "semantic"]},
+                      source={"enum": ["prefix", "fuzzy", "semantic", "generated"]},
                       curated={"type": "boolean", "description": "present and true when an "
                                "operator's pin or add rule put the text there"},
                       matches={"type": "array", "description": "[start, end) character spans "

@@ -10,6 +10,8 @@ Layout (all arrays are ``.npy`` memory-mapped read-only, so N worker processes s
 - ``prefix.*.npy``: sorted whole keys (``typeahead.suggest.prefix``); ``words.*.npy``: sorted
 word-start
   suffixes; ``fuzzy.*``: the typo index (``typeahead.suggest.fuzzy``).
+- ``gen.*.npy``: words and word pairs for generated completions (``typeahead.suggest.generated``),
+  when built with them.
 
 Entries whose merged weight is below ``min_count`` are dropped before anything is written:
 they are never served, by any path.
@@ -42,6 +44,7 @@ from typeahead.normalize import display_form, normalize
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.safety.screen import Blocked, screen
 from typeahead.suggest.fuzzy import FuzzyVocab
+from typeahead.suggest.generated import MIN_PIECES, Generator, build_generator
 from typeahead.suggest.lexical import LexicalData, LexicalEngine
 from typeahead.suggest.prefix import PrefixArray, build_prefix_array
 from typeahead.suggest.semantic import SemanticLayer, load_semantic
@@ -75,6 +78,9 @@ class BuildOptions:
     # and a printer for what it removes (build-index --show-blocked); None prints nothing.
     safety_allow: tuple[str, ...] = ()
     on_blocked: Blocked | None = None
+    # Generated completions: pieces (words, word pairs) must each occur in this many distinct
+    # queries of the corpus; 0: no generator.
+    piece_min_queries: int = MIN_PIECES
 
 
 @dataclass
@@ -133,6 +139,8 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
                           protected=(source, options.docs, options.student_dir)) as tmp:
         displays = [m.display() for _, m in served]
         files = _write_lexical(tmp, served, displays, progress)
+        generated = _write_generator(tmp, merged, policy, options, progress)
+        files += generated[0]
         semantic = _write_semantic(tmp, displays, options, progress)
         manifest = {
             "kind": KIND,
@@ -152,6 +160,7 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
                        "entries": len(served)},
             "files": describe_files(tmp, files),
             "semantic": semantic,
+            "generated": generated[1],
             "safety": screened.manifest(policy),
         }
         write_manifest(tmp, manifest)
@@ -177,6 +186,24 @@ def _write_lexical(tmp: Path, served: list[tuple[str, _Merged]], displays: list[
     files += build_prefix_array(suffixes, np.array(owners, dtype=np.int32)).save(tmp, "words")
     files += FuzzyVocab.build((w for k in keys for w in k.split(" ")), tmp)
     return files
+
+
+def _write_generator(tmp: Path, merged: dict[str, _Merged], policy: SuggestionPolicy,
+                     options: BuildOptions, progress: Progress | None
+                     ) -> tuple[list[Path], dict[str, Any] | None]:
+    """Pieces are counted over every distinct query of the corpus, below the floor included:
+    a word or word pair in at least ``piece_min_queries`` distinct queries belongs to no one
+    query, while the served dictionary alone holds too few pairs to compose anything."""
+    if options.piece_min_queries <= 0:
+        return [], None
+    # A row with no weight is no query of this corpus (a log's other split, say).
+    keys = [k for k, m in merged.items() if m.weight > 0]
+    gen = build_generator(keys, [merged[k].weight for k in keys], options.piece_min_queries,
+                          allowed=lambda word: policy.blocked(word) is None)
+    if progress:
+        progress(f"generator: {len(gen):,} words, {len(gen.succ):,} word pairs")
+    return gen.save(tmp), {"min_queries": options.piece_min_queries, "words": len(gen),
+                           "pairs": len(gen.succ)}
 
 
 def popularity(weights: np.ndarray) -> np.ndarray:
@@ -238,6 +265,7 @@ class LoadedIndex:
     lexical: LexicalEngine
     load_seconds: float
     semantic: SemanticLayer | None = None
+    generator: Generator | None = None
 
     @property
     def entries(self) -> int:
@@ -264,13 +292,15 @@ def load_index(path: Path, *, verify: bool = True, semantic: bool = True,
         )
         _check_shapes(path, manifest, data)
         _check_arrays(data)
+        generator = Generator.load(path) if manifest.get("generated") else None
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         # Checksums only prove the files are the ones the manifest lists; a crafted or
         # mis-built index still must not reach a keystroke.
         raise ArtifactError(f"{path}: cannot load index data: {exc}") from exc
     layer = load_semantic(path, len(data.display), student_dir, verify=verify) \
         if semantic else None
-    return LoadedIndex(path, manifest, LexicalEngine(data), time.perf_counter() - started, layer)
+    return LoadedIndex(path, manifest, LexicalEngine(data), time.perf_counter() - started, layer,
+                       generator)
 
 
 def _check_shapes(path: Path, manifest: dict[str, Any], data: LexicalData) -> None:

@@ -9,6 +9,10 @@ score of cosine times the lowest lexical score so the list stays monotone. Tunin
 split (bench/bench_hybrid.py) showed that letting neighbours compete with typo corrections on
 one scale displaced correct corrections (typo coverage fell from 0.127 to 0.080), while
 filling free slots never lowers MRR or coverage and raises coverage for reordered words.
+
+Generated completions (``typeahead.suggest.generated``) fill the slots lexical matches leave
+free, before semantic neighbours, scored below the lowest lexical score. Each is screened by
+the suggestion policy and the curation rules first, as index entries were at build time.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 import orjson
 
 from typeahead import metrics
+from typeahead.normalize import normalize
 from typeahead.safety import rules as curation  # the module: safety.rules imports this package
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.safety.screen import blocked_ids, needs_screen
@@ -37,6 +42,8 @@ log = logging.getLogger("typeahead.suggest")
 # the corpus: used to warm a freshly loaded index, never cached.
 WARM_PROBES = ("a", "th", "new yo", "york new", "amazn", "wikipediaa", "café", "東京")
 FALLBACK_TOP = 1 / 3  # the highest score a fallback (fuzzy) suggestion can have
+GENERATED = -2  # the entry id of a generated completion (no index entry holds it)
+GENERATED_EXTRA = 4  # generated candidates asked for beyond the free slots (some are screened)
 
 
 class IntentModel(Protocol):
@@ -64,6 +71,7 @@ class SuggestService:
     # an index built under another policy is filtered at load (the overlay's policy ids).
     policy: SuggestionPolicy | None = None
     rules: curation.RuleSet | None = None  # operators' curation rules at start (see set_rules)
+    generated: bool = True  # generated completions fill free slots when the index has them
 
     def __post_init__(self) -> None:
         encode = self._encode
@@ -125,6 +133,11 @@ class SuggestService:
             suggestions = self._unblocked(query, k, overlay)
         else:
             suggestions = self.index.lexical.suggest(query, k)
+        # The intent decision reads the index's own suggestions (a generated text has no
+        # precomputed log-odds, and the offer should not hinge on one).
+        known = suggestions
+        if len(suggestions) < k and self.generated and self.index.generator is not None:
+            suggestions = self._generated(query, suggestions, k)
         layer = self.index.semantic if self.semantic else None
         vector = None
         # One embedding per keystroke serves neighbours, documents and intent alike.
@@ -145,7 +158,8 @@ class SuggestService:
             "query": query,
             "suggestions": [_suggestion_json(s) for s in suggestions],
             "results": results,
-            **self._intent(query, vector, suggestions),
+            **self._intent(query, vector, suggestions if known is suggestions else
+                           [s for s in suggestions if s.id != GENERATED]),
         }
         if explicit:
             answer["offer_generate"] = False  # no summary is offered for explicit input
@@ -164,6 +178,31 @@ class SuggestService:
         more = self.index.lexical.suggest(query, k + overlay.margin + len(found) - len(kept))
         return [s for s in more if s.id in allowed
                 or (s.id not in judged and (s.id < 0 or overlay.allowed(s.id)))]
+
+    def _generated(self, query: str, found: list[Suggestion], k: int) -> list[Suggestion]:
+        generator = self.index.generator
+        assert generator is not None
+        key = normalize(query)
+        if not key:
+            return found
+        candidates = generator.complete(key, query[-1].isspace(), k - len(found) + GENERATED_EXTRA)
+        if not candidates:
+            return found
+        taken = {normalize(s.text) for s in found}
+        floor = min((s.score for s in found), default=FALLBACK_TOP)
+        rules = self.overlay.rules
+        spans = ((0, len(key)),)
+        out = list(found)
+        for text, logp in candidates:
+            if text in taken or (self.policy is not None and self.policy.blocked(text)) or (
+                    rules.blocks and rules.blocks_key(text)):
+                continue
+            # Below every lexical score, in the generator's order.
+            out.append(Suggestion(GENERATED, text, floor * math.exp(logp / 4), "generated",
+                                  spans))
+            if len(out) >= k:
+                break
+        return out
 
     def _fuse(self, lexical: list[Suggestion], neighbours: list[tuple[int, float]], k: int
               ) -> list[Suggestion]:
