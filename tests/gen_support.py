@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +14,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.vllm_standin import StandIn
+from typeahead.embed import Embedder, Student
 from typeahead.errors import TypeaheadError
 from typeahead.generation.extractive import HashingEmbedder
+from typeahead.generation.grounding import Grounding, Retriever
 from typeahead.generation.llm import Backend, make_backend
 from typeahead.generation.prompt import Doc
 from typeahead.generation.queue import Jobs, connect
 from typeahead.generation.routes import setup_generation
-from typeahead.generation.worker import VectorDocs, Worker
+from typeahead.generation.worker import Worker
+from typeahead.retrieval import DocsIndex, build_docs_index
 from typeahead.settings import Settings
 from typeahead.sse import read_events
 
@@ -55,12 +58,19 @@ def settings_for(redis_url: str | None, **overrides: Any) -> Settings:
     return Settings.from_env(environ={}, **base)
 
 
+def grounding(docs: Sequence[Doc], embedder: Embedder) -> Grounding:
+    """Grounding on ``docs`` through the documents index, built in memory."""
+    return Grounding(DocsIndex.in_memory([(d.id, d.title, d.text) for d in docs], embedder))
+
+
 def docs_index_dir(root: Path) -> Path:
-    """An index directory whose only content is the DOCS fixture (``docs/docs.jsonl``): what
-    an API process that runs jobs inline grounds them on, like ``worker_task``'s worker."""
-    (root / "docs").mkdir(parents=True, exist_ok=True)
-    (root / "docs" / "docs.jsonl").write_bytes(b"\n".join(
+    """An index directory whose only content is the documents index of the DOCS fixture, built
+    with the packaged student: what an API process that runs jobs inline grounds them on."""
+    source = root / "docs-source.jsonl"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(b"\n".join(
         orjson.dumps({"id": d.id, "title": d.title, "text": d.text}) for d in DOCS))
+    build_docs_index(source, root / "docs", Student.load(None))
     return root
 
 
@@ -93,13 +103,14 @@ async def standin_server(standin: StandIn) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def worker_task(
     settings: Settings, *, name: str = "w1", backend: Backend | None = None,
-    concurrency: int = 4, docs: VectorDocs | None = None, **kwargs: Any,
+    concurrency: int = 4, docs: Retriever | None = None, **kwargs: Any,
 ) -> AsyncIterator[Worker]:
     """A worker on the event loop; ``docs`` defaults to the shared DOCS fixture."""
     assert settings.redis_url is not None
     redis = connect(settings.redis_url, read_timeout_s=5.0)
-    docs = docs or VectorDocs(DOCS, HashingEmbedder())
-    backend = backend or make_backend(settings, docs.embedder)
+    docs = docs or grounding(DOCS, HashingEmbedder())
+    index = docs.index if isinstance(docs, Grounding) else None
+    backend = backend or make_backend(settings, index.student if index else HashingEmbedder())
     worker = Worker(Jobs(redis), backend, docs, settings, name=name,
                     concurrency=concurrency, **kwargs)
     stop = asyncio.Event()

@@ -16,7 +16,7 @@ from typeahead.retrieval.documents import (
     DocsIndex,
     build_docs_index,
     docs_dir,
-    read_records,
+    load_documents,
     snippet,
 )
 
@@ -117,16 +117,14 @@ def test_bad_documents_are_data_errors(
         build_docs_index(_write(tmp_path / "d.jsonl.gz", rows), tmp_path / "out", student)
 
 
-def test_read_records_formats_and_errors(tmp_path: Path) -> None:
-    (tmp_path / "a.tsv").write_text("query\tn\nfoo bar\t3\n")
-    (tmp_path / "a.csv").write_text('query,n\n"foo, bar",3\n')
-    (tmp_path / "bad.jsonl").write_text('{"id": 1}\nnot json\n')
-    assert list(read_records(tmp_path / "a.tsv")) == [{"query": "foo bar", "n": "3"}]
-    assert list(read_records(tmp_path / "a.csv")) == [{"query": "foo, bar", "n": "3"}]
-    with pytest.raises(DataError, match="line 2"):
-        list(read_records(tmp_path / "bad.jsonl"))
-    with pytest.raises(DataError, match="does not exist"):
-        list(read_records(tmp_path / "none.tsv"))
+def test_documents_read_through_the_corpus_reader(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text('id,title,text\nA#0,A,"one, two"\nA#1,A,\n')
+    with pytest.raises(DataError, match=r"d.csv:3: document 'A#1' has no text"):
+        load_documents(tmp_path / "d.csv")
+    (tmp_path / "d.tsv").write_text('id\ttitle\ttext\nA#0\tA\tsay "hi"\n')
+    assert load_documents(tmp_path / "d.tsv") == [("A#0", "A", 'say "hi"')]
+    with pytest.raises(DataError, match=r"none\.tsv: no such file"):
+        load_documents(tmp_path / "none.tsv")
     with pytest.raises(ArtifactError, match="no documents index"):
         docs_dir(tmp_path)
 
@@ -209,8 +207,8 @@ def test_passages_are_the_search_hits_whole(built: tuple[DocsIndex, Path]) -> No
 def test_served_docs_ground_on_the_served_index_else_build_the_fallback_once(
     built: tuple[DocsIndex, Path],
 ) -> None:
+    from typeahead.generation.grounding import ServedDocs
     from typeahead.generation.prompt import Doc
-    from typeahead.generation.worker import ServedDocs
 
     index, _ = built
     served: list[DocsIndex | None] = [index]

@@ -317,7 +317,7 @@ async def test_the_api_grounds_inline_jobs_on_the_index_it_serves(
 
     from tests.student_fixtures import tiny_student
     from tests.test_semantic_suggest import build
-    from typeahead.generation.worker import ServedDocs
+    from typeahead.generation.grounding import ServedDocs
     from typeahead.http.app import create_app
     from typeahead.suggest.service import SuggestService
 

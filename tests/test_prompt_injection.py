@@ -14,6 +14,7 @@ import orjson
 from tests.gen_support import (
     DOCS,
     api_client,
+    grounding,
     read_sse,
     settings_for,
     standin_server,
@@ -22,8 +23,9 @@ from tests.gen_support import (
 from tests.redis_server import RedisServer
 from tests.vllm_standin import StandIn
 from typeahead.generation.extractive import HashingEmbedder
+from typeahead.generation.grounding import Grounding
 from typeahead.generation.prompt import SYSTEM, Doc, build_messages, user_message
-from typeahead.generation.worker import DOCS_PER_SUMMARY, VectorDocs
+from typeahead.generation.worker import DOCS_PER_SUMMARY
 from typeahead.settings import Settings
 
 ATTACKS = [
@@ -48,11 +50,11 @@ def received_query(attack: str) -> str:
     return " ".join(attack.split())
 
 
-def worker_with(settings: Settings, docs: VectorDocs) -> Any:
+def worker_with(settings: Settings, docs: Grounding) -> Any:
     return worker_task(settings, name="inj", docs=docs)
 
 
-async def run_attacks(redis_url: str, standin: StandIn, docs: VectorDocs) -> list[str]:
+async def run_attacks(redis_url: str, standin: StandIn, docs: Grounding) -> list[str]:
     sent = []
     async with standin_server(standin) as url:
         settings = settings_for(redis_url, llm_url=url)
@@ -73,7 +75,7 @@ def user_lines(request: dict[str, Any]) -> list[str]:
 
 async def test_every_attack_arrives_as_the_exact_quoted_prompt(redis_server: RedisServer) -> None:
     standin = StandIn()
-    docs = VectorDocs(DOCS, HashingEmbedder())
+    docs = grounding(DOCS, HashingEmbedder())
     queries = await run_attacks(redis_server.url, standin, docs)
     assert len(standin.requests) == len(queries)
     for query, request in zip(queries, standin.requests, strict=True):
@@ -92,7 +94,7 @@ async def test_every_attack_arrives_as_the_exact_quoted_prompt(redis_server: Red
 
 async def test_hostile_documents_are_quoted_too(redis_server: RedisServer) -> None:
     standin = StandIn()
-    docs = VectorDocs([*DOCS, EVIL_DOC], HashingEmbedder())
+    docs = grounding([*DOCS, EVIL_DOC], HashingEmbedder())
     async with standin_server(standin) as url:
         settings = settings_for(redis_server.url, llm_url=url)
         async with api_client(settings) as client, worker_with(settings, docs):

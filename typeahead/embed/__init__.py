@@ -9,13 +9,15 @@ from typeahead.embed.embedder import Embedder
 from typeahead.embed.student import Student, save_student
 from typeahead.embed.vector import (
     DEFAULT_FACTORY,
+    ENCODE_BATCH,
     IndexParams,
     VectorIndex,
+    build_index,
     build_vector_index,
     check_student,
 )
 
 __all__ = [
-    "DEFAULT_FACTORY", "Embedder", "IndexParams", "Student", "VectorIndex", "build_vector_index",
-    "check_student", "save_student",
+    "DEFAULT_FACTORY", "ENCODE_BATCH", "Embedder", "IndexParams", "Student", "VectorIndex",
+    "build_index", "build_vector_index", "check_student", "save_student",
 ]

@@ -21,6 +21,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from typeahead.embed.embedder import Embedder
 from typeahead.embed.student import Student
 from typeahead.errors import ArtifactError, ConfigError
 from typeahead.manifest import read_format_manifest, sha256_file
@@ -70,7 +71,7 @@ class VectorIndex:
 
     @classmethod
     def load(
-        cls, path: Path, student: Student | None = None, *, verify: bool = True
+        cls, path: Path, student: Embedder | None = None, *, verify: bool = True
     ) -> VectorIndex:
         """Load ``path``; with a student, refuse an index built by a different one."""
         manifest = _read_manifest(path)
@@ -222,7 +223,7 @@ def write_index(index: Any, out_dir: Path, manifest: Mapping[str, Any]) -> None:
     (out_dir / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
 
 
-def check_student(manifest: Mapping[str, Any], student: Student, where: Path) -> None:
+def check_student(manifest: Mapping[str, Any], student: Embedder, where: Path) -> None:
     """Refuse an artefact embedded by another student (different vector space)."""
     built = manifest.get("student_fingerprint")
     if built != student.fingerprint or manifest.get("dim") not in (None, student.dim):

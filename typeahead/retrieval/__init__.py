@@ -13,10 +13,10 @@ from typeahead.retrieval.documents import (
     DocsIndex,
     build_docs_index,
     docs_dir,
-    read_records,
+    load_documents,
 )
 
 __all__ = [
     "CANDIDATE_PASSAGES", "STOPWORDS", "TERM_RE", "DocsIndex", "SentenceModel",
-    "build_docs_index", "docs_dir", "read_records", "split_sentences",
+    "build_docs_index", "docs_dir", "load_documents", "split_sentences",
 ]
