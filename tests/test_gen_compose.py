@@ -14,10 +14,11 @@ from typeahead.settings import ENV_ALIASES, ENV_PREFIX, Settings
 
 COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
 KNOWN_EXTERNAL = {"HF_HUB_OFFLINE"}
+VLLM = ("vllm-0", "vllm-1")
 
 
-def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())
+def compose(path: Path = COMPOSE) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
 
 
 def flag(command: list[str], name: str) -> str:
@@ -26,12 +27,17 @@ def flag(command: list[str], name: str) -> str:
 
 def test_services_and_replicas() -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "vllm", "api", "worker", "lb"}
+    assert set(services) == {"redis", *VLLM, "api", "worker", "lb"}
     assert services["api"]["deploy"]["replicas"] > 1
     assert services["worker"]["deploy"]["replicas"] > 1
-    assert services["vllm"]["image"].startswith("vllm/vllm-openai")
-    assert services["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] \
-        == ["gpu"]
+    gpus = []
+    for name in VLLM:
+        assert services[name]["image"].startswith("vllm/vllm-openai")
+        device = services[name]["deploy"]["resources"]["reservations"]["devices"][0]
+        assert device["capabilities"] == ["gpu"]
+        gpus.extend(device["device_ids"])
+    assert len(set(gpus)) == len(VLLM), "each replica gets its own GPU"
+    assert set(VLLM) <= set(services["worker"]["depends_on"])
 
 
 def test_every_variable_is_a_setting_and_parses() -> None:
@@ -53,12 +59,14 @@ def test_urls_point_at_the_services_and_ports() -> None:
     redis_url = urlparse(settings.redis_url)
     assert redis_url.hostname == "redis"
     assert str(redis_url.port) == flag(services["redis"]["command"], "--port")
-    llm_url = urlparse(settings.llm_url)
-    vllm_cmd = services["vllm"]["command"]
-    assert llm_url.hostname == "vllm" and str(llm_url.port) == flag(vllm_cmd, "--port")
-    assert settings.llm_model == flag(vllm_cmd, "--model")
-    assert "--enable-prefix-caching" in vllm_cmd
-    assert json.loads(flag(vllm_cmd, "--speculative-config"))["method"] == "ngram"
+    urls = [urlparse(u) for u in settings.llm_url.split(",")]
+    assert [u.hostname for u in urls] == list(VLLM)
+    for url, name in zip(urls, VLLM, strict=True):
+        vllm_cmd = services[name]["command"]
+        assert str(url.port) == flag(vllm_cmd, "--port")
+        assert settings.llm_model == flag(vllm_cmd, "--model")
+        assert "--enable-prefix-caching" in vllm_cmd
+        assert json.loads(flag(vllm_cmd, "--speculative-config"))["method"] == "ngram"
     api_port = flag(services["api"]["command"], "--port")
     assert api_port in [str(p) for p in services["api"]["expose"]]
     conf = compose()["configs"]["nginx_conf"]["content"]
