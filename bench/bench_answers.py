@@ -11,27 +11,35 @@ Tables:
    mean words; and the CPU time a job spends before its first token (retrieval of the
    candidate passages, re-ranking, the summary's first piece), in-process.
 2. Instant results, as served (k=3): recall@3 and MRR@3 of the gold paragraph and of its
-   article, the share of keystrokes showing any result; on whole questions, on questions cut
+   article, the share of keystrokes showing any result, the mean number of results and the
+   share of keystrokes whose results repeat a title; on whole questions, on questions cut
    1-3 characters into a later word, and on every keystroke of the AOL queries (those whose
    topic the documents do not hold, and all). Rows: the calibrated relevance model with one
-   result per article (served) and with any number, and the former fused-score floor of 0.4
-   without collapsing.
+   result per article, the paragraph chooser and free slots filled from the shown articles
+   (served); the same without filling; with each article's fused best paragraph; with any
+   number per article; and the former fused-score floor of 0.4 without collapsing.
 3. The relevance threshold's precision/recall: per threshold, the share of shown SQuAD
    results on the question's article (precision), the share of SQuAD keystrokes showing their
    article (recall), and the share of off-topic AOL keystrokes showing anything.
 4. Recall@10 of the fused ranking (unchanged by this model).
 5. In-process CPU per keystroke of the relevance step: instant results with the model and one
    per article, against the same search with neither (its features, the dot product and the
-   collapse), over the AOL keystrokes, best of three passes. Not a latency benchmark.
+   collapse), over the AOL keystrokes, best of three passes. Then the paragraph step (the
+   chooser and the filling) per keystroke: served against the model without the chooser,
+   each keystroke timed three times each way (the least kept), p50 / p99 of both and of the
+   difference, on held-out SQuAD keystrokes and on AOL keystrokes. Not a latency benchmark:
+   a shared machine's figures move by several microseconds from run to run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,34 +94,53 @@ def instant_rows(index: DocsIndex, models: relevance.Models, questions: list[dic
              for t in question_keystrokes(str(r["question"]), rng)[1:]]
     off = [s for q in aol if not relevance.held_topic(q, index.titles) for s in keystrokes(q)]
     every = [s for q in aol for s in keystrokes(q)]
-    served = {
-        "relevance model, 1/article": lambda t: index.instant(t, 3, model=models.results),
-        "relevance model, any/article": lambda t: index.instant(t, 3, per_article=0,
-                                                                model=models.results),
-        f"fused >= {OLD_FLOOR}, no collapse": lambda t: index.search(
-            t, 3, partial=True, min_score=OLD_FLOOR),
-    }
     print("\ninstant results (k=3), held-out SQuAD questions and AOL queries")
-    print(f"{'ranking':30} {'input':22} {'n':>6} {'recall@3':>9} {'MRR@3':>7} "
-          f"{'article@3':>10} {'shown':>7}")
-    for name, search in served.items():
+    print(f"{'ranking':36} {'input':22} {'n':>6} {'recall@3':>9} {'MRR@3':>7} "
+          f"{'article@3':>10} {'shown':>7} {'results':>8} {'same title':>11}")
+    for name, search in _rankings(index, models).items():
         for label, cases in (("whole questions", whole), ("cut mid-word", typed)):
-            rec = mrr = art = shown = 0.0
+            rec = mrr = art = 0.0
+            lists = []
             for text, r in cases:
                 got = search(text)
+                lists.append(got)
                 ids = [g.id for g in got]
                 rank = ids.index(r["paragraph_id"]) + 1 if r["paragraph_id"] in ids else 0
                 rec += rank > 0
                 mrr += 1 / rank if rank else 0.0
                 art += any(g.title == r["title"] for g in got)
-                shown += bool(got)
             n = len(cases)
-            print(f"{name:30} {label:22} {n:6d} {rec / n:9.3f} {mrr / n:7.3f} {art / n:10.3f} "
-                  f"{shown / n:7.3f}")
+            print(f"{name:36} {label:22} {n:6d} {rec / n:9.3f} {mrr / n:7.3f} {art / n:10.3f} "
+                  + _shown(lists))
         for label, strokes in (("AOL off-topic strokes", off), ("AOL all strokes", every)):
-            share = sum(bool(search(s)) for s in strokes) / max(1, len(strokes))
-            print(f"{name:30} {label:22} {len(strokes):6d} {'':>9} {'':>7} {'':>10} "
-                  f"{share:7.3f}")
+            print(f"{name:36} {label:22} {len(strokes):6d} {'':>9} {'':>7} {'':>10} "
+                  + _shown([search(s) for s in strokes]))
+
+
+def _rankings(index: DocsIndex, models: relevance.Models) -> dict[str, Any]:
+    served = models.results
+    chooser = served.paragraphs
+    unfilled = served if chooser is None else dataclasses.replace(
+        served, paragraphs=dataclasses.replace(chooser, fill_min_words=10**9))
+    fused_best = dataclasses.replace(served, paragraphs=None)
+    return {
+        "served: 1/article, chosen, filled": lambda t: index.instant(t, 3, model=served),
+        "1/article, chosen, not filled": lambda t: index.instant(t, 3, model=unfilled),
+        "1/article, fused best (before)": lambda t: index.instant(t, 3, model=fused_best),
+        "relevance model, any/article": lambda t: index.instant(t, 3, per_article=0,
+                                                                model=served),
+        f"fused >= {OLD_FLOOR}, no collapse": lambda t: index.search(
+            t, 3, partial=True, min_score=OLD_FLOOR),
+    }
+
+
+def _shown(lists: list[list[Any]]) -> str:
+    """Share of keystrokes showing a result, results per keystroke, share repeating a title."""
+    n = max(1, len(lists))
+    shown = sum(bool(got) for got in lists) / n
+    mean = sum(len(got) for got in lists) / n
+    repeats = sum(len({g.title for g in got}) < len(got) for got in lists) / n
+    return f"{shown:7.3f} {mean:8.2f} {repeats:11.3f}"
 
 
 def pr_curve(index: DocsIndex, models: relevance.Models, questions: list[dict],
@@ -162,6 +189,33 @@ def keystroke_cost(index: DocsIndex, models: relevance.Models, aol: list[str]) -
           + f"; the relevance step adds {cost['model + 1/article'] - cost['fused only']:.1f} us")
 
 
+def paragraph_cost(index: DocsIndex, models: relevance.Models, questions: list[dict],
+                   aol: list[str]) -> None:
+    rng = random.Random(7)
+    squad = [t for r in questions for t in question_keystrokes(str(r["question"]), rng)]
+    plain = dataclasses.replace(models.results, paragraphs=None)
+    print("\nparagraph step (chooser + filling) per keystroke, in-process wall time, least of "
+          "3 each way (us)")
+    print(f"{'keystrokes':22} {'n':>6} {'served p50/p99':>16} {'without p50/p99':>16} "
+          f"{'added p50/p99':>15}")
+    for label, strokes in (("held-out SQuAD", squad),
+                           ("AOL", [s for q in aol for s in keystrokes(q)][:3000])):
+        with_, without = [], []
+        for s in strokes:
+            timings: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(3):
+                for chosen, model in ((True, models.results), (False, plain)):
+                    started = time.perf_counter_ns()
+                    index.instant(s, 3, model=model)
+                    timings[chosen].append((time.perf_counter_ns() - started) / 1000)
+            with_.append(min(timings[True]))
+            without.append(min(timings[False]))
+        added = np.subtract(with_, without)
+        cells = [np.percentile(v, [50, 99]) for v in (with_, without, added)]
+        print(f"{label:22} {len(strokes):6d} "
+              + " ".join(f"{a:7.1f} / {b:6.1f}" for a, b in cells))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -181,6 +235,7 @@ def main() -> int:
     pr_curve(index, models, questions, aol)
     recall_at_10(index, questions)
     keystroke_cost(index, models, aol)
+    paragraph_cost(index, models, questions, aol)
     return 0
 
 

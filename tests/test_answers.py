@@ -6,6 +6,7 @@ The fixture corpus and questions are hand-written; the models are the packaged o
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -20,6 +21,7 @@ from typeahead.errors import ArtifactError
 from typeahead.generation.extractive import HashingEmbedder, summarise
 from typeahead.generation.prompt import Doc, build_messages
 from typeahead.generation.worker import DOCS_PER_SUMMARY, VectorDocs
+from typeahead.manifest import describe_files, write_manifest
 from typeahead.retrieval import answers, relevance
 from typeahead.retrieval.documents import DocsIndex, build_docs_index
 
@@ -120,6 +122,93 @@ def test_more_per_article_when_asked(index: DocsIndex) -> None:
     assert [r.title for r in two].count("Rhine") == 2
 
 
+# --- the paragraph an article shows, and free slots -------------------------------------------
+
+
+def _chooser(weights: dict[str, float], fill_min_words: int = 2) -> relevance.ParagraphModel:
+    return relevance.ParagraphModel(
+        tuple(weights.get(f, 0.0) for f in relevance.PARAGRAPH_FEATURES), 4, fill_min_words)
+
+
+def test_each_article_shows_the_paragraph_its_chooser_ranks_first(
+        index: DocsIndex, models: relevance.Models) -> None:
+    text = "rhine river"
+    fused = [d for d, _ in index.article_paragraphs(text, "Rhine", 4)]
+    assert len(fused) == 3
+    plain = dataclasses.replace(models.results, paragraphs=None)
+    assert [r.id for r in index.instant(text, 3, model=plain)] == [fused[0]]
+    # A chooser that prefers any paragraph but the fused first, and never fills free slots.
+    contrary = dataclasses.replace(models.results, paragraphs=_chooser({"first": -1.0}, 99))
+    assert [r.id for r in index.instant(text, 3, model=contrary)] == [fused[1]]
+
+
+def test_the_packaged_chooser_shows_the_paragraph_holding_the_question(
+        index: DocsIndex, models: relevance.Models) -> None:
+    got = index.instant("which port do ships on the rhine carry coal to", 3,
+                        model=models.results)
+    assert got[0].id == "Rhine#2"
+
+
+def test_free_slots_take_the_shown_articles_next_paragraphs(
+        index: DocsIndex, models: relevance.Models) -> None:
+    got = index.instant("where does the rhine flow into the sea", 3, model=models.results)
+    assert got[0].id == "Rhine#0"
+    assert [r.title for r in got] == ["Rhine", "Rhine", "Rhine"]
+    assert len({r.id for r in got}) == 3
+    assert len({r.score for r in got}) == 1  # each keeps its article's probability
+    # One word names a topic: one paragraph per article, as without the chooser.
+    assert [r.title for r in index.instant("rhine", 3, model=models.results)] == ["Rhine"]
+    # Nothing the floor hid comes back.
+    assert index.instant("goo", 3, model=models.results) == []
+    plain = dataclasses.replace(models.results, paragraphs=None)
+    assert len(index.instant("where does the rhine flow into the sea", 3, model=plain)) == 1
+
+
+def test_free_slots_after_every_article_the_floor_passed(
+        index: DocsIndex, models: relevance.Models) -> None:
+    got = index.instant("what is the capital of poland", 3, model=models.results)
+    assert [r.id for r in got][:1] == ["Warsaw#0"]
+    titles = [r.title for r in got]
+    assert titles == sorted(set(titles), key=titles.index) + titles[len(set(titles)):]
+
+
+def test_paragraphs_are_chosen_alike_with_faiss_candidates(
+        tmp_path: Path, student: Student, models: relevance.Models) -> None:
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": d, "title": t, "text": x}) + "\n"
+                              for d, t, x in PARAGRAPHS))
+    build_docs_index(source, tmp_path / "docs", student)
+    dense = DocsIndex.load(tmp_path / "docs", student)
+    pooled = DocsIndex.load(tmp_path / "docs", student)
+    pooled._rows_t = None  # score the FAISS and BM25 candidates only, as a large corpus does
+    for text in ("where does the rhine flow into the sea", "rhine river", "who discovered ox",
+                 "what is the capital of poland"):
+        assert dense.instant(text, 3, model=models.results) == pooled.instant(
+            text, 3, model=models.results)
+
+
+def test_article_paragraphs_carry_the_paragraph_features(index: DocsIndex) -> None:
+    got = index.article_paragraphs("how long is the rhine", "Rhine", 2)
+    assert len(got) == 2
+    assert all(len(row) == len(relevance.PARAGRAPH_FEATURES) for _, row in got)
+    assert got[0][1][relevance.PARAGRAPH_FEATURES.index("first")] == 1.0
+    assert index.article_paragraphs("how long is the rhine", "Danube", 2) == []
+    assert index.article_paragraphs("how is the", "Rhine", 2) == []
+
+
+def test_a_paragraph_model_of_other_features_is_refused(tmp_path: Path) -> None:
+    for name in (relevance.PARAMS, "manifest.json"):
+        (tmp_path / name).write_bytes((relevance.MODEL_DIR / name).read_bytes())
+    params = relevance.read_params(tmp_path)
+    params["paragraphs"]["features"] = ["fused_gap"]
+    relevance.write_params(tmp_path, params)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["files"] = describe_files(tmp_path, [tmp_path / relevance.PARAMS])
+    write_manifest(tmp_path, manifest)  # a consistent artefact, of another build's features
+    with pytest.raises(ArtifactError, match="paragraph model features differ"):
+        relevance.load(tmp_path)
+
+
 # --- answer-bearing sentences ----------------------------------------------------------------
 
 
@@ -200,7 +289,7 @@ async def test_the_prompt_carries_the_reranked_passages_in_order(
 def test_several_per_article_share_their_articles_relevance(
         index: DocsIndex, models: relevance.Models) -> None:
     text = "where does the rhine flow into the sea"
-    [one] = [r for r in index.instant(text, 3, model=models.results) if r.title == "Rhine"]
+    one = next(r for r in index.instant(text, 3, model=models.results) if r.title == "Rhine")
     every = index.instant(text, 3, per_article=0, model=models.results)
     assert [r.title for r in every] == ["Rhine", "Rhine", "Rhine"]
     assert {r.score for r in every} == {one.score}

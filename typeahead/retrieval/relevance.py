@@ -11,6 +11,14 @@ margin to the next result, rank, query length, characters of the word being type
 unknown words, IDF of the rarest word it holds relative to an unseen word's). Its output is
 the probability that the result is on the article the input is about; a result is shown when
 it is at least ``threshold``, and that probability is its score.
+
+**The paragraph an article shows.** A linear scorer over ``PARAGRAPH_FEATURES`` of the
+article's few best paragraphs by fused score (``typeahead.retrieval.documents.paragraph_features``:
+gaps to the best candidate in fused score, cosine, BM25 and the IDF-weighted share of the
+query's words the paragraph, its best sentence and its best two sentences hold), learnt
+listwise on the training split of the SQuAD questions. The first is shown; the others fill
+the slots no other article passing the floor takes, for inputs of ``fill_min_words`` words
+or more.
 """
 
 from __future__ import annotations
@@ -29,10 +37,11 @@ from typeahead.errors import ArtifactError
 from typeahead.manifest import read_manifest, verify_files
 from typeahead.retrieval.answers import SentenceModel
 
-__all__ = ["FEATURES", "Models", "ResultModel", "held_topic", "load"]
+__all__ = ["FEATURES", "PARAGRAPH_FEATURES", "Models", "ParagraphModel", "ResultModel",
+           "held_topic", "load"]
 
 KIND = "relevance-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: with the paragraph chooser
 PARAMS = "params.json"
 MODEL_DIR = RELEVANCE_DIR
 DEFAULT_THRESHOLD = 0.5
@@ -42,6 +51,39 @@ FEATURES = (
     "title_share", "margin", "rank", "words", "partial_chars", "unknown_share", "log_chars",
     "rarest_match",
 )
+PARAGRAPH_FEATURES = (
+    "fused_gap", "cosine_gap", "bm25_gap", "coverage_gap", "sentence_gap", "sentence",
+    "two_sentences_gap", "first",
+)
+
+
+@dataclass(frozen=True)
+class ParagraphModel:
+    """Which of an article's ``candidates`` best paragraphs (by fused score) an instant result
+    shows: the highest ``weights . x`` (standardisation folded in; the constant part, equal
+    for every candidate, dropped)."""
+
+    weights: tuple[float, ...]
+    candidates: int
+    fill_min_words: int  # inputs with fewer non-stop words show one paragraph per article
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ParagraphModel:
+        if tuple(params.get("features", ())) != PARAGRAPH_FEATURES:
+            raise ValueError("paragraph model features differ from this build's; retrain it")
+        weights = tuple(float(a) / float(s) for a, s in zip(params["weights"], params["scale"],
+                                                            strict=True))
+        candidates, fill = int(params["candidates"]), int(params["fill_min_words"])
+        if candidates < 1 or fill < 0:
+            raise ValueError("paragraph model: candidates must be >= 1, fill_min_words >= 0")
+        return cls(weights, candidates, fill)
+
+    def order(self, cands: Sequence[tuple[int, float]], rows: Sequence[Sequence[float]]
+              ) -> list[tuple[int, float]]:
+        """``cands`` best first by this model (ties: their given order)."""
+        scores = [sum(map(operator.mul, self.weights, row)) for row in rows]
+        ranked = sorted(range(len(cands)), key=lambda i: -scores[i])
+        return [cands[i] for i in ranked]
 
 
 @dataclass(frozen=True)
@@ -52,17 +94,18 @@ class ResultModel:
     weights: tuple[float, ...]
     bias: float
     threshold: float
+    paragraphs: ParagraphModel | None = None  # None: each article shows its fused best
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], threshold: float | None = None
-                    ) -> ResultModel:
+    def from_params(cls, params: dict[str, Any], threshold: float | None = None,
+                    paragraphs: ParagraphModel | None = None) -> ResultModel:
         if tuple(params.get("features", ())) != FEATURES:
             raise ArtifactError("relevance model features differ from this build's; retrain it")
         w = [float(a) / float(s) for a, s in zip(params["weights"], params["scale"], strict=True)]
         bias = float(params["bias"]) - sum(a * float(m) for a, m in zip(w, params["mean"],
                                                                           strict=True))
         chosen = float(params["threshold"]) if threshold is None else threshold
-        return cls(tuple(w), bias, chosen)
+        return cls(tuple(w), bias, chosen, paragraphs)
 
     def probability(self, row: Sequence[float]) -> float:
         z = self.bias + sum(map(operator.mul, self.weights, row))
@@ -92,7 +135,8 @@ def load(model_dir: Path | None = None, *, threshold: float | None = None) -> Mo
     verify_files(root, manifest, checksums=True)
     try:
         params = read_params(root)
-        return Models(ResultModel.from_params(params["results"], threshold),
+        paragraphs = ParagraphModel.from_params(params["paragraphs"])
+        return Models(ResultModel.from_params(params["results"], threshold, paragraphs),
                       SentenceModel.from_params(params["sentences"]), manifest)
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{root}: unusable relevance model ({exc})") from exc
