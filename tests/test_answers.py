@@ -13,14 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.gen_support import api_client, read_sse, settings_for, standin_server, worker_task
+from tests.gen_support import (
+    api_client,
+    grounding,
+    read_sse,
+    settings_for,
+    standin_server,
+    worker_task,
+)
 from tests.redis_server import RedisServer
 from tests.vllm_standin import StandIn
 from typeahead.embed.student import Student
 from typeahead.errors import ArtifactError
 from typeahead.generation.extractive import HashingEmbedder, summarise
 from typeahead.generation.prompt import Doc, build_messages
-from typeahead.generation.worker import DOCS_PER_SUMMARY, VectorDocs
+from typeahead.generation.worker import DOCS_PER_SUMMARY
 from typeahead.manifest import describe_files, write_manifest
 from typeahead.retrieval import answers, relevance
 from typeahead.retrieval.documents import DocsIndex, build_docs_index
@@ -268,7 +275,7 @@ def test_passages_are_reranked_by_their_answer_bearing_sentences(
 async def test_the_prompt_carries_the_reranked_passages_in_order(
         redis_server: RedisServer, student: Student) -> None:
     question = "Who discovered oxygen"
-    retriever = VectorDocs([Doc(d, t, x) for d, t, x in PARAGRAPHS], student)
+    retriever = grounding([Doc(d, t, x) for d, t, x in PARAGRAPHS], student)
     grounded = retriever.search(question, DOCS_PER_SUMMARY)
     assert grounded[0].id == "Oxygen#0"
     standin = StandIn()

@@ -18,22 +18,29 @@ a FAISS search, with the same ranking.
 from __future__ import annotations
 
 import bisect
-import csv
 import functools
-import gzip
-import io
 import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from typeahead.embed import IndexParams, Student, VectorIndex, build_vector_index, check_student
+from typeahead.corpus import read_records
+from typeahead.embed import (
+    ENCODE_BATCH,
+    Embedder,
+    IndexParams,
+    Student,
+    VectorIndex,
+    build_index,
+    build_vector_index,
+    check_student,
+)
 from typeahead.errors import ArtifactError, ConfigError, DataError
 from typeahead.manifest import read_format_manifest, sha256_file
 
@@ -43,7 +50,6 @@ __all__ = [
     "DocsIndex",
     "build_docs_index",
     "docs_dir",
-    "read_records",
 ]
 
 FORMAT = "typeahead-docs/1"
@@ -122,54 +128,20 @@ class DocResult:
 # --- reading input files --------------------------------------------------------------------
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL, TSV or CSV file (``.gz`` allowed) as dicts."""
-    name = path.name.removesuffix(".gz")
-    try:
-        with _open_text(path) as fh:
-            if name.endswith((".jsonl", ".json", ".ndjson")):
-                yield from _json_lines(fh, path)
-            else:
-                delimiter = "," if name.endswith(".csv") else "\t"
-                yield from csv.DictReader(fh, delimiter=delimiter)
-    except FileNotFoundError as exc:
-        raise DataError(f"input file {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError, EOFError, csv.Error) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
-def _json_lines(fh: io.TextIOBase, path: Path) -> Iterator[dict[str, Any]]:
-    for number, line in enumerate(fh, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError as exc:
-            raise DataError(f"{path}: line {number} is not valid JSON ({exc})") from exc
-        if not isinstance(rec, dict):
-            raise DataError(f"{path}: line {number} is not a JSON object")
-        yield rec
-
-
 def load_documents(path: Path, id_field: str | None = None) -> list[tuple[str, str, str]]:
-    """(id, title, text) triples; ids must be unique and texts non-empty."""
+    """(id, title, text) triples from any format ``typeahead.corpus`` reads; ids must be
+    unique and texts non-empty."""
     docs: list[tuple[str, str, str]] = []
     seen: set[str] = set()
-    for row, rec in enumerate(read_records(path), start=1):
+    for line, rec in read_records(path):
         field = id_field or next((f for f in ID_FIELDS if rec.get(f) not in (None, "")), None)
         if field is None or rec.get(field) in (None, ""):
-            raise DataError(f"{path}: row {row} has no id (looked for {id_field or ID_FIELDS})")
+            raise DataError(f"{path}:{line}: no id (looked for {id_field or ID_FIELDS})")
         doc_id, text = str(rec[field]), str(rec.get("text") or "").strip()
         if not text:
-            raise DataError(f"{path}: row {row} (id {doc_id}) has no text")
+            raise DataError(f"{path}:{line}: document {doc_id!r} has no text")
         if doc_id in seen:
-            raise DataError(f"{path}: duplicate document id {doc_id!r} at row {row}")
+            raise DataError(f"{path}:{line}: duplicate document id {doc_id!r}")
         seen.add(doc_id)
         docs.append((doc_id, str(rec.get("title") or ""), text))
     if not docs:
@@ -340,7 +312,7 @@ class DocsIndex:
         docs: list[tuple[str, str, str]],
         bm25: Bm25,
         vectors: VectorIndex,
-        student: Student,
+        student: Embedder,
         manifest: dict[str, Any],
     ) -> None:
         self._docs, self._bm25, self._vectors, self._student = docs, bm25, vectors, student
@@ -366,26 +338,44 @@ class DocsIndex:
         self._title_terms = [frozenset(terms_of(t)) for t in self.titles]
 
     @property
-    def student(self) -> Student:
+    def student(self) -> Embedder:
+        """The embedder of the documents' and the queries' vectors (the student, when built
+        by build-index)."""
         return self._student
 
     def __len__(self) -> int:
         return len(self._docs)
 
     @classmethod
-    def load(cls, root: Path, student: Student, *, verify: bool = True) -> DocsIndex:
+    def load(cls, root: Path, student: Embedder, *, verify: bool = True) -> DocsIndex:
         manifest = _read_manifest(root)
         check_student(manifest, student, root)
         if verify:
             _verify_files(root, manifest)
         docs = [
             (str(d["id"]), str(d["title"]), str(d["text"]))
-            for d in read_records(root / "docs.jsonl")
+            for _, d in read_records(root / "docs.jsonl")
         ]
         vectors = VectorIndex.load(root / "vectors", student, verify=verify)
         if len(docs) != manifest.get("count") or vectors.count != len(docs):
             raise ArtifactError(f"documents index {root} is inconsistent: document counts differ")
         return cls(docs, Bm25.load(root, len(docs)), vectors, student, manifest)
+
+    @classmethod
+    def in_memory(cls, docs: Sequence[tuple[str, str, str]], embedder: Embedder, *,
+                  semantic_weight: float = SEMANTIC_WEIGHT) -> DocsIndex:
+        """The index ``build_docs_index`` would write for ``docs``, built in memory with an
+        exact vector index: a worker's ``--docs FILE``, and tests with a small embedder."""
+        texts = _texts(docs)
+        vectors = np.empty((len(texts), embedder.dim), dtype=np.float32)
+        for start in range(0, len(texts), ENCODE_BATCH):
+            chunk = texts[start : start + ENCODE_BATCH]
+            vectors[start : start + len(chunk)] = embedder.encode(chunk)
+        manifest = {"format": FORMAT, "count": len(docs), "dim": embedder.dim,
+                    "student_fingerprint": embedder.fingerprint,
+                    "semantic_weight": semantic_weight}
+        flat = VectorIndex(build_index(vectors, "flat"), {**manifest, "factory": "flat"})
+        return cls(list(docs), Bm25.build(texts), flat, embedder, manifest)
 
     def search(
         self, query: str, k: int = 3, *, mode: str = "fused", partial: bool = False,
@@ -911,7 +901,7 @@ def build_docs_index(
     with open(out_dir / "docs.jsonl", "w", encoding="utf-8") as fh:
         for doc_id, title, text in docs:
             fh.write(json.dumps({"id": doc_id, "title": title, "text": text}) + "\n")
-    texts = [f"{title}. {text}" if title else text for _, title, text in docs]
+    texts = _texts(docs)
     Bm25.build(texts).save(out_dir)
     chosen = ("flat" if len(docs) < SMALL_CORPUS else "hnsw") if factory == "auto" else factory
     build_vector_index(texts, student, out_dir / "vectors", chosen, params)
@@ -929,6 +919,11 @@ def build_docs_index(
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def _texts(docs: Sequence[tuple[str, str, str]]) -> list[str]:
+    """What is indexed of each document, lexically and semantically: its title and text."""
+    return [f"{title}. {text}" if title else text for _, title, text in docs]
 
 
 def docs_dir(index_dir: Path) -> Path:

@@ -63,9 +63,9 @@ def split_of(question: str) -> str:
 
 
 def squad_questions(path: Path, part: str, *, answerable: bool = True) -> list[dict[str, Any]]:
-    from typeahead.retrieval import read_records
+    from typeahead.corpus import read_records
 
-    return [r for r in read_records(path)
+    return [r for _, r in read_records(path)
             if split_of(str(r["question"])) == part
             and not (answerable and (r.get("is_impossible") or not r.get("answers")))]
 
