@@ -187,12 +187,14 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], code: int, needl
         ("log.tsv", "o.csv", 2, "expected a .tsv or .tsv.gz"),
         ("log.tsv", "log.tsv", 2, "is one of the --log files"),
         ("log.unknown", "o.tsv", 1, "cannot tell the format"),
+        ("log.tsv", "dir.tsv", 2, "is a directory"),
     ],
 )
 def test_bad_paths_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], log: str,
                                 out: str, code: int, needle: str) -> None:
     write_tsv(tmp_path / "log.tsv")
     (tmp_path / "log.unknown").write_text("x\n", encoding="utf-8")
+    (tmp_path / "dir.tsv").mkdir()
     assert main(["aggregate", "--log", str(tmp_path / log), "--out", str(tmp_path / out)]) == code
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err

@@ -76,7 +76,8 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--query-col", default="query", help="column holding the query (default: query)")
     p.add_argument("--user-col", default=None,
                    help="column naming the user; enables the distinct-user floor")
-    p.add_argument("--time-col", default=None, help="column holding the submission time")
+    p.add_argument("--time-col", default=None,
+                   help="column holding the submission time, for --since/--until")
     p.add_argument("--since", default=None, help="count rows at or after this time (ISO 8601)")
     p.add_argument("--until", default=None, help="count rows before this time (ISO 8601)")
     p.add_argument("--min-users", type=int_arg(1), default=3,
@@ -126,6 +127,8 @@ def _check_options(logs: Sequence[Path], out: Path, options: AggregateOptions) -
         raise ConfigError("--since/--until need --time-col")
     if not out.name.endswith((".tsv", ".tsv.gz")):
         raise ConfigError(f"--out {out}: expected a .tsv or .tsv.gz file name")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory")
     for log in logs:
         if not _is_glob(log) and not log.is_file():
             raise DataError(f"{log}: no such file")
@@ -264,14 +267,16 @@ def _write(con: Any, out: Path, options: AggregateOptions, *, users: bool) -> in
                else " FROM queries q") +
               f" WHERE {' AND '.join(floor)}")
     con.execute(f"CREATE TEMP TABLE kept AS {select}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial{_suffix(out)}")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         # Ordered in the COPY itself: tables keep no order (preserve_insertion_order is off).
         con.execute(f"COPY (SELECT * FROM kept ORDER BY count_total DESC, query) TO "
                     f"{_literal(str(partial))} (FORMAT csv, DELIMITER '\t', "
                     f"HEADER true, QUOTE '', ESCAPE '')")
         partial.replace(out)
+    except OSError as exc:
+        raise DataError(f"--out {out}: cannot write: {exc.strerror or exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
     return _scalar(con, "SELECT count(*) FROM kept")
