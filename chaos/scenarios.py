@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from chaos.stack import LOCAL, Stack, api_pids, descendants, rss_mb
 from typeahead import keys
 from typeahead.process_tree import alive
+from typeahead.sse import Parser, read_events
 
 STREAMS_PER_S = 100
 
@@ -353,16 +354,18 @@ async def _idle_stream(session: aiohttp.ClientSession, url: str, stop: asyncio.E
                 counts["refused"] += 1
                 return
             counts["open"] += 1
+            parser = Parser()
             try:
                 while not stop.is_set():
                     line = await asyncio.wait_for(resp.content.readline(), 3.0)
                     if not line:
                         return
-                    if line.startswith(b": keep-alive"):
-                        counts["keepalives"] += 1
-                    elif line.startswith(b"data: "):
-                        counts["error: " + line[6:46].decode(errors="replace").strip()] = 1 + \
-                            counts.get("error: " + line[6:46].decode(errors="replace").strip(), 0)
+                    comments = parser.comments
+                    event = parser.feed(line)
+                    counts["keepalives"] += parser.comments - comments
+                    if event is not None:
+                        key = "error: " + event.data[:40].strip()
+                        counts[key] = counts.get(key, 0) + 1
                         return
             finally:
                 counts["ended"] += 1
@@ -457,15 +460,11 @@ async def _stream_end(session: aiohttp.ClientSession, base: str, job: str,
                       ends: dict[str, str]) -> None:
     """Follow a job's event stream; record how it ended ("done", or "error: <message>")."""
     url = f"{base}/v1/generate/{job}/stream"
-    event = ""
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=60)) as resp:
-            async for raw in resp.content:
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event in ("done", "error"):
-                    ends[job] = "done" if event == "done" else f"error: {line[6:60]}"
+            async for event in read_events(resp.content):
+                if event.event in ("done", "error"):
+                    ends[job] = "done" if event.event == "done" else f"error: {event.data[:54]}"
                     return
         ends[job] = "closed"
     except (aiohttp.ClientError, TimeoutError) as exc:

@@ -31,7 +31,7 @@ from typeahead import keys
 from typeahead.generation.hub import StreamHub
 from typeahead.generation.queue import Event, Jobs, connect, job_id
 from typeahead.generation.routes import GENERATION
-from typeahead.sse import parse_events
+from typeahead.sse import parse_events, read_events
 
 FULL = DEFAULT_TEXT
 
@@ -369,8 +369,8 @@ async def test_an_inline_job_nobody_listens_to_any_more_is_cancelled(
         async with api_client(settings) as client:
             body = await post(client, "what is oxygen")
             async with client.get(body["stream_url"]) as resp:
-                async for line in resp.content:
-                    if line.startswith(b"event: token"):
+                async for event in read_events(resp.content):
+                    if event.event == "token":
                         break  # generation is under way: hang up
             await wait_for(lambda: standin.disconnects == 1, timeout=3.0)
             rec = await record(client, body["id"])

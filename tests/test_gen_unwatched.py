@@ -31,6 +31,7 @@ from typeahead.generation import routes as generate_routes
 from typeahead.generation.cache import get_summary
 from typeahead.generation.queue import Jobs, connect
 from typeahead.settings import Settings
+from typeahead.sse import read_events
 
 FULL = DEFAULT_TEXT
 GRACE_S = 0.3
@@ -122,8 +123,8 @@ async def test_a_client_that_closes_its_stream_gets_the_job_cancelled(
         async with api_client(cfg) as client, worker_task(cfg):
             _, body = await post(client, "what is oxygen")
             async with client.get(body["stream_url"]) as resp:
-                async for line in resp.content:
-                    if line.startswith(b"event: token"):
+                async for event in read_events(resp.content):
+                    if event.event == "token":
                         break  # generation is under way: hang up
             await wait_for(lambda: standin.disconnects == 1, 3, "the upstream to be closed")
             record = await wait_status(jobs, body["id"])
