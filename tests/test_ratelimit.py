@@ -35,8 +35,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> SuggestService:
 @contextlib.asynccontextmanager
 async def api(service: SuggestService, redis_url: str, **overrides: Any) -> AsyncIterator[Client]:
     """One API process: its own app, buckets, memory cache and Redis clients."""
+    # (A Redis stopped by a test is refused at once; a slow answer on a busy test machine
+    # must not trip the breaker.)
     settings = Settings.from_env(environ={}, redis_url=redis_url, generate_inline_jobs=0,
-                                 **overrides)
+                                 redis_timeout_s=2.0, **overrides)
     client: Client = TestClient(TestServer(create_app(settings, service)))
     await client.start_server()
     try:

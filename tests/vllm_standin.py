@@ -11,7 +11,8 @@ chunks with ``choices[0].delta.content``, a final chunk with ``finish_reason``, 
 - ``stall``: send headers and one token, then nothing (until the client gives up);
 - ``drop``: send one token, then cut the connection without ``[DONE]``.
 
-``fail_first`` makes that many calls answer 503 before the mode applies (retry tests). It counts
+``fail_first`` makes that many calls answer 503 before the mode applies (retry tests);
+``healthy`` is what ``GET /health`` answers (200, else 503). It counts
 calls, records every request body (the exact prompt), the first-token delay it imposed, and
 how many clients hung up early.
 """
@@ -45,12 +46,19 @@ class StandIn:
     active: int = 0
     max_active: int = 0
     model: str = "stand-in/model"
+    healthy: bool = True  # what GET /health says (200 or 503), like vLLM's
+    health_checks: int = 0
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
         return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        self.health_checks += 1
+        return web.Response(status=200 if self.healthy else 503)
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.model}]})

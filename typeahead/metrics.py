@@ -84,6 +84,20 @@ class Metrics:
         self.ttft_seconds = Histogram(
             "typeahead_llm_time_to_first_token_seconds", "time from asking the LLM backend to "
             "its first text piece", ["model"], buckets=TTFT_BUCKETS, registry=r)
+        self.llm_requests = Counter(
+            "typeahead_llm_endpoint_requests", "requests sent to each LLM endpoint (retries "
+            "included)", ["endpoint"], registry=r)
+        self.llm_errors = Counter(
+            "typeahead_llm_endpoint_errors", "failures of each LLM endpoint: requests that "
+            "could not connect, timed out, broke or answered 5xx, and failed /health probes",
+            ["endpoint", "kind"], registry=r)
+        self.llm_outstanding = Gauge(
+            "typeahead_llm_endpoint_outstanding", "requests open on each LLM endpoint",
+            ["endpoint"], registry=r, multiprocess_mode="livesum")
+        self.llm_ejected = Gauge(
+            "typeahead_llm_endpoint_ejected", "1 while an LLM endpoint is ejected (after "
+            "consecutive failures, until a /health probe succeeds)", ["endpoint"], registry=r,
+            multiprocess_mode="livemax")
         self.index_entries = Gauge(
             "typeahead_index_entries", "suggestions in the loaded index", registry=r,
             multiprocess_mode="livemax")
@@ -162,6 +176,19 @@ class Metrics:
 
     def job_done(self, outcome: str, seconds: float) -> None:
         self.job_seconds.labels(outcome).observe(seconds)
+
+    def llm_endpoint_request(self, endpoint: str) -> None:
+        self.llm_requests.labels(endpoint).inc()
+        self.llm_outstanding.labels(endpoint).inc()
+
+    def llm_endpoint_done(self, endpoint: str) -> None:
+        self.llm_outstanding.labels(endpoint).dec()
+
+    def llm_endpoint_error(self, endpoint: str, kind: str) -> None:
+        self.llm_errors.labels(endpoint, kind).inc()
+
+    def llm_endpoint_state(self, endpoint: str, *, ejected: bool) -> None:
+        self.llm_ejected.labels(endpoint).set(1 if ejected else 0)
 
     def first_token(self, model: str, seconds: float) -> None:
         self.ttft_seconds.labels(model).observe(seconds)

@@ -69,6 +69,15 @@ class Settings:
     llm_max_concurrency: int = 16
     llm_retries: int = 2
     llm_max_tokens: int = 256
+    # Several replicas in llm_url (comma-separated; typeahead.generation.endpoints): an
+    # endpoint is ejected after llm_eject_after consecutive failures (requests or probes) and
+    # re-admitted by a successful GET <base><llm_health_path>, probed every llm_probe_interval_s;
+    # a prompt prefix keeps to its replica unless that one has more than llm_affinity_slack
+    # requests open beyond the least busy one.
+    llm_eject_after: int = 3
+    llm_probe_interval_s: float = 2.0
+    llm_health_path: str = "/health"
+    llm_affinity_slack: int = 4
     job_deadline_s: float = 60.0
     job_claim_idle_s: float = 30.0  # a job pending this long on a dead worker is reclaimed
     queue_max_depth: int = 1000
@@ -160,6 +169,7 @@ class Settings:
         _require(0.0 <= self.generate_memory_cache_s <= 3600.0,
                  "generate_memory_cache_s must be 0..3600")
         _require(self.generate_memory_cache_size >= 0, "generate_memory_cache_size must be >= 0")
+        _validate_llm(self)
         _require(0 <= self.generate_rate_per_min <= 1_000_000,
                  "generate_rate_per_min must be 0..1000000")
         _require(0 <= self.generate_request_rate_per_min <= 1_000_000,
@@ -173,6 +183,19 @@ class Settings:
 
 
 _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
+
+
+def _validate_llm(s: Settings) -> None:
+    for url in (s.llm_url or "").split(","):
+        url = url.strip()
+        _require(url.startswith(("http://", "https://")) or not url,
+                 f"llm_url: {url[:80]!r} is not an http:// or https:// URL")
+    _require(not (s.llm_url or "").strip() or any(u.strip() for u in (s.llm_url or "").split(",")),
+             "llm_url names no URL")
+    _require(1 <= s.llm_eject_after <= 1000, "llm_eject_after must be 1..1000")
+    _require(0.05 <= s.llm_probe_interval_s <= 3600.0, "llm_probe_interval_s must be 0.05..3600")
+    _require(s.llm_health_path.startswith("/"), "llm_health_path must start with /")
+    _require(0 <= s.llm_affinity_slack <= 100_000, "llm_affinity_slack must be 0..100000")
 
 
 def _require(ok: bool, message: str) -> None:

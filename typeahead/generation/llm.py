@@ -5,6 +5,13 @@ A backend turns a query and its grounding documents into a stream of text pieces
 Upstream failures become ``UpstreamError`` at this boundary; connection errors and 5xx answers
 are retried with backoff until the first token arrives (after that, a retry would repeat text
 the listeners already have).
+
+``TYPEAHEAD_LLM_URL`` may list several replicas (``typeahead.generation.endpoints``): each
+request goes to one chosen by load and prompt prefix, and a retry goes to another one while
+there is one it has not tried. A stream that breaks after its first tokens is resumed on
+another replica when there is one: the new stream must repeat the text already sent (decoding
+is greedy, temperature 0) and only what follows is passed on; if it says anything else, the
+generation fails as before.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from typing import Any, Protocol
 
 import aiohttp
@@ -20,8 +27,9 @@ import orjson
 
 from typeahead.embed import Embedder
 from typeahead.errors import UpstreamError
+from typeahead.generation.endpoints import Endpoint, EndpointPool, llm_bases
 from typeahead.generation.extractive import ExtractiveBackend
-from typeahead.generation.prompt import Doc, build_messages
+from typeahead.generation.prompt import SYSTEM, Doc, build_messages, documents_block
 from typeahead.settings import Settings
 from typeahead.sse import read_events
 
@@ -41,6 +49,7 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+CHAT_PATH = "/v1/chat/completions"
 # After [DONE], how long and how much to read to reach the end of the body before the
 # connection goes back to the pool (else it is closed).
 DRAIN_S = 0.5
@@ -102,11 +111,10 @@ class VLLMBackend:
     """Streams ``/v1/chat/completions`` from a vLLM (or any OpenAI-compatible) server."""
 
     def __init__(self, settings: Settings, *, backoff_s: float = 0.2) -> None:
-        if not settings.llm_url:
+        bases = llm_bases(settings.llm_url or "")
+        if not bases:
             raise ValueError("VLLMBackend needs settings.llm_url")
-        base = settings.llm_url.rstrip("/")
-        base = base[: -len("/v1")] if base.endswith("/v1") else base
-        self.url = base + "/v1/chat/completions"
+        self.pool = EndpointPool(settings, bases)
         self.model = settings.llm_model
         self.max_tokens = settings.llm_max_tokens
         self.retries = settings.llm_retries
@@ -118,8 +126,8 @@ class VLLMBackend:
             total=None, sock_connect=settings.llm_connect_timeout_s,
             sock_read=settings.llm_read_timeout_s,
         )
-        self._limit = settings.llm_max_concurrency
-        self._sem = asyncio.Semaphore(settings.llm_max_concurrency)
+        self._limit = settings.llm_max_concurrency  # per endpoint
+        self._sem = asyncio.Semaphore(settings.llm_max_concurrency * len(bases))
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -129,12 +137,14 @@ class VLLMBackend:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                limit=self._limit, keepalive_timeout=KEEPALIVE_S, enable_cleanup_closed=True,
+                limit=self._limit * len(self.pool.endpoints), limit_per_host=self._limit,
+                keepalive_timeout=KEEPALIVE_S, enable_cleanup_closed=True,
             )
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
     async def close(self) -> None:
+        await self.pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -147,21 +157,35 @@ class VLLMBackend:
 
     async def generate(self, query: str, docs: Sequence[Doc]) -> AsyncGenerator[str, None]:
         body = orjson.dumps(self.payload(query, docs))
+        key = affinity_key(docs)
+        self.pool.start_probing()
+        sent = ""  # the text passed on so far: a resumed stream must repeat it first
+        tried: list[Endpoint] = []
         async with self._sem:
             for attempt in range(self.retries + 1):
-                started = False
+                ep = self.pool.pick(key, tried)
+                tried.append(ep)
                 try:
-                    async for piece in self._stream_once(body):
-                        started = True
-                        yield piece
+                    with self.pool.using(ep):
+                        async with aclosing(_after(self._stream_once(ep, body), sent)) as pieces:
+                            async for piece in pieces:
+                                sent += piece
+                                yield piece
+                    self.pool.succeeded(ep)
                     return
                 except _Retryable as exc:
-                    if started or attempt >= self.retries:
+                    self.pool.failed(ep, str(exc))
+                    if attempt >= self.retries or (sent and not self._untried(tried)):
                         raise UpstreamError(f"LLM request failed: {exc}") from exc
-                await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
+                if not self._untried(tried):
+                    await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
 
-    async def _stream_once(self, body: bytes) -> AsyncIterator[str]:
-        resp = await self._open(body)
+    def _untried(self, tried: list[Endpoint]) -> bool:
+        """Whether an admitted endpoint is left that this request has not tried."""
+        return any(not e.ejected and e not in tried for e in self.pool.endpoints)
+
+    async def _stream_once(self, ep: Endpoint, body: bytes) -> AsyncGenerator[str, None]:
+        resp = await self._open(ep.base + CHAT_PATH, body)
         finished = False
         try:
             async for piece in self._pieces(resp):
@@ -178,11 +202,11 @@ class VLLMBackend:
                 # when we are cancelled (deadline passed) or the consumer stops reading.
                 resp.close()
 
-    async def _open(self, body: bytes) -> aiohttp.ClientResponse:
+    async def _open(self, url: str, body: bytes) -> aiohttp.ClientResponse:
         try:
-            resp = await self._client().post(self.url, data=body, headers=self._headers)
+            resp = await self._client().post(url, data=body, headers=self._headers)
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            raise _Retryable(f"cannot reach {self.url}: {exc or type(exc).__name__}") from exc
+            raise _Retryable(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
         if resp.status < 400:
             return resp
         try:
@@ -210,6 +234,35 @@ class VLLMBackend:
         except TimeoutError as exc:
             raise _Retryable("no data from the LLM within the read timeout") from exc
         raise _Retryable("stream ended without [DONE]")
+
+
+def affinity_key(docs: Sequence[Doc]) -> bytes:
+    """The prompt prefix requests are likely to share, as the endpoint pool hashes it: the
+    system prompt and the first grounding document, which open every prompt (questions
+    about one subject retrieve the same first document)."""
+    return (SYSTEM + "\n" + documents_block(docs[:1])).encode()
+
+
+async def _after(pieces: AsyncGenerator[str, None], sent: str) -> AsyncGenerator[str, None]:
+    """The pieces of a stream past ``sent``, which the stream must begin with (a resumed
+    generation); UpstreamError when it says something else."""
+    if not sent:
+        async with aclosing(pieces):
+            async for piece in pieces:
+                yield piece
+        return
+    heard = ""
+    async with aclosing(pieces):
+        async for piece in pieces:
+            if len(heard) >= len(sent):
+                yield piece
+                continue
+            heard += piece
+            if not (heard.startswith(sent) or sent.startswith(heard)):
+                raise UpstreamError("LLM stream broke, and another replica's answer differs "
+                                    "from the text already sent")
+            if len(heard) > len(sent):
+                yield heard[len(sent):]
 
 
 async def _drained(resp: aiohttp.ClientResponse) -> bool:

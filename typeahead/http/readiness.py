@@ -1,7 +1,8 @@
 """``GET /readyz``: is this process fit to take traffic right now?
 
 Ready means: the index is loaded, the generation store (Redis) answers PING when generation
-is on, and the LLM server lists its models when ``TYPEAHEAD_LLM_URL`` is set. Each probe has a
+is on, and the LLM server (any one, when ``TYPEAHEAD_LLM_URL`` lists several replicas) lists
+its models when ``TYPEAHEAD_LLM_URL`` is set. Each probe has a
 short timeout so a dead dependency makes readiness fail fast instead of hanging the probe.
 The LLM answer is remembered for a moment, because every load balancer probing every replica
 would otherwise multiply into a steady stream of requests to the model server.
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from typeahead.generation.endpoints import llm_bases
 from typeahead.settings import Settings
 
 PROBE_TIMEOUT_S = 1.0
@@ -52,13 +54,21 @@ class Readiness:
         return reason
 
     async def _probe_llm(self) -> str | None:
-        url = models_url(self.settings.llm_url or "")
-        headers = {}
-        if self.settings.llm_api_key:
-            headers["Authorization"] = f"Bearer {self.settings.llm_api_key}"
+        """None when one of the endpoints answers, else every endpoint's reason."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S))
+        urls = [models_url(base) for base in llm_bases(self.settings.llm_url or "")]
+        reasons = await asyncio.gather(*(self._probe_models(url) for url in urls))
+        if any(reason is None for reason in reasons):
+            return None
+        return "; ".join(r for r in reasons if r)
+
+    async def _probe_models(self, url: str) -> str | None:
+        assert self._session is not None
+        headers = {}
+        if self.settings.llm_api_key:
+            headers["Authorization"] = f"Bearer {self.settings.llm_api_key}"
         try:
             async with self._session.get(url, headers=headers) as resp:
                 if resp.status >= 400:
