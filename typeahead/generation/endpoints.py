@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import logging
 import time
@@ -147,7 +148,10 @@ class EndpointPool:
     def start_probing(self) -> None:
         """Probe every endpoint in the background (with several; idempotent). Needs a loop."""
         if len(self.endpoints) > 1 and (self._probing is None or self._probing.done()):
-            self._probing = asyncio.get_running_loop().create_task(self._probe_forever())
+            # A fresh context: the probe outlives the request that started it, whose id would
+            # otherwise mark every probe's log line.
+            self._probing = asyncio.get_running_loop().create_task(
+                self._probe_forever(), context=contextvars.Context())
 
     async def close(self) -> None:
         if self._probing is not None:
