@@ -25,10 +25,13 @@ Arrays (``gen.*.npy``, memory-mapped like the rest of the index):
 
 from __future__ import annotations
 
+import bisect
+import functools
+import heapq
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,13 +40,17 @@ import numpy.typing as npt
 
 from typeahead.mapped import load_array, view
 
-MIN_PIECES = 3  # distinct served queries each word and word pair must occur in
+MIN_PIECES = 3  # distinct queries each word and word pair must occur in
 WORD_BYTES = 32  # longer words are never generated
-FIRST_BEAM = 12  # completions of the typed fragment expanded further
-NEXT_BEAM = 6  # continuations tried after each generated word
+FIRST_BEAM = 6  # completions of the typed fragment kept, and paths kept at each length
+NEXT_BEAM = 4  # continuations tried after each generated word
 MAX_APPENDED = 2  # words appended after the completed one
-FILES = ("words", "total", "start", "end", "succ_off", "succ", "succ_w")
-_HIGH = b"\xff"
+CACHE = 8192  # fragments' completions remembered
+SMALL = 64  # candidate ranges up to this size are ranked in Python, larger ones in numpy
+FILES = ("words", "total", "start", "end", "succ_off", "succ", "succ_w", "stop", "next",
+         "next_lp", "endings", "endings_lp")
+ENDINGS = 8  # likeliest query endings kept per word
+_LAST = "\U0010ffff"  # sorts after every character a word may continue with
 
 
 @dataclass(frozen=True)
@@ -55,98 +62,122 @@ class Generator:
     succ_off: npt.NDArray[np.int64]
     succ: npt.NDArray[np.int32]
     succ_w: npt.NDArray[np.float32]
+    stop: npt.NDArray[np.float32]  # log P(a query ends | word); -inf: never
+    next: npt.NDArray[np.int32]  # (words, NEXT_BEAM): the likeliest next words; -1: none
+    next_lp: npt.NDArray[np.float32]  # their log P(next | word)
+    # (words, ENDINGS, 1 + MAX_APPENDED): the likeliest ways a query goes on from a word to its
+    # end, as word ids (-1 pads), with their log probabilities (-inf: none)
+    endings: npt.NDArray[np.int32]
+    endings_lp: npt.NDArray[np.float32]
     _text: list[str] = field(init=False, repr=False, compare=False)
     _start_total: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not len(self.words):
+            raise ValueError("a generator needs at least one word")
         # The vocabulary is small (tens of thousands of words): Python strings make the
         # per-keystroke lookups cheap, and ids index them directly.
         object.__setattr__(self, "_text", [w.decode("utf-8") for w in self.words.tolist()])
+        object.__setattr__(self, "_ids", {w: i for i, w in enumerate(self._text)})
+        firsts = np.repeat(np.arange(len(self._text), dtype=np.int64), np.diff(self.succ_off))
+        object.__setattr__(self, "_pairs", frozenset(
+            (firsts * len(self._text) + self.succ).tolist()))
         object.__setattr__(self, "_start_total", max(float(self.start.sum()), 1e-9))
-        for name in ("total", "start", "end", "succ_off"):
+        for name in ("total", "start", "succ_off", "succ", "succ_w", "stop", "next", "next_lp",
+                     "endings", "endings_lp"):
             object.__setattr__(self, f"_{name}_v", view(getattr(self, name)))
+        # Keystrokes repeat words and fragments: their completions are remembered.
+        object.__setattr__(self, "_first", functools.lru_cache(CACHE)(self._first_uncached))
 
     def __len__(self) -> int:
         return len(self._text)
 
-    def complete(self, key: str, complete: bool, k: int) -> list[tuple[str, float]]:
+    def complete(self, key: str, complete: bool, k: int) -> Iterator[tuple[str, float]]:
         """Up to ``k`` generated completions of the normalised ``key`` with their log
-        probabilities, best first; ``complete``: the last word is finished (a trailing space).
-        Empty when a typed word or word pair is not a safe piece."""
+        probabilities, best first, each text built as it is taken; ``complete``: the last word
+        is finished (a trailing space). None when a typed word or word pair is not a safe
+        piece."""
         words = key.split(" ")
         head, fragment = (words, "") if complete else (words[:-1], words[-1])
         ids = [self._id(w) for w in head]
         if any(i < 0 for i in ids) or not self._chained(ids):
-            return []
-        firsts = self._firsts(ids[-1] if ids else -1, fragment)
-        paths: list[tuple[float, list[int]]] = []
-        for logp, word in firsts:
-            self._extend(logp, [word], paths)
-        paths.sort(key=lambda p: -p[0])
-        prefix = " ".join(head)
-        out: list[tuple[str, float]] = []
-        for logp, path in paths[:k]:
-            tail = " ".join(self._text[w] for w in path)
-            out.append((f"{prefix} {tail}" if prefix else tail, logp))
-        return out
+            return iter(())
+        firsts = self._first(ids[-1] if ids else -1, fragment)  # type: ignore[attr-defined]
+        # Each completed word's likeliest endings were found at build time; ranked together.
+        lps = self._endings_lp_v  # type: ignore[attr-defined]
+        ranked = heapq.nlargest(k, [(logp + lps[at], at) for logp, word in firsts
+                                    for at in range(word * ENDINGS, (word + 1) * ENDINGS)
+                                    if lps[at] != -math.inf])
+        prefix = " ".join(head) + " " if head else ""
+        return ((prefix + self._ending(at), logp) for logp, at in ranked)
+
+    def _ending(self, at: int) -> str:
+        width = 1 + MAX_APPENDED
+        ids = self._endings_v[at * width : (at + 1) * width].tolist()  # type: ignore[attr-defined]
+        return " ".join([self._text[w] for w in ids if w >= 0])
 
     def _id(self, word: str) -> int:
-        raw = word.encode("utf-8")
-        at = int(self.words.searchsorted(raw))
-        return at if at < len(self._text) and self._text[at] == word else -1
-
-    def _successors(self, word: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
-        off = self._succ_off_v  # type: ignore[attr-defined]
-        lo, hi = off[word], off[word + 1]
-        return self.succ[lo:hi], self.succ_w[lo:hi]
+        return self._ids.get(word, -1)  # type: ignore[attr-defined]
 
     def _chained(self, ids: list[int]) -> bool:
         """Every adjacent pair of the typed words is a safe piece."""
-        for a, b in itertools.pairwise(ids):
-            succ, _ = self._successors(a)
-            at = int(succ.searchsorted(b))
-            if at >= len(succ) or int(succ[at]) != b:
-                return False
-        return True
+        n, pairs = len(self._text), self._pairs  # type: ignore[attr-defined]
+        return all(a * n + b in pairs for a, b in itertools.pairwise(ids))
 
-    def _range(self, fragment: str) -> tuple[int, int]:
-        if not fragment:
-            return 0, len(self._text)
-        raw = fragment.encode("utf-8")
-        if len(raw) > WORD_BYTES:
-            return 0, 0
-        lo, hi = self.words.searchsorted(np.array([raw, raw + _HIGH], dtype=self.words.dtype))
-        return int(lo), int(hi)
-
-    def _firsts(self, prev: int, fragment: str) -> list[tuple[float, int]]:
+    def _first_uncached(self, prev: int, fragment: str) -> list[tuple[float, int]]:
         """The words completing ``fragment``, after ``prev`` (-1: the query's first word)."""
-        lo, hi = self._range(fragment)
+        if prev >= 0 and not fragment:  # the likeliest next words were ranked at build time
+            return self._next(prev)[1]
+        text = self._text
+        # Sorted by UTF-8 bytes, which is code point order: bisect on the strings.
+        lo = bisect.bisect_left(text, fragment)
+        hi = bisect.bisect_left(text, fragment + _LAST, lo) if fragment else len(text)
         if lo == hi:
             return []
-        ids: npt.NDArray[np.integer]
         if prev < 0:
-            ids = np.arange(lo, hi)
-            weights = self.start[lo:hi] + 0.1 * self.total[lo:hi]
-            norm = self._start_total
-        else:
-            succ, succ_w = self._successors(prev)
-            a, b = succ.searchsorted([lo, hi]).tolist()
-            ids, weights = succ[a:b], succ_w[a:b]
-            norm = float(self._total_v[prev])  # type: ignore[attr-defined]
-        return _best(ids, weights, norm, FIRST_BEAM)
+            if hi - lo > SMALL:
+                return _best(np.arange(lo, hi), self.start[lo:hi] + 0.1 * self.total[lo:hi],
+                             self._start_total, FIRST_BEAM)
+            start, total = self._start_v, self._total_v  # type: ignore[attr-defined]
+            return _top(range(lo, hi), [start[i] + 0.1 * total[i] for i in range(lo, hi)],
+                        self._start_total, FIRST_BEAM)
+        off, succ = self._succ_off_v, self._succ_v  # type: ignore[attr-defined]
+        a = bisect.bisect_left(succ, lo, off[prev], off[prev + 1])
+        b = bisect.bisect_left(succ, hi, a, off[prev + 1])
+        norm = float(self._total_v[prev])  # type: ignore[attr-defined]
+        if b - a > SMALL:
+            return _best(self.succ[a:b], self.succ_w[a:b], norm, FIRST_BEAM)
+        return _top(succ[a:b].tolist(), self._succ_w_v[a:b].tolist(), norm,  # type: ignore[attr-defined]
+                    FIRST_BEAM)
 
-    def _extend(self, logp: float, path: list[int], out: list[tuple[float, list[int]]]) -> None:
-        last = path[-1]
-        total = float(self._total_v[last])  # type: ignore[attr-defined]
-        end = float(self._end_v[last])  # type: ignore[attr-defined]
-        if end > 0:
-            out.append((logp + math.log(end / total), path))
-        if len(path) > MAX_APPENDED:
-            return
-        succ, succ_w = self._successors(last)
-        for step, word in _best(succ, succ_w, total, NEXT_BEAM):
-            if word not in path:  # "new york new york ..." loops are never a query
-                self._extend(logp + step, [*path, word], out)
+    def _paths(self, firsts: list[tuple[float, int]]) -> list[tuple[float, tuple[int, ...]]]:
+        """Completed paths, best first: a beam of ``FIRST_BEAM`` paths grows one word at a
+        time, and each path may end where a query may end."""
+        done: list[tuple[float, tuple[int, ...]]] = []
+        beam: list[tuple[float, tuple[int, ...]]] = [(logp, (word,)) for logp, word in firsts]
+        for depth in range(MAX_APPENDED + 1):
+            grown: list[tuple[float, tuple[int, ...]]] = []
+            for logp, path in beam:
+                stop, nexts = self._next(path[-1])
+                if stop is not None:
+                    done.append((logp + stop, path))
+                if depth < MAX_APPENDED:
+                    # "new york new york ..." loops are never a query
+                    grown += [(logp + step, (*path, word)) for step, word in nexts
+                              if word not in path]
+            if not grown:
+                break
+            beam = heapq.nlargest(FIRST_BEAM, grown)
+        done.sort(key=lambda p: -p[0])
+        return done
+
+    def _next(self, word: int) -> tuple[float | None, list[tuple[float, int]]]:
+        """log P(the query ends | word) (None: never), and the likeliest next words."""
+        stop: float = self._stop_v[word]  # type: ignore[attr-defined]
+        nxt, lps = self._next_v, self._next_lp_v  # type: ignore[attr-defined]
+        at = word * NEXT_BEAM
+        pairs = [(lps[i], nxt[i]) for i in range(at, at + NEXT_BEAM) if nxt[i] >= 0]
+        return (None if stop == -math.inf else stop), pairs
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -186,6 +217,19 @@ class Generator:
             raise ValueError(f"gen.succ must hold int32 word ids below {n}")
         if self.succ_w.dtype != np.float32:
             raise ValueError("gen.succ_w must be float32")
+        if self.stop.dtype != np.float32 or self.stop.shape != (n,):
+            raise ValueError(f"gen.stop must hold {n} float32 values")
+        if self.next.dtype != np.int32 or self.next.shape != (n, NEXT_BEAM) or (
+                n and (int(self.next.min()) < -1 or int(self.next.max()) >= n)):
+            raise ValueError(f"gen.next must be ({n}, {NEXT_BEAM}) int32 word ids or -1")
+        if self.next_lp.dtype != np.float32 or self.next_lp.shape != (n, NEXT_BEAM):
+            raise ValueError(f"gen.next_lp must be ({n}, {NEXT_BEAM}) float32")
+        shape = (n, ENDINGS, 1 + MAX_APPENDED)
+        if self.endings.dtype != np.int32 or self.endings.shape != shape or (
+                n and (int(self.endings.min()) < -1 or int(self.endings.max()) >= n)):
+            raise ValueError(f"gen.endings must be {shape} int32 word ids or -1")
+        if self.endings_lp.dtype != np.float32 or self.endings_lp.shape != (n, ENDINGS):
+            raise ValueError(f"gen.endings_lp must be ({n}, {ENDINGS}) float32")
 
 
 def _best(ids: Sequence[int] | npt.NDArray[np.integer], weights: npt.NDArray[np.float32],
@@ -198,11 +242,18 @@ def _best(ids: Sequence[int] | npt.NDArray[np.integer], weights: npt.NDArray[np.
     return [(math.log(w / norm), i) for w, i in pairs if w > 0]
 
 
+def _top(ids: Sequence[int], weights: Sequence[float], norm: float, n: int
+         ) -> list[tuple[float, int]]:
+    """``_best`` for short Python sequences."""
+    pairs = heapq.nlargest(n, zip(weights, ids, strict=True))
+    return [(math.log(w / norm), i) for w, i in pairs if w > 0]
+
+
 def build_generator(keys: Sequence[str], weights: Sequence[float],
                     min_pieces: int = MIN_PIECES,
-                    allowed: Callable[[str], bool] = lambda word: True) -> Generator:
+                    allowed: Callable[[str], bool] = lambda word: True) -> Generator | None:
     """The generator over distinct normalised ``keys`` with their ``weights``; words that
-    ``allowed`` refuses never enter the vocabulary."""
+    ``allowed`` refuses never enter the vocabulary. None when no word is a safe piece."""
     df: dict[str, int] = defaultdict(int)
     pair_df: dict[tuple[str, str], int] = defaultdict(int)
     for key in keys:
@@ -218,7 +269,7 @@ def build_generator(keys: Sequence[str], weights: Sequence[float],
     pairs: dict[tuple[int, int], float] = defaultdict(float)
     for key, weight in zip(keys, weights, strict=True):
         _count(key.split(" "), float(weight), ids, stats, pairs, pair_df, min_pieces)
-    return _assemble(vocab, stats, pairs)
+    return _assemble(vocab, stats, pairs) if vocab else None
 
 
 def _count(words: list[str], weight: float, ids: dict[str, int], stats: np.ndarray,
@@ -247,4 +298,23 @@ def _assemble(vocab: list[str], stats: np.ndarray, pairs: dict[tuple[int, int], 
     np.cumsum(counts, out=succ_off[1:])
     words = np.array([w.encode("utf-8") for w in vocab], dtype=f"S{WORD_BYTES}")
     total, start, end = (stats[i].astype(np.float32) for i in range(3))
-    return Generator(words, total, start, end, succ_off, succ, succ_w)
+    with np.errstate(divide="ignore"):
+        stop = np.where(end > 0, np.log(end / np.maximum(total, 1e-9)), -np.inf)
+    nxt = np.full((len(vocab), NEXT_BEAM), -1, dtype=np.int32)
+    next_lp = np.zeros((len(vocab), NEXT_BEAM), dtype=np.float32)
+    for word in np.flatnonzero(counts).tolist():
+        lo, hi = int(succ_off[word]), int(succ_off[word + 1])
+        best = _best(succ[lo:hi], succ_w[lo:hi], float(total[word]), NEXT_BEAM)
+        for j, (lp, b) in enumerate(best):
+            nxt[word, j], next_lp[word, j] = b, lp
+    n = len(vocab)
+    endings = np.full((n, ENDINGS, 1 + MAX_APPENDED), -1, dtype=np.int32)
+    endings_lp = np.full((n, ENDINGS), -np.inf, dtype=np.float32)
+    base = Generator(words, total, start, end, succ_off, succ, succ_w, stop.astype(np.float32),
+                     nxt, next_lp, endings.copy(), endings_lp.copy())
+    for word in range(n):
+        for e, (logp, path) in enumerate(base._paths([(0.0, word)])[:ENDINGS]):
+            endings[word, e, : len(path)] = path
+            endings_lp[word, e] = logp
+    return Generator(words, total, start, end, succ_off, succ, succ_w, stop.astype(np.float32),
+                     nxt, next_lp, endings, endings_lp)

@@ -200,6 +200,8 @@ def _write_generator(tmp: Path, merged: dict[str, _Merged], policy: SuggestionPo
     keys = [k for k, m in merged.items() if m.weight > 0]
     gen = build_generator(keys, [merged[k].weight for k in keys], options.piece_min_queries,
                           allowed=lambda word: policy.blocked(word) is None)
+    if gen is None:  # no word is in enough queries: nothing to generate from
+        return [], None
     if progress:
         progress(f"generator: {len(gen):,} words, {len(gen.succ):,} word pairs")
     return gen.save(tmp), {"min_queries": options.piece_min_queries, "words": len(gen),
