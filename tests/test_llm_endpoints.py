@@ -246,3 +246,24 @@ async def test_a_stream_cut_after_its_first_token_is_resumed_without_repeating_i
             await b.close()
     assert "".join(pieces) == DEFAULT_TEXT
     assert reps[0].standin.calls == 1 and reps[1].standin.calls == 1
+
+
+# --- readiness ---------------------------------------------------------------------------------
+
+
+async def test_ready_while_any_replica_lists_its_models() -> None:
+    from typeahead.http.readiness import Readiness
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with replicas(StandIn()) as (alive,):
+        probes = Readiness(settings([dead, alive.url + "/v1"]))
+        try:
+            assert await probes.llm() is None
+        finally:
+            await probes.close()
+    probes = Readiness(settings([dead, alive.url]))
+    try:
+        reason = await probes.llm()
+        assert reason is not None and dead in reason and alive.url in reason
+    finally:
+        await probes.close()
