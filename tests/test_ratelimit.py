@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests import requests_shim as http
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
+from tests.serve_process import start_serve, stop_serve
 from typeahead import keys
 from typeahead.generation.cache import encode_result
 from typeahead.generation.prompt import PROMPT_VERSION
@@ -86,6 +92,45 @@ async def test_a_concurrent_burst_over_two_processes_spends_no_more_than_the_bud
                                          for i in range(20)))
     statuses = sorted(status for status, _ in answers)
     assert statuses == [202] * 5 + [429] * 15
+
+
+@pytest.fixture
+def two_processes(tmp_path: Path, redis_server: RedisServer) -> Iterator[str]:
+    """``typeahead serve --workers 2`` on the test Redis, both processes answering."""
+    index = build_small_index(tmp_path)
+    env = {**os.environ, "REDIS_URL": redis_server.url, "TYPEAHEAD_GENERATE_RATE_PER_MIN": "4",
+           "TYPEAHEAD_SEMANTIC": "false", "TYPEAHEAD_REDIS_TIMEOUT_S": "2"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    base, proc = start_serve(index.path, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        pids: set[int] = set()
+        while len(pids) < 2 and time.monotonic() < deadline:
+            try:
+                status, body = http.get(base + "/readyz")
+                if status == 200:
+                    pids.add(body["pid"])
+            except OSError:
+                time.sleep(0.1)
+        assert len(pids) == 2, "the two API processes did not start"
+        yield base
+    finally:
+        stop_serve(proc)
+
+
+async def test_a_client_spreading_over_two_api_processes_gets_one_budget(
+    two_processes: str,
+) -> None:
+    # A new connection per request: the kernel spreads them over both processes (the fixture
+    # saw both answer), which used to give each process's budget anew.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        statuses = []
+        for i in range(12):
+            async with session.post(two_processes + "/v1/generate",
+                                    json={"query": f"spread question {i}"}) as resp:
+                statuses.append(resp.status)
+    assert sorted(statuses) == [202] * 4 + [429] * 8
 
 
 # --- cached and joined answers cost no job token -----------------------------------------------
