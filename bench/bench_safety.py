@@ -28,8 +28,12 @@ Tables:
     held-out AOL queries (rows 800,001+), the two services interleaved per prefix, each
     prefix's time the best of ``--repeats``; lexical only and as served (semantic layer and
     instant results on).
+(b) also has a row for the policy with its text model (``SuggestionPolicy.screened``, what
+    ``build-index`` screens the dictionary with; ``typeahead/safety/model.py``, trained on the
+    development lists and the AOL queries asked once or 3+ times, never on those asked twice).
 (d) ``SuggestionPolicy.blocked`` per call: on those prefixes (each keystroke's explicit-input
-    check) and on the index's entries (the build's screening), on first sight and again.
+    check) and on the index's entries, on first sight and again; the text model's score alone,
+    and ``screened`` (lists and model: the build's screening) on the index's entries.
 """
 
 from __future__ import annotations
@@ -193,6 +197,9 @@ def cost_us(blocked: Classifier, texts: Sequence[str]) -> list[float]:
 def table_filters(policy: SuggestionPolicy) -> None:
     ours = _blocks(policy.blocked)
     filters: list[tuple[str, Classifier]] = [("this policy", ours)]
+    if policy.model is not None:
+        filters.append(("this policy + text model (build-time screening)",
+                        _blocks(policy.screened)))
     for name, lib in libraries():
         filters.append((name, lib))
         filters.append((f"policy + {name}", _either(ours, lib)))
@@ -319,9 +326,17 @@ def table_policy_cost(index: LoadedIndex, prefixes: list[str]) -> None:
     rows: list[list[object]] = []
     for name, texts in (("held-out AOL prefixes", prefixes), ("index entries", entries)):
         fresh = SuggestionPolicy.load().blocked  # no word seen before
-        rows.append([name, len(texts), *cost_us(_blocks(fresh), texts)])
-    print_table(header("(d) SuggestionPolicy.blocked per call, in process, µs"),
-                ["texts", "n", "first p50", "first p99", "again p50", "again p99"], rows)
+        rows.append(["blocked (lists)", name, len(texts), *cost_us(_blocks(fresh), texts)])
+    model = SuggestionPolicy.load().model
+    if model is not None:
+        for name, texts in (("held-out AOL prefixes", prefixes), ("index entries", entries)):
+            rows.append(["text model score", name, len(texts), *cost_us(model.flags, texts)])
+        screened = SuggestionPolicy.load().screened
+        rows.append(["screened (lists + model)", "index entries", len(entries),
+                     *cost_us(_blocks(screened), entries)])
+    print_table(header("(d) SuggestionPolicy per call, in process, µs: blocked (each "
+                       "keystroke's explicit-input check) and screened (the build's)"),
+                ["call", "texts", "n", "first p50", "first p99", "again p50", "again p99"], rows)
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""The packaged models: the static student, the intent classifier, the ranking models.
+"""The packaged models: the static student, the intent classifier, the ranking models, the
+suggestion-safety text model.
 
 Each directory holds a model's files and a ``manifest.json`` with their checksums; the code that
 reads a model checks them (``typeahead.manifest``) and refuses a directory that fails.
@@ -12,5 +13,6 @@ ASSETS = Path(__file__).resolve().parent
 STUDENT_DIR = ASSETS / "student"
 INTENT_DIR = ASSETS / "intent"
 RELEVANCE_DIR = ASSETS / "relevance"
+SAFETY_DIR = ASSETS / "safety"
 
-__all__ = ["ASSETS", "INTENT_DIR", "RELEVANCE_DIR", "STUDENT_DIR"]
+__all__ = ["ASSETS", "INTENT_DIR", "RELEVANCE_DIR", "SAFETY_DIR", "STUDENT_DIR"]

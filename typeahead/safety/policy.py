@@ -40,6 +40,7 @@ from typing import Any
 
 from typeahead.errors import ConfigError
 from typeahead.normalize import normalize
+from typeahead.safety.model import SexualTextModel
 
 # Most severe first: a text in several categories is reported under the first.
 CATEGORIES = ("minors", "bestiality", "sexual_violence", "slurs", "personal_data", "sexual",
@@ -140,7 +141,8 @@ class _Lists:
 class SuggestionPolicy:
     """Classifies texts; ``allow`` names the adult categories this deployment permits."""
 
-    def __init__(self, lists: _Lists, allow: Iterable[str] = (), fingerprint: str = "") -> None:
+    def __init__(self, lists: _Lists, allow: Iterable[str] = (), fingerprint: str = "",
+                 model: SexualTextModel | None = None) -> None:
         allowed = frozenset(allow)
         bad = allowed - ADULT_CATEGORIES
         if bad:
@@ -152,19 +154,46 @@ class SuggestionPolicy:
         # Words repeat across texts (Zipf): a word's roles are remembered, so a typical
         # keystroke costs one dict look-up per word. Plain str -> int: untracked by the GC.
         self._memo: dict[str, int] = {}
+        self.model = model
 
     @classmethod
-    def load(cls, allow: Iterable[str] = ()) -> SuggestionPolicy:
-        """The packaged lists (``typeahead/safety/lists``)."""
+    def load(cls, allow: Iterable[str] = (), *, model: bool = True) -> SuggestionPolicy:
+        """The packaged lists (``typeahead/safety/lists``) and, unless ``model`` is False, the
+        packaged text model (``typeahead/assets/safety``) that screening consults too."""
         texts = _read_packaged()
         digest = hashlib.sha256(f"v{POLICY_VERSION}".encode())
         for name in sorted(texts):
             digest.update(name.encode() + b"\0" + texts[name].encode() + b"\0")
-        return cls(_compile(texts), allow, digest.hexdigest()[:16])
+        learned = SexualTextModel.load() if model else None
+        if learned is not None:
+            digest.update(f"model {learned.fingerprint} {learned.threshold!r}".encode())
+        return cls(_compile(texts), allow, digest.hexdigest()[:16], learned)
 
     def describe(self) -> dict[str, object]:
         """What a manifest records of the policy that filtered an index."""
-        return {"fingerprint": self.fingerprint, "allow": sorted(self.allow)}
+        return {"fingerprint": self.fingerprint, "allow": sorted(self.allow),
+                "model": None if self.model is None else self.model.describe()}
+
+    def screened(self, text: str) -> str | None:
+        """``blocked`` with the text model's second opinion: what a dictionary is screened
+        with when an index is built. A text the lists let through but the model flags is
+        ``sexual`` (blocked unless that is allowed), unless it holds a safe word or phrase of
+        the lists: the model only ever adds ``sexual``, so allowing it never loosens the
+        categories that are always blocked."""
+        category = self.blocked(text)
+        if category is not None or self.model is None or "sexual" in self.allow:
+            return category
+        if self.model.flags(text) and not self.protected(text):
+            return "sexual"
+        return None
+
+    def protected(self, text: str) -> bool:
+        """True when ``text`` holds a word of ``safe_words.txt`` or a ``safe_phrases.txt``
+        phrase: look-alikes the lists were written to keep, which the model must not undo."""
+        words = _words(normalize(text))
+        lists = self._lists
+        return (not lists.safe_words.isdisjoint(words)
+                or bool(_safe_positions(words, lists.safe_phrases)))
 
     def blocked(self, text: str) -> str | None:
         """The most severe category of ``text`` this policy blocks, or None when it may show."""
