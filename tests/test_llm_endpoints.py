@@ -267,3 +267,16 @@ async def test_ready_while_any_replica_lists_its_models() -> None:
         assert reason is not None and dead in reason and alive.url in reason
     finally:
         await probes.close()
+
+
+async def test_a_resumed_stream_shorter_than_what_was_sent_fails() -> None:
+    async with replicas(StandIn(mode="drop", tokens=["The whole ", "answer."]),
+                        StandIn(tokens=["The"])) as reps:
+        b = backend([r.url for r in reps], llm_affinity_slack=0)
+        try:
+            b.pool.endpoints[1].outstanding = 1
+            with pytest.raises(UpstreamError, match="shorter"):
+                await collect(b)
+        finally:
+            b.pool.endpoints[1].outstanding = 0
+            await b.close()

@@ -245,7 +245,7 @@ def affinity_key(docs: Sequence[Doc]) -> bytes:
 
 async def _after(pieces: AsyncGenerator[str, None], sent: str) -> AsyncGenerator[str, None]:
     """The pieces of a stream past ``sent``, which the stream must begin with (a resumed
-    generation); UpstreamError when it says something else."""
+    generation); UpstreamError when it says something else, or less."""
     if not sent:
         async with aclosing(pieces):
             async for piece in pieces:
@@ -263,6 +263,9 @@ async def _after(pieces: AsyncGenerator[str, None], sent: str) -> AsyncGenerator
                                     "from the text already sent")
             if len(heard) > len(sent):
                 yield heard[len(sent):]
+    if len(heard) < len(sent):
+        raise UpstreamError("LLM stream broke, and another replica's answer is shorter than "
+                            "the text already sent")
 
 
 async def _drained(resp: aiohttp.ClientResponse) -> bool:
