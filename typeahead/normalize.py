@@ -62,3 +62,20 @@ def _display_char(ch: str) -> str:
         return " "
     # Format characters stay (emoji joiners); unassigned/private/surrogates carry nothing.
     return "" if cat in ("Cs", "Co", "Cn") else ch
+
+
+# ``fold_punctuation``: for corpora of titles and names, where "Sorcerer's", "J.K." and
+# "Spider-Man" are typed "sorcerers", "jk" and "spider man". Char by char, so that spans on a
+# folded key map back to the display text (typeahead.suggest.lexical.map_spans).
+_FOLD = str.maketrans({"'": "", "\u2019": "", "`": "", ".": "", "-": " ", "\u2010": " ",
+                       "\u2013": " "})
+
+
+def fold_punctuation(key: str) -> str:
+    """A normalised key with apostrophes and dots dropped and hyphens made spaces."""
+    return " ".join(key.translate(_FOLD).split())
+
+
+def fold_char(piece: str) -> str:
+    """``fold_punctuation`` of one character's normalised form, spaces kept."""
+    return piece.translate(_FOLD)

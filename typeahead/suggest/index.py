@@ -40,7 +40,7 @@ from typeahead.manifest import (
     write_manifest,
 )
 from typeahead.mapped import StringTable, load_array
-from typeahead.normalize import display_form, normalize
+from typeahead.normalize import display_form, fold_punctuation, normalize
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.safety.screen import Blocked, screen
 from typeahead.suggest.fuzzy import FuzzyVocab
@@ -55,6 +55,8 @@ FORMAT_VERSION = 1
 # default). A longer log entry is no query anyone typed, and would make every answer it
 # appears in as large as it is; it is skipped and counted as "too_long".
 MAX_ENTRY_CHARS = 200
+FOLD_TAG = "+fold-punctuation"
+ARTICLES = frozenset(("the", "a", "an"))  # leading articles a title is also found without
 Progress = Callable[[str], None]
 
 
@@ -81,6 +83,10 @@ class BuildOptions:
     # Generated completions: pieces (words, word pairs) must each occur in this many distinct
     # queries of the corpus; 0: no generator.
     piece_min_queries: int = MIN_PIECES
+    # Key options for titles and names (off for query logs): punctuation folded
+    # ("sorcerer's" = "sorcerers"), and each key without its leading article also a prefix.
+    fold_punctuation: bool = False
+    leading_articles: bool = False
 
 
 @dataclass
@@ -93,8 +99,8 @@ class _Merged:
         return max(self.displays.items(), key=lambda kv: (kv[1], kv[0]))[0]
 
 
-def merge_rows(rows: Iterable[Row], progress: Progress | None = None) -> tuple[
-        dict[str, _Merged], dict[str, int]]:
+def merge_rows(rows: Iterable[Row], progress: Progress | None = None, *,
+               fold: bool = False) -> tuple[dict[str, _Merged], dict[str, int]]:
     """Group rows by normalised key, summing weights; the most weighted display form wins."""
     merged: dict[str, _Merged] = {}
     counts = {"rows": 0, "empty": 0, "too_long": 0}
@@ -103,6 +109,8 @@ def merge_rows(rows: Iterable[Row], progress: Progress | None = None) -> tuple[
         if progress and counts["rows"] % 200_000 == 0:
             progress(f"read {counts['rows']:,} rows")
         key = normalize(row.text)
+        if fold:
+            key = fold_punctuation(key)
         if not key:
             counts["empty"] += 1
             continue
@@ -121,7 +129,7 @@ def merge_rows(rows: Iterable[Row], progress: Progress | None = None) -> tuple[
 def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: Path,
                 progress: Progress | None = stderr_progress) -> dict[str, Any]:
     started = time.time()
-    merged, counts = merge_rows(rows, progress)
+    merged, counts = merge_rows(rows, progress, fold=options.fold_punctuation)
     served = sorted(
         ((k, m) for k, m in merged.items() if m.weight >= options.min_count),
         key=lambda km: (-km[1].weight, len(km[0]), km[0]),
@@ -138,7 +146,7 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
     with atomic_directory(out, kind=KIND,
                           protected=(source, options.docs, options.student_dir)) as tmp:
         displays = [m.display() for _, m in served]
-        files = _write_lexical(tmp, served, displays, progress)
+        files = _write_lexical(tmp, served, displays, progress, options.leading_articles)
         generated = _write_generator(tmp, merged, policy, options, progress)
         files += generated[0]
         semantic = _write_semantic(tmp, displays, options, progress)
@@ -152,7 +160,9 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
                        "bytes": source.stat().st_size},
             "options": {"text_col": options.text_col, "weight_col": options.weight_col,
                         "min_count": options.min_count, "format": options.fmt},
-            "normalization": "nfkc+casefold+strip-accents+collapse-whitespace",
+            "normalization": "nfkc+casefold+strip-accents+collapse-whitespace"
+                             + (FOLD_TAG if options.fold_punctuation else ""),
+            "leading_articles": options.leading_articles,
             "counts": {"rows": counts["rows"], "empty": counts["empty"],
                        "too_long": counts["too_long"],
                        "distinct": len(merged), "below_floor": len(merged) - above_floor,
@@ -170,7 +180,7 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
 
 
 def _write_lexical(tmp: Path, served: list[tuple[str, _Merged]], displays: list[str],
-                   progress: Progress | None) -> list[Path]:
+                   progress: Progress | None, articles: bool = False) -> list[Path]:
     keys = [k for k, _ in served]
     files = StringTable.write(displays, tmp / "display.bin", tmp / "display.off.npy")
     files += StringTable.write(keys, tmp / "keys.bin", tmp / "keys.off.npy")
@@ -179,7 +189,13 @@ def _write_lexical(tmp: Path, served: list[tuple[str, _Merged]], displays: list[
     np.save(tmp / "popularity.npy", popularity(weights))
     files += [tmp / "weights.npy", tmp / "popularity.npy"]
     ids = np.arange(len(keys), dtype=np.int32)
-    files += build_prefix_array([k.encode("utf-8") for k in keys], ids).save(tmp, "prefix")
+    raw = [k.encode("utf-8") for k in keys]
+    if articles:
+        extra = [(k.split(" ", 1)[1], i) for i, k in enumerate(keys)
+                 if k.split(" ", 1)[0] in ARTICLES and " " in k]
+        raw += [k.encode("utf-8") for k, _ in extra]
+        ids = np.concatenate([ids, np.array([i for _, i in extra], dtype=np.int32)])
+    files += build_prefix_array(raw, ids).save(tmp, "prefix")
     if progress:
         progress("prefix array done; word index")
     suffixes, owners = word_suffixes(keys)
@@ -291,6 +307,8 @@ def load_index(path: Path, *, verify: bool = True, semantic: bool = True,
             prefixes=PrefixArray.load(path, "prefix"),
             words=PrefixArray.load(path, "words"),
             vocab=FuzzyVocab.load(path),
+            fold=str(manifest.get("normalization", "")).endswith(FOLD_TAG),
+            articles=manifest.get("leading_articles") is True,
         )
         _check_shapes(path, manifest, data)
         _check_arrays(data)

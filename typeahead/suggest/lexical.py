@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from typeahead.mapped import StringTable, view
-from typeahead.normalize import normalize
+from typeahead.normalize import fold_char, fold_punctuation, normalize
 from typeahead.suggest.fuzzy import FuzzyVocab
 from typeahead.suggest.prefix import KEY_BYTES, PrefixArray
 
@@ -65,6 +65,10 @@ class LexicalData:
     prefixes: PrefixArray  # whole keys
     words: PrefixArray  # every word-start suffix of every key
     vocab: FuzzyVocab
+    # Corpus-level key options (build-index): punctuation folded in keys and input, and keys
+    # without their leading article also in ``prefixes`` ("hunger" -> "The Hunger Games").
+    fold: bool = False
+    articles: bool = False
 
 
 class LexicalEngine:
@@ -75,6 +79,7 @@ class LexicalEngine:
         # the same, and the typo tier scans their candidate pool once per correction: the
         # pools are remembered (74% hits on AOL keystroke sessions).
         self._pools = functools.lru_cache(maxsize=POOL_CACHE)(self._build_pool)
+        self._plain = not (data.fold or data.articles)
 
     def __len__(self) -> int:
         return len(self.data.display)
@@ -84,9 +89,31 @@ class LexicalEngine:
         self._pools.cache_clear()
         self.data.vocab.cache_clear()
 
+    def key(self, query: str) -> str:
+        """The matching key of ``query`` under this index's key options."""
+        key = normalize(query)
+        return fold_punctuation(key) if self.data.fold else key
+
     def suggest(self, query: str, k: int, *, fallback: bool = True) -> list[Suggestion]:
         """Top ``k`` completions; ``fallback=False`` stops after the in-order prefix tier."""
-        key = normalize(query)
+        found = self._suggest(query, k, fallback)
+        if self._plain or not found:
+            return found
+        return self._respan(self.key(query).split(" "), found)
+
+    def _respan(self, typed: list[str], found: list[Suggestion]) -> list[Suggestion]:
+        """Spans found on the entry's own key: an article or folded punctuation shifts them."""
+        keys = self.data.keys.many([s.id for s in found])
+        out = []
+        for s, key in zip(found, keys, strict=True):
+            spans = match_words([t for t in typed if t], key)
+            if spans is not None:
+                s = s._replace(spans=map_spans(spans, s.text, fold=self.data.fold))
+            out.append(s)
+        return out
+
+    def _suggest(self, query: str, k: int, fallback: bool) -> list[Suggestion]:
+        key = self.key(query)
         if not key:
             return []
         # A trailing space means the last word is complete: "new " should not offer "newark".
@@ -291,11 +318,11 @@ def match_words(typed: list[str], key: str) -> tuple[Span, ...] | None:
     return tuple(sorted(spans))
 
 
-def map_spans(spans: tuple[Span, ...], text: str) -> tuple[Span, ...]:
+def map_spans(spans: tuple[Span, ...], text: str, *, fold: bool = False) -> tuple[Span, ...]:
     """Translate spans on the normalised key to spans on the display text."""
-    if text.isascii():  # display forms are whitespace-collapsed: the key is text.lower()
+    if text.isascii() and not fold:  # display forms are whitespace-collapsed: key = lower()
         return spans
-    index = _key_to_text_index(text)
+    index = _key_to_text_index(text, fold)
     last = len(text)
     return tuple(
         (index[a] if a < len(index) else last, index[b] if b < len(index) else last)
@@ -303,12 +330,14 @@ def map_spans(spans: tuple[Span, ...], text: str) -> tuple[Span, ...]:
     )
 
 
-def _key_to_text_index(text: str) -> list[int]:
+def _key_to_text_index(text: str, fold: bool = False) -> list[int]:
     """index[i] = position in ``text`` of the character that produced key character i."""
     index: list[int] = []
     prev_space = True
     for pos, ch in enumerate(text):
         piece = normalize(ch) if not ch.isspace() else " "
+        if fold:
+            piece = fold_char(piece)
         if piece == " ":
             if prev_space:
                 continue
