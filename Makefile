@@ -58,6 +58,7 @@ setup-bench: $(BIN)/python
 
 bench: setup-bench index
 	$(BIN)/python bench/bench_lexical.py
+	$(BIN)/python bench/bench_qac.py
 	$(BIN)/python bench/bench_answers.py --index $(INDEX)
 	$(BIN)/python bench/bench_http.py --index $(INDEX)
 	$(BIN)/python bench/bench_safety.py --index $(INDEX)
