@@ -1,6 +1,7 @@
 """Intent classifier benchmark: quality on held-out data and in-process decision latency.
 
     .venv/bin/python bench/bench_intent.py [--model DIR] [--data DIR] [--no-teacher] [--json FILE]
+    .venv/bin/python bench/bench_intent.py --keystrokes-only   # the keystroke tables and cost
 
 Quality: accuracy and macro-F1 (three labels, and offer-vs-not) on the test split that
 ``typeahead.train.intent`` never trains or selects on, for
@@ -148,7 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--index", type=Path, default=Path("indexes/aol"),
                     help="served index for the keystroke replay")
     ap.add_argument("--no-keystrokes", action="store_true")
+    ap.add_argument("--keystrokes-only", action="store_true",
+                    help="only the keystroke replay and the keystroke decision's cost")
     args = ap.parse_args(argv)
+    if args.keystrokes_only:
+        data = T.load_sources(args.data, weak=False)
+        section = keystroke_section(args, T.split(data.examples)["test"],
+                                    held_out_log(args.data, 2000))
+        if args.json:
+            args.json.write_text(json.dumps({"keystrokes": section}, indent=2) + "\n")
+        return 0
 
     data = T.load_sources(args.data)
     parts = T.split(data.examples)
@@ -224,6 +234,9 @@ def keystroke_section(args: argparse.Namespace, test: Sequence[T.Example],
                   f"{m['inf_keystroke_offer_rate']:9.3f} {m['inf_whole_offer_rate']:9.3f} "
                   f"{m['flips_per_query']:8.2f} {m['binary']['macro_f1']:9.3f}")
     decider = service._keystroke
+    c = decider.combiner
+    whole = "none" if c.whole is None else f"{c.whole.threshold:+.2f}"
+    print(f"(latch on {c.on:+.2f}, off {c.off:+.2f} log-odds; whole-query threshold {whole})")
     recorded = [ks for seq in record(service, [Labelled(q, "navigational") for q in queries])
                 for ks in seq]
     object.__setattr__(service, "_keystroke", decider)

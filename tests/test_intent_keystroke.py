@@ -13,11 +13,12 @@ import pytest
 from tests.fastpath_server import FastPathTestServer, PlainTestServer
 from tests.intent_fixtures import TinyEmbedder, hand_classifier
 from tests.lexical_fixtures import build_small_index
+from typeahead.errors import ArtifactError
 from typeahead.eval.intent import Labelled
 from typeahead.eval.intent_keystroke import keystroke_metrics, prefixes, replay
 from typeahead.http.app import create_app
 from typeahead.intent.classifier import IntentClassifier
-from typeahead.intent.keystroke import FEATURES, Combiner, KeystrokeIntent, Names
+from typeahead.intent.keystroke import FEATURES, Combiner, KeystrokeIntent, Names, WholeQuery
 from typeahead.settings import Settings
 from typeahead.suggest.service import SuggestService
 from typeahead.train.intent_weak import INF, NAV, TRANS, LabelModel, majority_vote
@@ -165,3 +166,50 @@ async def test_both_request_paths_give_the_same_decision(served: SuggestService)
     finally:
         await fast.close()
         await slow.close()
+
+
+def test_an_input_that_looks_whole_is_decided_by_the_whole_query_model() -> None:
+    # The latch alone never offers (bias -5); the whole-query model offers on any input it
+    # sees (bias +5). It sees only inputs whose last word is a common word, with no trailing
+    # space and no completion continuing the word.
+    clf = hand_classifier(TinyEmbedder())
+    whole = WholeQuery((0.0,) * len(FEATURES), 5.0, threshold=0.0)
+    base = light_only({}, -5.0, on=0.0, off=-1.0)
+    names = Names(words=frozenset({"food", "safety"}))
+    decider = KeystrokeIntent(clf, Combiner(base.weights, base.bias, base.on, base.off, whole),
+                              names)
+    seq = typed(decider, "food safety")
+    assert seq == [False] * 3 + [True] + [False] * 6 + [True]  # "food", "food safety"
+    # Without the whole-query model the latch decides every keystroke.
+    assert not any(typed(KeystrokeIntent(clf, base, names), "food safety"))
+    # A word that is not a common one never looks whole.
+    assert not any(typed(decider, "fooz saf"))
+
+
+def test_keystroke_json_round_trips_the_whole_query_model(tmp_path: Path) -> None:
+    from typeahead.intent.keystroke import read_combiner, read_names
+    from typeahead.train.keystroke import write_keystroke
+
+    whole = WholeQuery(tuple(float(i) for i in range(len(FEATURES))), -0.5, threshold=0.25)
+    combiner = Combiner((0.5,) * len(FEATURES), 1.0, 0.5, -1.0, whole)
+    names = Names(sites=frozenset({"ebay"}), words=frozenset({"food"}))
+    write_keystroke(tmp_path, combiner, names)
+    assert read_combiner(tmp_path / "keystroke.json") == combiner
+    assert read_names(tmp_path / "names.json") == names
+    data = orjson.loads((tmp_path / "keystroke.json").read_bytes())
+    data["whole"] = {"weights": [1.0], "bias": 0.0, "threshold": 0.0}
+    (tmp_path / "keystroke.json").write_bytes(orjson.dumps(data))
+    with pytest.raises(ArtifactError, match="whole-query weights have 1 values"):
+        read_combiner(tmp_path / "keystroke.json")
+
+
+def test_common_words_keep_frequent_words_of_three_letters_or_more(tmp_path: Path) -> None:
+    import gzip
+
+    from typeahead.train.keystroke import common_words
+
+    path = tmp_path / "words.tsv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("word\tcount\nthe\t9000000\nfood\t5000000\nof\t8000000\nsafety\t1000000\n"
+                "saf\t999999\nab\t4000000\nc++\t3000000\n")
+    assert common_words(path) == frozenset({"food", "safety"})

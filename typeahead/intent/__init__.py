@@ -33,6 +33,7 @@ from typeahead.intent.keystroke import (
     Combiner,
     KeystrokeIntent,
     Names,
+    WholeQuery,
     entry_logits,
     for_service,
 )
@@ -41,6 +42,6 @@ __all__ = [
     "AUX_WORDS", "FEATURES", "FEATURE_NAMES", "FORMAT_VERSION", "INFORMATIONAL", "INFO_CUES",
     "KEYSTROKE_FILE", "KIND", "LABELS", "NAMES_FILE", "PARAMS_FILE", "QUESTION_WORDS",
     "SITES_FILE", "TRANS_CUES", "WEIGHTS_FILE", "Combiner", "Decision", "Intent",
-    "IntentClassifier", "KeystrokeIntent", "Names", "entry_logits", "for_service",
+    "IntentClassifier", "KeystrokeIntent", "Names", "WholeQuery", "entry_logits", "for_service",
     "lexical_features", "looks_personal", "read_model_manifest",
 ]

@@ -17,6 +17,12 @@ a fragment (``goo``, ``britney``, ``pier 5``), so the decision here combines
 through a small logistic combiner trained on the prefixes of labelled queries
 (``typeahead.train.keystroke``). Its weights and thresholds live in ``keystroke.json``.
 
+**Inputs that look whole** (four characters or more, the last word a common English word from
+``names.json``, no trailing space, the top completion not continuing that word: ``food
+safety``, not ``food saf`` or ``bank of``) are decided by a second logistic model over the same
+features, fitted on whole queries, without the latch: at the last keystroke of a query the
+button is that model's verdict. Every other keystroke goes through the combiner and the latch.
+
 **Hysteresis.** The service is stateless and caches answers per (query, k), so the previous
 keystroke cannot be remembered; it is recomputed from the input. The score is split into a
 heavy part (fragment embedding and completions, from this keystroke) and a light part (string
@@ -54,7 +60,7 @@ from typeahead.normalize import normalize
 
 KEYSTROKE_FILE = "keystroke.json"
 NAMES_FILE = "names.json"
-NAME_KINDS = ("sites", "head", "places", "first_names", "last_names")
+NAME_KINDS = ("sites", "head", "places", "first_names", "last_names", "words")
 TOP_COMPLETIONS = 3
 LOGIT_CLIP = 8.0
 # The latch replays this many prefixes: a cue flickering for fewer keystrokes than this does
@@ -74,6 +80,7 @@ LIGHT = (
     "head",
     "person",
     "place",
+    "word_known",
 )
 FEATURES = HEAVY + LIGHT
 
@@ -84,13 +91,16 @@ class Names:
 
     ``sites`` are matched with spaces removed (``bank of america`` -> ``bankofamerica``),
     ``head`` and ``places`` as the whole input; a person is two or three words, the first a
-    common first name and the last a common surname (``britney spears``)."""
+    common first name and the last a common surname (``britney spears``). ``words`` are
+    common English words: the last word of an input being one of them says it may be whole
+    (``food safety``, not ``food saf``)."""
 
     sites: frozenset[str] = frozenset()
     head: frozenset[str] = frozenset()
     places: frozenset[str] = frozenset()
     first_names: frozenset[str] = frozenset()
     last_names: frozenset[str] = frozenset()
+    words: frozenset[str] = frozenset()
 
     def flags(self, key: str, words: Sequence[str]) -> tuple[float, float, float, float]:
         person = 2 <= len(words) <= 3 and words[0] in self.first_names \
@@ -104,13 +114,30 @@ class Names:
 
 
 @dataclass(frozen=True, slots=True)
+class WholeQuery:
+    """Logistic weights over :data:`FEATURES` for an input that looks whole, and the
+    log-odds at or above which it gets the offer (see :meth:`KeystrokeIntent.decide`)."""
+
+    weights: tuple[float, ...]
+    bias: float
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if len(self.weights) != len(FEATURES):
+            raise ArtifactError(f"whole-query weights have {len(self.weights)} values, "
+                                f"want {len(FEATURES)}")
+
+
+@dataclass(frozen=True, slots=True)
 class Combiner:
-    """Logistic weights over :data:`FEATURES` and the latch's two thresholds (on log-odds)."""
+    """Logistic weights over :data:`FEATURES` and the latch's two thresholds (on log-odds);
+    ``whole``, when set, decides the inputs that look whole instead of the latch."""
 
     weights: tuple[float, ...]
     bias: float
     on: float
     off: float
+    whole: WholeQuery | None = None
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(FEATURES):
@@ -128,6 +155,10 @@ class Combiner:
 _ASKING = QUESTION_WORDS | AUX_WORDS | frozenset({"tell", "explain", "describe", "define"})
 
 
+# Stripped from the last word before it is looked up: "leaders." and "(nasa)" are words.
+_PUNCT = ".,;:!?()\"'"
+
+
 def light_features(key: str, ends_space: bool, names: Names) -> tuple[float, ...]:
     """String cues of a normalised input (see :data:`LIGHT`)."""
     words = key.split()
@@ -142,6 +173,7 @@ def light_features(key: str, ends_space: bool, names: Names) -> tuple[float, ...
         float(question),
         float(info),
         *names.flags(key, words),
+        float(bool(words) and words[-1].strip(_PUNCT) in names.words),
     )
 
 
@@ -169,6 +201,8 @@ class KeystrokeIntent:
         w = combiner.weights
         self._w_heavy = w[: len(HEAVY)]
         self._w_light = w[len(HEAVY):]
+        whole = combiner.whole.weights if combiner.whole is not None else ()
+        self._whole_heavy, self._whole_light = whole[: len(HEAVY)], whole[len(HEAVY):]
 
     @classmethod
     def load(cls, classifier: IntentClassifier, model_dir: Path | None = None,
@@ -198,8 +232,19 @@ class KeystrokeIntent:
         rule = self._rule(key)
         if rule is not None:
             return Decision(intent, rule)
-        heavy = self._heavy(key, logit(probs[INFORMATIONAL]), suggestions)
-        return Decision(intent, self._latch(query, key, heavy))
+        values = self._heavy_values(key, logit(probs[INFORMATIONAL]), suggestions)
+        ends_space = query[-1:].isspace()
+        light = light_features(key, ends_space, self.names)
+        whole = self.combiner.whole
+        # Looks whole: four characters or more, the last word a common word, not followed by a
+        # space and not continued by the top completion. The whole-query model decides it
+        # alone (no latch): at the last keystroke the button is its verdict.
+        if whole is not None and light[-1] and not light[2] and not ends_space \
+                and not values[4]:
+            score = whole.bias + _dot(self._whole_heavy, values) + _dot(self._whole_light, light)
+            return Decision(intent, score >= whole.threshold)
+        heavy = self.combiner.bias + _dot(self._w_heavy, values)
+        return Decision(intent, self._latch(query, key, heavy, light))
 
     def _rule(self, key: str) -> bool | None:
         """What the names and the question shape settle before the combiner: a known site, a
@@ -262,14 +307,14 @@ class KeystrokeIntent:
         return self.combiner.bias + _dot(self._w_heavy, self._heavy_values(key, frag,
                                                                            suggestions))
 
-    def _latch(self, query: str, key: str, heavy: float) -> bool:
+    def _latch(self, query: str, key: str, heavy: float, light: Sequence[float]) -> bool:
         """Replay the light cues over the last :data:`LOOKBACK` prefixes (see the module
         docstring); the heavy part is this keystroke's."""
         c = self.combiner
         w = self._w_light
         names = self.names
         typed = key + " " if query[-1:].isspace() else key
-        now = heavy + _dot(w, _light(typed, names))
+        now = heavy + _dot(w, light)  # this keystroke's light cues, as _light(typed) gives
         # Outside the band the previous state does not matter: the same answer as the replay
         # below, without it.
         if now >= c.on or now < c.off:
@@ -316,8 +361,12 @@ def read_combiner(path: Path) -> Combiner:
     try:
         if tuple(data["features"]) != FEATURES:
             raise ArtifactError(f"{path} was trained on other keystroke features; retrain it")
+        whole = data.get("whole")
         return Combiner(tuple(float(x) for x in data["weights"]), float(data["bias"]),
-                        float(data["on"]), float(data["off"]))
+                        float(data["on"]), float(data["off"]),
+                        None if whole is None else WholeQuery(
+                            tuple(float(x) for x in whole["weights"]), float(whole["bias"]),
+                            float(whole["threshold"])))
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path} is not a keystroke combiner: {exc}") from exc
 

