@@ -1,4 +1,5 @@
-"""The README stays true: its two commands, its settings table and the make targets it names."""
+"""The README stays true: its two commands, its settings tables (the README's short one and
+docs/settings.md's full one) and the make targets it names."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typeahead.settings import ENV_ALIASES, ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+SETTINGS_DOC = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
 MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
 ROW = re.compile(r"^\| `(?P<var>[A-Z_]+)` \| (?P<default>`[^`]*`|unset) \| (?P<meaning>.+) \|$")
 
@@ -40,8 +42,8 @@ def expected_rows() -> dict[str, str]:
             for f in fields(Settings) if f.name != "extra"}
 
 
-def table_rows() -> dict[str, str]:
-    rows = [ROW.match(line) for line in README.splitlines()]
+def table_rows(text: str = SETTINGS_DOC) -> dict[str, str]:
+    rows = [ROW.match(line) for line in text.splitlines()]
     return {m["var"]: m["default"] for m in rows if m}
 
 
@@ -52,15 +54,22 @@ def make_targets() -> set[str]:
 def test_every_setting_is_in_the_table_with_its_default() -> None:
     want, have = expected_rows(), table_rows()
     missing = sorted(set(want) - set(have))
-    assert not missing, "README settings table lacks: " + ", ".join(
+    assert not missing, "docs/settings.md's table lacks: " + ", ".join(
         f"| `{var}` | {want[var]} | ... |" for var in missing)
-    assert sorted(set(have) - set(want)) == [], "README names settings that do not exist"
+    assert sorted(set(have) - set(want)) == [], "docs/settings.md names settings that do not exist"
     wrong = {var: (have[var], want[var]) for var in want if have[var] != want[var]}
-    assert wrong == {}, f"README defaults (README, Settings): {wrong}"
+    assert wrong == {}, f"docs/settings.md defaults (doc, Settings): {wrong}"
+
+
+def test_the_readme_table_is_a_true_excerpt_of_the_full_one() -> None:
+    full, short = table_rows(), table_rows(README)
+    assert short and all(full.get(var) == default for var, default in short.items()), short
+    lines = {line for line in SETTINGS_DOC.splitlines() if ROW.match(line)}
+    assert all(line in lines for line in README.splitlines() if ROW.match(line))
 
 
 def test_the_named_safety_and_curation_settings_are_documented() -> None:
-    have = table_rows()
+    have = table_rows(README)
     for var in ("TYPEAHEAD_SAFETY_ALLOW", "TYPEAHEAD_CURATION_POLL_S", "TYPEAHEAD_CURATION_FILE"):
         assert var in have
 
