@@ -253,7 +253,8 @@ def build_generator(keys: Sequence[str], weights: Sequence[float],
                     min_pieces: int = MIN_PIECES,
                     allowed: Callable[[str], bool] = lambda word: True) -> Generator | None:
     """The generator over distinct normalised ``keys`` with their ``weights``; words that
-    ``allowed`` refuses never enter the vocabulary. None when no word is a safe piece."""
+    ``allowed`` refuses never enter the vocabulary, nor endings it refuses the ranked endings.
+    None when no word is a safe piece."""
     df: dict[str, int] = defaultdict(int)
     pair_df: dict[tuple[str, str], int] = defaultdict(int)
     for key in keys:
@@ -269,7 +270,7 @@ def build_generator(keys: Sequence[str], weights: Sequence[float],
     pairs: dict[tuple[int, int], float] = defaultdict(float)
     for key, weight in zip(keys, weights, strict=True):
         _count(key.split(" "), float(weight), ids, stats, pairs, pair_df, min_pieces)
-    return _assemble(vocab, stats, pairs) if vocab else None
+    return _assemble(vocab, stats, pairs, allowed) if vocab else None
 
 
 def _count(words: list[str], weight: float, ids: dict[str, int], stats: np.ndarray,
@@ -287,7 +288,8 @@ def _count(words: list[str], weight: float, ids: dict[str, int], stats: np.ndarr
             pairs[(ids[a], ids[b])] += weight
 
 
-def _assemble(vocab: list[str], stats: np.ndarray, pairs: dict[tuple[int, int], float]
+def _assemble(vocab: list[str], stats: np.ndarray, pairs: dict[tuple[int, int], float],
+              allowed: Callable[[str], bool] = lambda text: True
               ) -> Generator:
     ordered = sorted(pairs.items())
     succ = np.array([b for (_, b), _ in ordered], dtype=np.int32)
@@ -313,7 +315,11 @@ def _assemble(vocab: list[str], stats: np.ndarray, pairs: dict[tuple[int, int], 
     base = Generator(words, total, start, end, succ_off, succ, succ_w, stop.astype(np.float32),
                      nxt, next_lp, endings.copy(), endings_lp.copy())
     for word in range(n):
-        for e, (logp, path) in enumerate(base._paths([(0.0, word)])[:ENDINGS]):
+        # Endings ``allowed`` refuses are dropped here; the whole text is screened again when
+        # it is served, since the typed words can change the verdict.
+        kept = [(logp, path) for logp, path in base._paths([(0.0, word)])[:2 * ENDINGS]
+                if allowed(" ".join([vocab[w] for w in path]))]
+        for e, (logp, path) in enumerate(kept[:ENDINGS]):
             endings[word, e, : len(path)] = path
             endings_lp[word, e] = logp
     return Generator(words, total, start, end, succ_off, succ, succ_w, stop.astype(np.float32),

@@ -215,7 +215,7 @@ def _write_generator(tmp: Path, merged: dict[str, _Merged], policy: SuggestionPo
     # A row with no weight is no query of this corpus (a log's other split, say).
     keys = [k for k, m in merged.items() if m.weight > 0]
     gen = build_generator(keys, [merged[k].weight for k in keys], options.piece_min_queries,
-                          allowed=lambda word: policy.blocked(word) is None)
+                          allowed=lambda text: policy.blocked(text) is None)
     if gen is None:  # no word is in enough queries: nothing to generate from
         return [], None
     if progress:
