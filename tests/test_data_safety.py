@@ -179,11 +179,11 @@ async def test_a_crash_between_storing_and_acking_loses_no_summary(
     crashed = asyncio.Event()
     real_ack = Jobs.ack
 
-    async def crash_on_first_ack(self: Jobs, entry: str) -> None:
+    async def crash_on_first_ack(self: Jobs, entry: str, shard: int = 0) -> None:
         if not crashed.is_set():
             crashed.set()
             raise ConnectionError("worker died before acknowledging")  # entry stays pending
-        await real_ack(self, entry)
+        await real_ack(self, entry, shard)
 
     monkeypatch.setattr(Jobs, "ack", crash_on_first_ack)
     async with api_client(settings) as client:

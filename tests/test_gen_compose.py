@@ -13,12 +13,21 @@ import yaml
 from typeahead.settings import ENV_ALIASES, ENV_PREFIX, Settings
 
 COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
+CLUSTER = COMPOSE.with_name("docker-compose.cluster.yml")
 KNOWN_EXTERNAL = {"HF_HUB_OFFLINE"}
 VLLM = ("vllm-0", "vllm-1")
 
 
 def compose(path: Path = COMPOSE) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
+
+
+def merged_env(service: str) -> dict[str, str]:
+    """The service's environment with docker-compose.cluster.yml laid over it, as compose
+    merges a second -f file's environment map into the first's."""
+    base = compose()["services"][service]["environment"]
+    extra = compose(CLUSTER)["services"][service]["environment"]
+    return {k: str(v) for k, v in {**base, **extra}.items()}
 
 
 def flag(command: list[str], name: str) -> str:
@@ -74,3 +83,25 @@ def test_urls_point_at_the_services_and_ports() -> None:
     assert "proxy_buffering off" in conf
     assert services["lb"]["ports"] == ["8080:80"]
     assert flag(services["worker"]["command"], "--index") == settings.index_dir.as_posix()
+
+
+def test_the_cluster_file_makes_a_six_node_cluster_the_services_use() -> None:
+    cluster = compose(CLUSTER)["services"]
+    nodes = sorted(n for n in cluster if re.fullmatch(r"redis-\d", n))
+    assert len(nodes) == 6
+    for name in nodes:
+        assert flag(cluster[name]["command"], "--cluster-enabled") == "yes"
+    init = cluster["redis-cluster-init"]
+    script = " ".join(init["command"])
+    assert "--cluster create" in script and "--cluster-replicas 1" in script
+    assert all(f"{n}:6379" in script for n in nodes)
+    assert set(init["depends_on"]) == set(nodes)
+    names = {ENV_ALIASES.get(f, ENV_PREFIX + f.upper()) for f in Settings.__dataclass_fields__}
+    for service in ("api", "worker"):
+        env = merged_env(service)
+        assert set(env) - names - KNOWN_EXTERNAL == set()
+        settings = Settings.from_env(environ=env)
+        assert settings.redis_cluster
+        assert urlparse(settings.redis_url).hostname in nodes
+        assert cluster[service]["depends_on"]["redis-cluster-init"]["condition"] \
+            == "service_completed_successfully"

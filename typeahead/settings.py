@@ -19,7 +19,7 @@ from typeahead.numbers import parse_float, parse_int
 
 ENV_PREFIX = "TYPEAHEAD_"
 # Variables that keep their conventional names instead of the prefix.
-ENV_ALIASES = {"redis_url": "REDIS_URL"}
+ENV_ALIASES = {"redis_url": "REDIS_URL", "redis_sentinels": "REDIS_SENTINELS"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +40,17 @@ class Settings:
     semantic: bool = True  # semantic neighbours in /v1/suggest when the index has vectors
     results_k: int = 3  # instant results (documents) per suggest call
     results_per_article: int = 1  # instant results from one article (title); 0: any number
+    # With one result per article, a question's free result slots show more paragraphs of the
+    # articles already shown (repeated titles; off by default).
+    results_fill: bool = False
     suggest_cache_size: int = 50_000  # per-process LRU of whole answers; 0 disables
     # Answer plain keystroke requests beneath aiohttp's framework (typeahead.http.fastpath);
     # false: every request goes through aiohttp (the same answers, at several times the CPU).
     suggest_fast_path: bool = True
     # A connection that starts a request head must finish it within head_timeout_s (a client
-    # trickling bytes cannot hold a connection), and one idle between requests for
-    # keepalive_timeout_s is closed; both paths (the fast path and aiohttp) apply them.
+    # trickling bytes cannot hold a connection), and a request body must arrive within the same
+    # time after its head (408); one idle between requests for keepalive_timeout_s is closed;
+    # both paths (the fast path and aiohttp) apply them.
     head_timeout_s: float = 10.0
     keepalive_timeout_s: float = 75.0
     student_dir: Path | None = None  # None: the packaged default student
@@ -61,6 +65,15 @@ class Settings:
     # --- generation tier -------------------------------------------------------------------
     generation: bool = True  # false: a suggest-only API (no /v1/generate routes)
     redis_url: str | None = None
+    # Redis Cluster (REDIS_URL names any node): each job's keys carry its queue shard's hash
+    # tag, and the queue is this many streams, each with its consumer group (keys.Layout).
+    # Every process of a deployment must use the same shard count.
+    redis_cluster: bool = False
+    redis_queue_shards: int = 16
+    # Sentinel (comma-separated host:port): the primary of this service, found and followed
+    # through failovers; REDIS_URL, if set, then gives only the password and database.
+    redis_sentinels: tuple[str, ...] = ()
+    redis_sentinel_service: str = "typeahead"
     llm_url: str | None = None
     llm_model: str = "Qwen/Qwen2.5-1.5B-Instruct"
     llm_api_key: str | None = None
@@ -142,6 +155,11 @@ class Settings:
         settings.validate()
         return settings
 
+    @property
+    def uses_redis(self) -> bool:
+        """Whether an external Redis (a URL or Sentinel) is configured."""
+        return bool(self.redis_url or self.redis_sentinels)
+
     def replace(self, **changes: Any) -> Settings:
         new = dataclasses.replace(self, **changes)
         new.validate()
@@ -157,6 +175,7 @@ class Settings:
         _require(1 <= self.default_k <= self.max_k, "default_k must be 1..max_k")
         _require(1 <= self.max_query_chars <= 10_000, "max_query_chars must be 1..10000")
         _require(0 <= self.results_per_article <= 50, "results_per_article must be 0..50")
+        _validate_redis(self)
         _require(self.queue_max_depth >= 1, "queue_max_depth must be >= 1")
         _require(self.job_deadline_s > 0, "job_deadline_s must be > 0")
         _require(0 <= self.generate_inline_jobs <= 1024, "generate_inline_jobs must be 0..1024")
@@ -183,6 +202,23 @@ class Settings:
 
 
 _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
+
+
+def _validate_redis(s: Settings) -> None:
+    _require(1 <= s.redis_queue_shards <= 256, "redis_queue_shards must be 1..256")
+    _require(not (s.redis_cluster and s.redis_sentinels),
+             "redis_cluster and redis_sentinels exclude each other")
+    _require(not s.redis_cluster or bool(s.redis_url),
+             "redis_cluster needs REDIS_URL (any node of the cluster)")
+    if s.redis_cluster and s.redis_url:
+        nodes = [part.strip() for part in s.redis_url.split(",")]
+        bad = [n for n in nodes if not n.startswith(("redis://", "rediss://"))]
+        _require(not bad, f"REDIS_URL on a cluster is redis://host:port[,redis://…], not {bad}")
+    _require(bool(s.redis_sentinel_service.strip()), "redis_sentinel_service must not be empty")
+    for address in s.redis_sentinels:
+        host, _, port = address.rpartition(":")
+        _require(bool(host) and port.isdigit() and 1 <= int(port) <= 65535,
+                 f"redis_sentinels: {address!r} is not host:port")
 
 
 def _validate_llm(s: Settings) -> None:

@@ -8,6 +8,6 @@ What other packages use is exported here; the rest is private to the package.
 from __future__ import annotations
 
 from typeahead.generation.prompt import Doc
-from typeahead.generation.queue import REDIS_DOWN, connect
+from typeahead.generation.queue import REDIS_DOWN, connect, open_redis
 
-__all__ = ["REDIS_DOWN", "Doc", "connect"]
+__all__ = ["REDIS_DOWN", "Doc", "connect", "open_redis"]

@@ -43,8 +43,9 @@ def decode_result(raw: bytes | str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-async def get_summary(redis: aioredis.Redis, job_id: str) -> dict[str, Any] | None:
-    return decode_result(await redis.get(keys.summary(job_id)))
+async def get_summary(redis: aioredis.Redis, job_id: str,
+                      layout: keys.Layout = keys.PLAIN) -> dict[str, Any] | None:
+    return decode_result(await redis.get(layout.summary(job_id)))
 
 
 class HotSummaries:
@@ -97,12 +98,13 @@ class SemanticCache:
 
     def __init__(
         self, redis: aioredis.Redis, embedder: Embedder, model_key: str, threshold: float,
-        *, refresh_s: float = 1.0,
+        *, refresh_s: float = 1.0, layout: keys.Layout = keys.PLAIN,
     ) -> None:
         self.redis = redis
         self.embedder = embedder
-        self.vec_key = keys.semantic_vectors(model_key)
-        self.ord_key = keys.semantic_order(model_key)
+        # One hash tag for both keys on a cluster: add() changes them in one MULTI/EXEC.
+        self.vec_key = layout.semantic_vectors(model_key)
+        self.ord_key = layout.semantic_order(model_key)
         self.threshold = threshold
         self.refresh_s = refresh_s
         self._vectors: dict[str, np.ndarray] = {}

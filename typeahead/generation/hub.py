@@ -28,6 +28,10 @@ Keep-alive comments come from each listener's own timer, not from the hub.
   ``listen_s`` plus two periods). An outage longer than that ends every open stream with an
   error event. The hub keeps running and, with nobody listening, makes no Redis calls at all;
   new streams are served once Redis is back.
+* On a Redis Cluster one ``XREAD`` must stay in one hash slot: ``ShardedHub`` runs one such
+  reader per queue shard (a shard's token streams share its hash tag, and so does the
+  reader's wake-up stream), each idle and without a connection while its shard has nothing
+  watched.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -149,16 +154,17 @@ class StreamHub:
 
     def __init__(
         self, reader: Jobs, jobs: Jobs, *, period_s: float = 1.0, queue_size: int = 1024,
-        count: int = 512, listen_s: float = 0.0, outage_s: float = OUTAGE_S,
+        count: int = 512, listen_s: float = 0.0, outage_s: float = OUTAGE_S, shard: int = 0,
     ) -> None:
         self._reader = reader  # its own client: the one connection the blocking read holds
         self._jobs = jobs  # the request client: idle checks and wake-ups
+        self._layout = reader.layout
         self.period_s = period_s  # keep-alive period and the longest read
         self.queue_size = queue_size
         self.count = count
         # How long each tick's mark of the watched jobs lasts (0: jobs are never marked).
         self.listen_ttl_s = listen_s + 2 * period_s if listen_s > 0 else 0.0
-        self._wake_key = keys.hub_wake(uuid.uuid4().hex)
+        self._wake_key = self._layout.hub_wake(uuid.uuid4().hex, shard)
         self._wake_cursor = "0-0"
         self._watches: dict[str, _Watch] = {}
         self._reading: dict[str, str] | None = None  # the cursors of the read in flight
@@ -252,7 +258,7 @@ class StreamHub:
         reading = self._reading
         if reading is None or self._woken:
             return False  # not blocked, or already told to restart
-        cursor = reading.get(keys.tokens(job))
+        cursor = reading.get(self._layout.tokens(job))
         return cursor is None or position < (stream_id(cursor) or (0, 0))
 
     # --- the reader -------------------------------------------------------------------------
@@ -296,7 +302,7 @@ class StreamHub:
             self._next_check = loop.time() + self.period_s
             if not self._watches:
                 return
-        streams = {keys.tokens(job): job for job in self._watches}
+        streams = {self._layout.tokens(job): job for job in self._watches}
         cursors = {key: self._watches[job].cursor for key, job in streams.items()}
         cursors[self._wake_key] = self._wake_cursor
         wait_ms = max(1, int((self._next_check - loop.time()) * 1000))
@@ -385,3 +391,60 @@ class StreamHub:
             for listener in watch.listeners:
                 _put_final(listener, item)
         self._watches.clear()
+
+
+class ShardedHub:
+    """A ``StreamHub`` per queue shard, behind the one hub's interface (Redis Cluster)."""
+
+    def __init__(self, reader: Jobs, jobs: Jobs, **options: Any) -> None:
+        self._layout = reader.layout
+        self._hubs = [StreamHub(reader, jobs, shard=shard, **options)
+                      for shard in range(self._layout.shards)]
+        first = self._hubs[0]
+        self.period_s, self.listen_ttl_s, self.outage_s = (
+            first.period_s, first.listen_ttl_s, first.outage_s)
+
+    def _hub(self, job: str) -> StreamHub:
+        return self._hubs[self._layout.shard(job)]
+
+    @property
+    def listeners(self) -> int:
+        return sum(hub.listeners for hub in self._hubs)
+
+    @property
+    def watched(self) -> int:
+        return sum(hub.watched for hub in self._hubs)
+
+    @property
+    def reads(self) -> int:
+        return sum(hub.reads for hub in self._hubs)
+
+    @property
+    def checks(self) -> int:
+        return sum(hub.checks for hub in self._hubs)
+
+    def start(self) -> None:
+        for hub in self._hubs:
+            hub.start()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(hub.close() for hub in self._hubs))
+
+    async def subscribe(self, job: str, after: str) -> Listener:
+        return await self._hub(job).subscribe(job, after)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        self._hub(listener.job).unsubscribe(listener)
+
+    def publish(self, job: str, after: str, event: Event) -> None:
+        self._hub(job).publish(job, after, event)
+
+
+def make_hub(reader: Jobs, jobs: Jobs, **options: Any) -> StreamHub | ShardedHub:
+    """The event-stream hub for the store's layout: one reader, or one per shard."""
+    if reader.layout.shards == 1:
+        return StreamHub(reader, jobs, **options)
+    return ShardedHub(reader, jobs, **options)
+
+
+Hub = StreamHub | ShardedHub

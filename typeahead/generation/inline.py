@@ -13,10 +13,11 @@ to the first token: client, API, LLM, API, client.
 The guarantees of the queue still hold:
 
 * **Single-flight**: the claim is the same enqueue script; a second request joins the job.
-* **A dead API process**: an inline job holds a lease (``keys.LEASES``) that this process
-  renews; a worker puts a job whose lease expired on the queue, and the next attempt resets
-  the stream as for any reclaimed job. Its tokens are then refused to this process, so a
-  stalled process that wakes up cannot write over the new attempt.
+* **A dead API process**: an inline job holds a lease (``keys.LEASES``; one set per shard on
+  a cluster) that this process renews; a worker puts a job whose lease expired on the
+  queue, and the next attempt resets the stream as for any reclaimed job. Its tokens are
+  then refused to this process, so a stalled process that wakes up cannot write over the
+  new attempt.
 * **Deadline and nobody listening**: the worker's own code (this class extends it).
 * **Bounded work**: at most ``generate_inline_jobs`` at once per process; beyond that, and
   with the extractive summariser (CPU work that would hold up the millisecond tier), jobs go
@@ -40,11 +41,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from typeahead.generation.cache import SemanticCache
-from typeahead.generation.hub import StreamHub
+from typeahead.generation.grounding import Retriever
+from typeahead.generation.hub import Hub
 from typeahead.generation.llm import Backend
 from typeahead.generation.prompt import Doc
 from typeahead.generation.queue import REDIS_DOWN, Event, Jobs, let_send
-from typeahead.generation.worker import Retriever, Running, Superseded, Worker
+from typeahead.generation.worker import Running, Superseded, Worker
 from typeahead.settings import Settings
 
 log = logging.getLogger("typeahead.inline")
@@ -120,7 +122,7 @@ class InlineRunner(Worker):
 
     def __init__(
         self, jobs: Jobs, backend: Backend, retriever: Retriever, settings: Settings,
-        hub: StreamHub, *, semantic: SemanticCache | None = None,
+        hub: Hub, *, semantic: SemanticCache | None = None,
     ) -> None:
         name = f"api-{socket.gethostname()}-{os.getpid()}"
         super().__init__(jobs, backend, retriever, settings, name=name,

@@ -22,10 +22,11 @@ from typing import Any
 from typeahead.corpus import read_rows
 from typeahead.errors import ConfigError, ServiceUnavailable
 from typeahead.generation.extractive import load_embedder
+from typeahead.generation.grounding import load_retriever
 from typeahead.generation.llm import make_backend
 from typeahead.generation.prompt import PROMPT_VERSION
-from typeahead.generation.queue import REDIS_DOWN, Jobs, connect, job_id
-from typeahead.generation.worker import Worker, load_retriever, semantic_cache
+from typeahead.generation.queue import REDIS_DOWN, Jobs, job_id, layout_for, open_redis
+from typeahead.generation.worker import Worker, semantic_cache
 from typeahead.normalize import normalize
 from typeahead.numbers import float_arg, int_arg
 from typeahead.settings import Settings
@@ -100,16 +101,16 @@ async def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise ConfigError("--top must be >= 1")
     settings = Settings.from_env(index_dir=args.index)
-    if not settings.redis_url:
-        raise ConfigError("prewarm needs REDIS_URL (the cache it fills)")
+    if not settings.uses_redis:
+        raise ConfigError("prewarm needs REDIS_URL or REDIS_SENTINELS (the cache it fills)")
     rows = ((r.text, r.weight) for r in read_rows(args.log, text_col=args.text_col,
                                                    weight_col=args.weight_col))
     queries = top_queries(rows, args.top, informational_filter(), min_count=args.min_count)
     print(f"prewarm: {len(queries)} informational queries selected", file=sys.stderr)
     embedder = load_embedder()
     backend = make_backend(settings, embedder)
-    redis = connect(settings.redis_url, read_timeout_s=5.0)
-    jobs = Jobs(redis)
+    redis = open_redis(settings, read_timeout_s=5.0)
+    jobs = Jobs(redis, layout=layout_for(settings))
     worker = Worker(jobs, backend, load_retriever(settings.index_dir, args.docs, embedder),
                     settings, name="prewarm",
                     semantic=semantic_cache(settings, redis, embedder, backend.model_id))
@@ -123,7 +124,7 @@ async def run(args: argparse.Namespace) -> int:
                 await jobs.submit(job, query, deadline_s=settings.job_deadline_s,
                                   max_depth=settings.queue_max_depth, pin=True)
         except REDIS_DOWN as exc:
-            raise ServiceUnavailable(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
+            raise ServiceUnavailable(f"cannot reach Redis: {exc}") from exc
         outcome = await _wait(jobs, list(ids), time.monotonic() + args.timeout)
     finally:
         stop.set()

@@ -4,6 +4,8 @@
   acknowledged (and deleted, so that the stream's length is the queue depth) only after the
   job's result is stored; an entry left pending by a dead worker is reclaimed with
   ``XAUTOCLAIM`` once idle for ``job_claim_idle_s``. Live workers keep their entries fresh.
+  On a Redis Cluster the queue is ``redis_queue_shards`` such streams, each with its group;
+  a job belongs to one shard (by its id), whose hash tag all its keys carry (``keys.Layout``).
 * Job ids derive from the normalised query, the prompt version and the model, so identical
   requests share one job (single-flight): enqueueing is one Lua script that joins a queued or
   running job, returns a finished one, refuses when the queue is full, or enqueues.
@@ -26,20 +28,32 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterUnreachableError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from typeahead import keys
 from typeahead.errors import ServerError, ServiceUnavailable
 from typeahead.normalize import normalize
 from typeahead.numbers import parse_int
+from typeahead.settings import Settings
 
 T = TypeVar("T")
 
@@ -93,10 +107,93 @@ def connect(url: str, *, read_timeout_s: float = 1.0) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
+# Connections a cluster client may open to each node: event-stream readers hold one each.
+CLUSTER_NODE_CONNECTIONS = 1000
+# A cluster command that met a dead primary retries (refreshing the slot map) this often:
+# about 1.5 s in all, so a worker rides out a short failover; the API's RedisGuard answers
+# 503 long before.
+CLUSTER_RETRIES = 6
+SENTINEL_TIMEOUT_S = 0.5
+
+
+def open_redis(settings: Settings, *, read_timeout_s: float = 1.0,
+               url: str | None = None) -> aioredis.Redis:
+    """A client for the configured store: a Redis Cluster (``redis_cluster``), the primary a
+    set of Sentinels names (``redis_sentinels``), or the one Redis at ``url`` (default
+    ``redis_url``). Every kind offers the same commands; callers need not tell them apart,
+    except for the key layout (``layout_for``)."""
+    if settings.redis_sentinels:
+        return _sentinel_primary(settings, read_timeout_s)
+    target = url or settings.redis_url
+    if not target:
+        raise ServiceUnavailable("no Redis configured (REDIS_URL or REDIS_SENTINELS)")
+    if settings.redis_cluster:
+        return _cluster(target, read_timeout_s)
+    return connect(target, read_timeout_s=read_timeout_s)
+
+
+def layout_for(settings: Settings) -> keys.Layout:
+    """The key layout of the configured store: tagged and sharded on a cluster."""
+    if settings.redis_cluster:
+        return keys.Layout.cluster(settings.redis_queue_shards)
+    return keys.PLAIN
+
+
+def _cluster(url: str, read_timeout_s: float) -> aioredis.Redis:
+    """A cluster client starting from the node(s) in ``url``: one URL, or several separated
+    by commas, so that a process can start while one of them is down."""
+    urls = [part.strip() for part in url.split(",") if part.strip()]
+    parsed = [parse_url(part) for part in urls]
+    nodes = [ClusterNode(str(p.get("host", "localhost")), int(p.get("port", 6379)))
+             for p in parsed]
+    auth: dict[str, Any] = {k: v for k, v in parsed[0].items() if k in ("username", "password")}
+    client = RedisCluster(
+        startup_nodes=nodes, ssl=urls[0].startswith("rediss://"),
+        max_connections=CLUSTER_NODE_CONNECTIONS, socket_connect_timeout=0.5,
+        socket_timeout=read_timeout_s, health_check_interval=0,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), CLUSTER_RETRIES), **auth,
+    )
+    # The cluster client offers the commands, scripts and pipelines used here with the same
+    # signatures; one type keeps every caller unaware of the topology.
+    return cast(aioredis.Redis, client)
+
+
+def _sentinel_primary(settings: Settings, read_timeout_s: float) -> aioredis.Redis:
+    """The service's primary, looked up through the Sentinels on every new connection: after
+    a failover, the next command that finds its connection dead reconnects to the promoted
+    replica (one immediate retry, as for a plain Redis)."""
+    nodes = [(host, int(port)) for host, _, port in
+             (address.rpartition(":") for address in settings.redis_sentinels)]
+    auth: dict[str, Any] = {k: v for k, v in parse_url(settings.redis_url).items()
+            if k in ("username", "password", "db")} if settings.redis_url else {}
+    sentinel = Sentinel(nodes, socket_timeout=SENTINEL_TIMEOUT_S,
+                        socket_connect_timeout=SENTINEL_TIMEOUT_S)
+    return sentinel.master_for(
+        settings.redis_sentinel_service, socket_timeout=read_timeout_s,
+        socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 1), health_check_interval=0,
+        connection_pool_class=_SentinelPool, **auth,
+    )
+
+
+class _SentinelPool(SentinelConnectionPool):
+    """Closing the client closes its connections to the Sentinels too (redis-py leaves them
+    open). A failover's partial disconnect (idle connections only) keeps them."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:
+            for client in self.sentinel_manager.sentinels:
+                await client.aclose()
+
+
 # A guard's timer that fires later than this shows a busy event loop, not a silent Redis.
 LOOP_LAG_S = 0.01
 BURST_PATIENCE = 2  # a burst's calls wait this many further timeouts before they give up
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# A cluster between a primary's death and its replica's promotion answers CLUSTERDOWN or
+# TRYAGAIN, or has no node for a slot; a demoted primary refuses writes (READONLY).
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError,
+              ClusterDownError, TryAgainError, ReadOnlyError, SlotNotCoveredError,
+              RedisClusterUnreachableError)
 
 
 class RedisGuard:
@@ -110,22 +207,26 @@ class RedisGuard:
     (stopped, swapping, a full network buffer) is refused as fast as one that is gone,
     whatever the socket timeouts and retries beneath (which took 2 s). A call that is merely
     slow while others are answered (a burst queued on this event loop) keeps waiting.
+
+    ``scope``: on a Redis Cluster, the queue shard a call's keys live in (``Jobs.scope``), so
+    that a failed primary opens the breaker for its own shards only, not for the jobs and
+    limits the other primaries hold. None (every call on one Redis) is one breaker of its own.
     """
 
     def __init__(self, open_s: float = 0.5, timeout_s: float | None = None) -> None:
         self.open_s = open_s
         self.timeout_s = timeout_s
-        self._down_until = 0.0
+        self._down_until: dict[int | None, float] = {}
         self._last_answer = 0.0  # when a guarded call last completed (monotonic)
         self._in_flight = 0
 
-    async def __call__(self, make: Callable[[], Awaitable[T]]) -> T:
-        if time.monotonic() < self._down_until:
+    async def __call__(self, make: Callable[[], Awaitable[T]], scope: int | None = None) -> T:
+        if time.monotonic() < self._down_until.get(scope, 0.0):
             raise self._unavailable()
         try:
             result = await self._timed(make)
         except REDIS_DOWN as exc:
-            self._down_until = time.monotonic() + self.open_s
+            self._down_until[scope] = time.monotonic() + self.open_s
             raise self._unavailable() from exc
         except RedisError as exc:
             raise ServerError(f"redis error: {exc}") from exc
@@ -367,6 +468,7 @@ class Entry:
     id: str
     job: str
     query: str = ""
+    shard: int = 0  # the queue shard it was read from
 
 
 def _json_object(raw: str) -> dict[str, Any] | None:
@@ -377,8 +479,8 @@ def _json_object(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _entry(eid: Any, fields: dict[Any, Any]) -> Entry:
-    return Entry(_text(eid), _text(fields.get(b"id", b"")), _text(fields.get(b"q", b"")))
+def _entry(eid: Any, fields: dict[Any, Any], shard: int) -> Entry:
+    return Entry(_text(eid), _text(fields.get(b"id", b"")), _text(fields.get(b"q", b"")), shard)
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,11 +514,16 @@ def _events(entries: Any) -> list[Event]:
 
 
 class Jobs:
-    """The Redis protocol of the job queue, shared by the API and the workers."""
+    """The Redis protocol of the job queue, shared by the API and the workers.
 
-    def __init__(self, redis: aioredis.Redis, *, job_ttl_s: int = keys.JOB_TTL_S) -> None:
+    ``layout`` says where the keys are: on a cluster, all of a job's keys, its queue shard
+    and that shard's leases share one hash slot, so every script below stays in one slot."""
+
+    def __init__(self, redis: aioredis.Redis, *, job_ttl_s: int = keys.JOB_TTL_S,
+                 layout: keys.Layout = keys.PLAIN) -> None:
         self.redis = redis
         self.job_ttl_s = job_ttl_s
+        self.layout = layout
         self._enqueue = redis.register_script(_ENQUEUE)
         self._start = redis.register_script(_START)
         self._begin = redis.register_script(_BEGIN)
@@ -442,12 +549,16 @@ class Jobs:
         of ``lease_s`` (outcome "claimed"); the owner must run it and renew the lease."""
         now = time.time()
         interest = "pin" if pin else "watch" if listen_s > 0 else "off"
-        names = [keys.job(job), keys.tokens(job), keys.QUEUE, keys.listeners(job), keys.LEASES]
+        lay, shard = self.layout, self.layout.shard(job)
+        names = [lay.job(job), lay.tokens(job), lay.queue(shard), lay.listeners(job),
+                 lay.leases(shard)]
         if check_cache:
-            names.append(keys.summary(job))
+            names.append(lay.summary(job))
+        # The depth limit holds for each shard's share of the queue.
+        shard_depth = -(-max_depth // lay.shards)
         outcome, detail = await self._enqueue(
             keys=names,
-            args=[job, query, now, now + deadline_s, max_depth, self.job_ttl_s,
+            args=[job, query, now, now + deadline_s, shard_depth, self.job_ttl_s,
                   keys.STALE_GRACE_S, interest, _ms(listen_s), owner, now + lease_s],
         )
         outcome, detail = _text(outcome), _text(detail)
@@ -463,31 +574,42 @@ class Jobs:
         return Submission(outcome, detail or outcome, created=now)
 
     async def record(self, job: str) -> dict[str, str]:
-        raw = await self.redis.hgetall(keys.job(job))
+        raw = await self.redis.hgetall(self.layout.job(job))
         return {_text(k): _text(v) for k, v in raw.items()}
 
+    def scope(self, job: str) -> int | None:
+        """The circuit-breaker scope of a job's calls (``RedisGuard``): its shard on a cluster."""
+        return self.layout.shard(job) if self.layout.shards > 1 else None
+
     async def depth(self) -> int:
-        return int(await self.redis.xlen(keys.QUEUE))
+        """Entries in the queue (all shards): waiting or being worked on."""
+        if self.layout.shards == 1:
+            return int(await self.redis.xlen(self.layout.queue(0)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.layout.shards):
+                pipe.xlen(self.layout.queue(shard))
+            return sum(int(n) for n in await pipe.execute())
 
     async def events_since(self, job: str, after: str, *, listen_s: float = 0.0) -> list[Event]:
         """Every event after stream id ``after`` ("0-0": from the start), without waiting.
         With ``listen_s``, also mark the job as listened to for that long (same round trip)."""
         low = "-" if after == "0-0" else f"({after}"
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xrange(keys.tokens(job), min=low, max="+")
+            pipe.xrange(self.layout.tokens(job), min=low, max="+")
             if listen_s > 0:
-                pipe.set(keys.listeners(job), b"1", px=_ms(listen_s))
+                pipe.set(self.layout.listeners(job), b"1", px=_ms(listen_s))
             replies = await pipe.execute()
         return _events(replies[0])
 
     async def listen(self, job: str, listen_s: float) -> None:
         """Someone wants this job's answer: keep it from being cancelled for ``listen_s``."""
-        await self.redis.set(keys.listeners(job), b"1", px=_ms(listen_s))
+        await self.redis.set(self.layout.listeners(job), b"1", px=_ms(listen_s))
 
     async def read_streams(
         self, cursors: dict[str, str], *, block_ms: int, count: int = 512,
     ) -> dict[str, list[Event]]:
-        """One blocking ``XREAD`` over many streams: stream key -> events after its cursor."""
+        """One blocking ``XREAD`` over many streams: stream key -> events after its cursor.
+        On a cluster the streams must share a hash slot (one shard's)."""
         streams: dict[Any, Any] = dict(cursors)
         reply: Any = await self.redis.xread(streams, count=count, block=block_ms)
         return {_text(stream): _events(entries) for stream, entries in reply or ()}
@@ -499,10 +621,10 @@ class Jobs:
         The same round trip marks every job in ``listened`` as listened to for ``listen_s``."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job in jobs:
-                pipe.hmget(keys.job(job), ENDING_FIELDS)
+                pipe.hmget(self.layout.job(job), ENDING_FIELDS)
             if listen_s > 0:
                 for job in listened:
-                    pipe.set(keys.listeners(job), b"1", px=_ms(listen_s))
+                    pipe.set(self.layout.listeners(job), b"1", px=_ms(listen_s))
             replies = await pipe.execute()
         return [{k: _text(v) for k, v in zip(ENDING_FIELDS, values, strict=True) if v is not None}
                 for values in replies[: len(jobs)]]
@@ -516,41 +638,48 @@ class Jobs:
 
     # --- worker side ------------------------------------------------------------------------
 
-    async def ensure_group(self) -> None:
+    async def ensure_group(self, shard: int = 0) -> None:
         try:
             # Id 0: a group (re)created after Redis lost it still sees entries added meanwhile.
-            await self.redis.xgroup_create(keys.QUEUE, keys.GROUP, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.layout.queue(shard), keys.GROUP, id="0",
+                                           mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, consumer: str, *, count: int, block_ms: int) -> list[Entry]:
-        """New entries for this consumer."""
+    async def read(self, consumer: str, *, count: int, block_ms: int,
+                   shard: int = 0) -> list[Entry]:
+        """New entries of one queue shard for this consumer."""
         reply: Any = await self.redis.xreadgroup(
-            keys.GROUP, consumer, {keys.QUEUE: ">"}, count=count, block=block_ms,
+            keys.GROUP, consumer, {self.layout.queue(shard): ">"}, count=count, block=block_ms,
         )
-        return [_entry(eid, fields) for _s, entries in reply or () for eid, fields in entries]
+        return [_entry(eid, fields, shard)
+                for _s, entries in reply or () for eid, fields in entries]
 
     async def reclaim(
-        self, consumer: str, *, min_idle_s: float, count: int,
+        self, consumer: str, *, min_idle_s: float, count: int, shard: int = 0,
     ) -> list[Entry]:
-        """Entries pending longer than min_idle_s on any consumer (presumed dead) become ours."""
+        """Entries of one shard pending longer than min_idle_s on any consumer (presumed
+        dead) become ours."""
+        queue = self.layout.queue(shard)
         reply: Any = await self.redis.xautoclaim(
-            keys.QUEUE, keys.GROUP, consumer, int(min_idle_s * 1000), "0-0", count=count,
+            queue, keys.GROUP, consumer, int(min_idle_s * 1000), "0-0", count=count,
         )
         claimed, deleted = reply[1], (reply[2] if len(reply) > 2 else [])
         if deleted:
-            await self.redis.xack(keys.QUEUE, keys.GROUP, *deleted)
-        return [_entry(eid, fields) for eid, fields in claimed if fields is not None]
+            await self.redis.xack(queue, keys.GROUP, *deleted)
+        return [_entry(eid, fields, shard) for eid, fields in claimed if fields is not None]
 
-    async def touch(self, consumer: str, entry: str) -> None:
+    async def touch(self, consumer: str, entry: str, shard: int = 0) -> None:
         """Reset an entry's idle time: this worker is alive and still on it."""
-        await self.redis.xclaim(keys.QUEUE, keys.GROUP, consumer, 0, [entry], justid=True)
+        await self.redis.xclaim(self.layout.queue(shard), keys.GROUP, consumer, 0, [entry],
+                                justid=True)
 
-    async def ack(self, entry: str) -> None:
+    async def ack(self, entry: str, shard: int = 0) -> None:
+        queue = self.layout.queue(shard)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(keys.QUEUE, keys.GROUP, entry)
-            pipe.xdel(keys.QUEUE, entry)
+            pipe.xack(queue, keys.GROUP, entry)
+            pipe.xdel(queue, entry)
             await pipe.execute()
 
     async def start(
@@ -558,7 +687,7 @@ class Jobs:
         cancel_unwatched: bool = False,
     ) -> int:
         return int(await self._start(
-            keys=[keys.job(job), keys.tokens(job), keys.listeners(job)],
+            keys=[self.layout.job(job), self.layout.tokens(job), self.layout.listeners(job)],
             args=[consumer, time.time(), max_attempts, self.job_ttl_s,
                   "1" if cancel_unwatched else "0", keys.UNWATCHED_ERROR],
         ))
@@ -568,7 +697,7 @@ class Jobs:
     ) -> tuple[int, dict[str, str]]:
         """``start`` and the job's record after it, in one round trip (one script)."""
         reply: Any = await self._begin(
-            keys=[keys.job(job), keys.tokens(job), keys.listeners(job)],
+            keys=[self.layout.job(job), self.layout.tokens(job), self.layout.listeners(job)],
             args=[consumer, time.time(), keys.MAX_ATTEMPTS, self.job_ttl_s,
                   "1" if cancel_unwatched else "0", keys.UNWATCHED_ERROR],
         )
@@ -579,10 +708,20 @@ class Jobs:
     async def cancel_unwatched(self, running: Sequence[tuple[str, int]]) -> list[bool]:
         """Fail each (job, attempt) still running that needs a listener and has none, in one
         script call; True where this call failed it (the caller then stops generating)."""
-        if not running:
-            return []
-        names = [k for job, _ in running
-                 for k in (keys.job(job), keys.tokens(job), keys.listeners(job))]
+        by_shard: dict[int, list[int]] = {}
+        for n, (job, _) in enumerate(running):
+            by_shard.setdefault(self.layout.shard(job), []).append(n)
+        cancelled = [False] * len(running)
+        for positions in by_shard.values():  # one script per hash slot
+            group = [running[n] for n in positions]
+            for i, flag in enumerate(await self._cancel_group(group)):
+                cancelled[positions[i]] = flag
+        return cancelled
+
+    async def _cancel_group(self, running: Sequence[tuple[str, int]]) -> list[bool]:
+        lay = self.layout
+        names = [k for job, _ in running for k in (lay.job(job), lay.tokens(job),
+                                                   lay.listeners(job))]
         reply: Any = await self._cancel_unwatched(
             keys=names,
             args=[keys.UNWATCHED_ERROR, self.job_ttl_s, *(attempt for _, attempt in running)],
@@ -591,26 +730,29 @@ class Jobs:
         return [n in failed for n in range(1, len(running) + 1)]
 
     async def token(self, job: str, attempt: int, piece: str) -> bool:
-        reply = await self._token(keys=[keys.job(job), keys.tokens(job)], args=[attempt, piece])
+        reply = await self._token(keys=[self.layout.job(job), self.layout.tokens(job)],
+                                  args=[attempt, piece])
         return bool(reply)
 
     async def tokens_at(self, job: str, attempt: int, events: Sequence[tuple[str, str]]) -> bool:
         """Store (event id, piece) tokens of an inline job in order; False: not its attempt."""
         flat = [part for event in events for part in event]
-        reply = await self._tokens_at(keys=[keys.job(job), keys.tokens(job)],
+        reply = await self._tokens_at(keys=[self.layout.job(job), self.layout.tokens(job)],
                                       args=[attempt, *flat])
         return bool(reply)
 
     async def complete(self, job: str, attempt: int, result: bytes, *, cache_ttl_s: int,
                        event_id: str = "*") -> bool:
         return bool(await self._complete(
-            keys=[keys.job(job), keys.tokens(job), keys.summary(job), keys.LEASES],
+            keys=[self.layout.job(job), self.layout.tokens(job), self.layout.summary(job),
+                  self.layout.leases(self.layout.shard(job))],
             args=[attempt, result, cache_ttl_s, self.job_ttl_s, event_id],
         ))
 
     async def fail(self, job: str, attempt: int, message: str) -> bool:
         return bool(await self._fail(
-            keys=[keys.job(job), keys.tokens(job), keys.LEASES],
+            keys=[self.layout.job(job), self.layout.tokens(job),
+                  self.layout.leases(self.layout.shard(job))],
             args=[attempt, message, self.job_ttl_s],
         ))
 
@@ -619,18 +761,25 @@ class Jobs:
     async def renew(self, jobs: Sequence[str], lease_s: float) -> None:
         """Extend the leases of the inline jobs this process is running (only those still
         leased: one that was requeued meanwhile belongs to the queue now)."""
-        if jobs:
-            until = time.time() + lease_s
-            await self.redis.zadd(keys.LEASES, dict.fromkeys(jobs, until), xx=True)
+        if not jobs:
+            return
+        until = time.time() + lease_s
+        by_shard: dict[int, list[str]] = {}
+        for job in jobs:
+            by_shard.setdefault(self.layout.shard(job), []).append(job)
+        for shard, group in by_shard.items():
+            await self.redis.zadd(self.layout.leases(shard), dict.fromkeys(group, until), xx=True)
 
-    async def requeue_expired(self, *, count: int) -> int:
-        """Put up to ``count`` inline jobs whose lease expired on the queue; how many went."""
+    async def requeue_expired(self, *, count: int, shard: int = 0) -> int:
+        """Put up to ``count`` inline jobs of one shard whose lease expired on its queue; how
+        many went."""
         now = time.time()
-        expired: Any = await self.redis.zrangebyscore(keys.LEASES, "-inf", now, start=0,
-                                                      num=count)
+        leases = self.layout.leases(shard)
+        expired: Any = await self.redis.zrangebyscore(leases, "-inf", now, start=0, num=count)
         ids = [_text(job) for job in expired or ()]
         if not ids:
             return 0
         return int(await self._requeue_expired(
-            keys=[keys.LEASES, keys.QUEUE, *(keys.job(job) for job in ids)], args=[now, *ids],
+            keys=[leases, self.layout.queue(shard), *(self.layout.job(job) for job in ids)],
+            args=[now, *ids],
         ))

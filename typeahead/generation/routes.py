@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from typeahead import keys, metrics
+from typeahead.embed import Embedder
 from typeahead.errors import (
     InvalidBody,
     InvalidParameter,
@@ -33,8 +34,8 @@ from typeahead.errors import (
     ServiceUnavailable,
 )
 from typeahead.generation.cache import HotSummaries, SemanticCache, get_summary
-from typeahead.generation.extractive import Embedder, load_embedder
-from typeahead.generation.hub import FINAL_EVENTS, REDIS_LOST, StreamHub, sse
+from typeahead.generation.extractive import load_embedder
+from typeahead.generation.hub import FINAL_EVENTS, REDIS_LOST, Hub, make_hub, sse
 from typeahead.generation.inline import InlineRunner
 from typeahead.generation.llm import Backend, VLLMBackend, make_backend
 from typeahead.generation.prompt import PROMPT_VERSION
@@ -44,9 +45,10 @@ from typeahead.generation.queue import (
     Jobs,
     RedisGuard,
     Submission,
-    connect,
     job_id,
+    layout_for,
     let_send,
+    open_redis,
     stream_id,
     valid_job_id,
 )
@@ -69,7 +71,7 @@ class Generation:
     redis: aioredis.Redis  # short timeouts: every request path
     stream_redis: aioredis.Redis  # the stream hub's one blocking read of every event stream
     jobs: Jobs
-    hub: StreamHub
+    hub: Hub
     guard: RedisGuard
     model_id: str
     memory: HotSummaries  # cached summaries this process served lately
@@ -111,14 +113,14 @@ async def generation_context(
     embedder = embedder if embedder is not None or settings.llm_url else load_embedder()
     backend = backend if backend is not None else make_backend(settings, embedder)
     async with contextlib.AsyncExitStack() as stack:
-        url: str = (settings.redis_url if settings.redis_url
-                    else await stack.enter_async_context(_embedded_redis()))
+        url: str | None = (None if settings.uses_redis
+                           else await stack.enter_async_context(_embedded_redis()))
         gen = _open(settings, url, backend.model_id, embedder)
         stack.push_async_callback(gen.stream_redis.aclose)
         stack.push_async_callback(gen.redis.aclose)
         gen.hub.start()
         stack.push_async_callback(gen.hub.close)  # first: streams end before the clients go
-        if not settings.redis_url:
+        if url is not None:
             await stack.enter_async_context(_embedded_worker(settings, url, backend, embedder))
         elif settings.generate_inline_jobs > 0 and isinstance(backend, VLLMBackend):
             gen.inline = await stack.enter_async_context(
@@ -126,17 +128,20 @@ async def generation_context(
         yield gen
 
 
-def _open(settings: Settings, url: str, model_id: str, embedder: Embedder | None) -> Generation:
-    redis = connect(url, read_timeout_s=1.0)
-    stream_redis = connect(url, read_timeout_s=STREAM_BLOCK_MS / 1000 + 2.0)
+def _open(settings: Settings, url: str | None, model_id: str, embedder: Embedder | None
+          ) -> Generation:
+    """Clients of the configured store (``url``: the embedded Redis instead)."""
+    redis = open_redis(settings, read_timeout_s=1.0, url=url)
+    stream_redis = open_redis(settings, read_timeout_s=STREAM_BLOCK_MS / 1000 + 2.0, url=url)
+    layout = layout_for(settings)
     semantic = None
     if settings.semantic_cache and embedder is not None:
         semantic = SemanticCache(redis, embedder, f"{model_id}:{PROMPT_VERSION}",
-                                 settings.semantic_cache_threshold)
-    jobs = Jobs(redis)
-    hub = StreamHub(Jobs(stream_redis), jobs, period_s=STREAM_BLOCK_MS / 1000,
-                    listen_s=listen_grace_s(settings),
-                    outage_s=settings.generate_stream_outage_s)
+                                 settings.semantic_cache_threshold, layout=layout)
+    jobs = Jobs(redis, layout=layout)
+    hub = make_hub(Jobs(stream_redis, layout=layout), jobs, period_s=STREAM_BLOCK_MS / 1000,
+                   listen_s=listen_grace_s(settings),
+                   outage_s=settings.generate_stream_outage_s)
     memory = HotSummaries(settings.generate_memory_cache_size, settings.generate_memory_cache_s)
     guard = RedisGuard(timeout_s=settings.redis_timeout_s)
     limits = ClientLimits(settings, redis, guard)
@@ -173,11 +178,12 @@ async def _embedded_redis() -> AsyncIterator[str]:
 async def _embedded_worker(
     settings: Settings, url: str, backend: Backend, embedder: Embedder | None,
 ) -> AsyncIterator[None]:
-    from typeahead.generation.worker import load_retriever, semantic_cache
+    from typeahead.generation.grounding import load_retriever
+    from typeahead.generation.worker import semantic_cache
 
     embedder = embedder or load_embedder()
     retriever = load_retriever(settings.index_dir, None, embedder)
-    redis = connect(url, read_timeout_s=5.0)
+    redis = open_redis(settings, read_timeout_s=5.0, url=url)
     worker = Worker(Jobs(redis), backend, retriever, settings, name="embedded",
                     semantic=semantic_cache(settings, redis, embedder, backend.model_id))
     try:
@@ -208,7 +214,7 @@ async def _inline_runner(
 ) -> AsyncIterator[InlineRunner]:
     """This process runs the jobs it creates (see ``typeahead.generation.inline``), grounded on the
     documents index it already serves instant results from; else on what a worker would use."""
-    from typeahead.generation.worker import Retriever, ServedDocs, load_retriever
+    from typeahead.generation.grounding import Retriever, ServedDocs, load_retriever
 
     settings = gen.settings
 
@@ -287,7 +293,8 @@ async def post_generate(request: web.Request) -> web.Response:
 
 async def _cache_hit(gen: Generation, job: str, query: str) -> tuple[str, dict[str, Any]] | None:
     """The job's cached summary, or a semantic neighbour's."""
-    cached = await gen.guard(lambda: get_summary(gen.redis, job))
+    cached = await gen.guard(lambda: get_summary(gen.redis, job, gen.jobs.layout),
+                             gen.jobs.scope(job))
     if cached is not None:
         gen.memory.put(job, cached)
         return job, cached
@@ -326,11 +333,12 @@ async def _over_job_budget(gen: Generation, job: str, query: str,
 async def _existing(gen: Generation, job: str, query: str) -> web.Response | None:
     """The job's answer when it costs no LLM call: cached, or joining the job that runs."""
     if gen.semantic is None:
-        cached = await gen.guard(lambda: get_summary(gen.redis, job))
+        cached = await gen.guard(lambda: get_summary(gen.redis, job, gen.jobs.layout),
+                                 gen.jobs.scope(job))
         if cached is not None:
             gen.memory.put(job, cached)
             return _done(job, cached, cached=True)
-    record = await gen.guard(lambda: gen.jobs.record(job))
+    record = await gen.guard(lambda: gen.jobs.record(job), gen.jobs.scope(job))
     if record.get("status") not in ("queued", "running"):
         return None
     return _answer(gen, job, await _submit(gen, job, query, check_cache=False))
@@ -357,7 +365,7 @@ async def _submit(gen: Generation, job: str, query: str, *, check_cache: bool) -
         job, query, deadline_s=settings.job_deadline_s, max_depth=settings.queue_max_depth,
         listen_s=listen_grace_s(settings), check_cache=check_cache, owner=owner,
         lease_s=settings.job_claim_idle_s,
-    ))
+    ), gen.jobs.scope(job))
     if inline is None or not owner:
         return _counted(await claim)
     try:
@@ -392,7 +400,8 @@ async def _semantic_hit(gen: Generation, query: str) -> tuple[str, dict[str, Any
     hit = await gen.guard(lambda: semantic.lookup(query))
     if hit is None:
         return None
-    result = await gen.guard(lambda: get_summary(gen.redis, hit[0]))
+    result = await gen.guard(lambda: get_summary(gen.redis, hit[0], gen.jobs.layout),
+                             gen.jobs.scope(hit[0]))
     if result is None:
         semantic.forget(hit[0])  # expired: a miss
         return None
@@ -413,10 +422,11 @@ async def _lookup(gen: Generation, job: str) -> tuple[dict[str, str], dict[str, 
     remembered = gen.memory.get(job)
     if remembered is not None:
         return {}, remembered
-    record = await gen.guard(lambda: gen.jobs.record(job))
+    record = await gen.guard(lambda: gen.jobs.record(job), gen.jobs.scope(job))
     if record:
         return record, None
-    cached = await gen.guard(lambda: get_summary(gen.redis, job))
+    cached = await gen.guard(lambda: get_summary(gen.redis, job, gen.jobs.layout),
+                             gen.jobs.scope(job))
     if cached is None:
         raise NotFound(f"no generation job with id {job!r}")
     return {}, cached
@@ -437,7 +447,7 @@ async def _polled(gen: Generation, job: str, record: dict[str, str]) -> None:
     grace = listen_grace_s(gen.settings)
     if grace and record.get("status") in ("queued", "running") and (
             record.get(keys.LISTENER_FIELD) == "1"):
-        await gen.guard(lambda: gen.jobs.listen(job, grace))
+        await gen.guard(lambda: gen.jobs.listen(job, grace), gen.jobs.scope(job))
 
 
 def status_payload(job: str, record: dict[str, str]) -> dict[str, Any]:

@@ -4,12 +4,15 @@ Any number of workers may run, on any host, against one Redis. Each reads new jo
 the consumer group, reclaims jobs left pending by dead workers, and keeps the jobs it is
 working on fresh (so a slow job is not mistaken for a dead one). A job's entry is acknowledged
 only after its result is stored, or after it failed for good (deadline, upstream error).
+On a Redis Cluster the queue is several shards (``keys.Layout``): a worker reads each with
+its own blocking reader and reclaims shard by shard.
 
 With ``generate_cancel_unwatched`` on, one loop per worker checks the listeners keys of all
-the jobs it is generating, once a second in one script call, and cancels those nobody has
-streamed or polled for ``generate_unwatched_grace_s``: the job is failed ("cancelled: nobody
-was listening") and its generation stopped the way a passed deadline stops it, which closes
-the upstream LLM request. Pre-warm jobs are marked as never needing a listener.
+the jobs it is generating, once a second in one script call (one per shard), and cancels
+those nobody has streamed or polled for ``generate_unwatched_grace_s``: the job is failed
+("cancelled: nobody was listening") and its generation stopped the way a passed deadline
+stops it, which closes the upstream LLM request. Pre-warm jobs are marked as never needing
+a listener.
 """
 
 from __future__ import annotations
@@ -17,32 +20,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
-import gzip
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-import orjson
 import redis.asyncio as aioredis
 
 from typeahead import keys, logs, metrics
-from typeahead.embed import Embedder, Student
-from typeahead.errors import ConfigError, DataError, TypeaheadError
+from typeahead.embed import Embedder
+from typeahead.errors import ConfigError, TypeaheadError
 from typeahead.generation.cache import SemanticCache, encode_result
-from typeahead.generation.extractive import HashingEmbedder, load_embedder
+from typeahead.generation.extractive import load_embedder
+from typeahead.generation.grounding import Retriever, load_retriever
 from typeahead.generation.llm import Backend, make_backend
 from typeahead.generation.prompt import PROMPT_VERSION, Doc
-from typeahead.generation.queue import REDIS_DOWN, Entry, Jobs, connect, let_send
+from typeahead.generation.queue import REDIS_DOWN, Entry, Jobs, layout_for, let_send, open_redis
 from typeahead.numbers import int_arg
-from typeahead.retrieval import CANDIDATE_PASSAGES, DocsIndex, SentenceModel, answers, docs_dir
 from typeahead.settings import Settings
 
 log = logging.getLogger("typeahead.worker")
@@ -54,133 +53,6 @@ DOCS_PER_SUMMARY = 4
 SNIPPET_CHARS = 200
 # The longest pause between two listener checks of the jobs a worker is generating.
 LISTENER_CHECK_S = 1.0
-
-
-class Retriever(Protocol):
-    """Grounding documents for a query (``typeahead.retrieval.documents`` provides the real one)."""
-
-    def search(self, query: str, k: int) -> Sequence[Any]: ...
-
-
-class VectorDocs:
-    """A small in-memory document index: cosine over embeddings of title and text."""
-
-    def __init__(self, docs: Sequence[Doc], embedder: Embedder) -> None:
-        self.docs = list(docs)
-        self.embedder = embedder
-        texts = [f"{d.title}. {d.text}" for d in self.docs]
-        self.matrix = embedder.encode(texts).astype(np.float32) if texts else None
-
-    def search(self, query: str, k: int) -> list[Doc]:
-        if self.matrix is None:
-            return []
-        sims = self.matrix @ self.embedder.encode([query])[0]
-        top = np.argsort(-sims)[:max(k, CANDIDATE_PASSAGES)]
-        return ground(query, [_with_score(self.docs[i], float(sims[i])) for i in top],
-                      self.embedder, k)
-
-
-@functools.cache
-def _sentence_model() -> SentenceModel:
-    from typeahead.retrieval import relevance
-
-    return relevance.load().sentences
-
-
-def ground(query: str, candidates: Sequence[Doc], embedder: Embedder | None, k: int
-           ) -> list[Doc]:
-    """The k candidates that best answer ``query``, best first (``typeahead.retrieval.answers``): a
-    few
-    milliseconds of CPU, inside the ~100 ms a job may spend before its first token."""
-    return answers.rerank(query, candidates, embedder, _sentence_model(), k)
-
-
-def _with_score(doc: Doc, score: float) -> Doc:
-    return Doc(doc.id, doc.title, doc.text, score)
-
-
-def read_docs_jsonl(path: Path) -> list[Doc]:
-    """Documents from JSON lines with ``id`` (or ``paragraph_id``), ``title`` and ``text``."""
-    opener: Any = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            rows = [orjson.loads(line) for line in fh if line.strip()]
-    except (OSError, orjson.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read documents from {path}: {exc}") from exc
-    try:
-        return [
-            Doc(str(r.get("id") or r["paragraph_id"]), str(r.get("title", "")), str(r["text"]))
-            for r in rows
-        ]
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: every line needs id (or paragraph_id) and text") from exc
-
-
-def as_doc(item: Any) -> Doc:
-    """Adapt a search hit of any shape (our Doc, the docs index's hit, a dict) to a Doc."""
-    if isinstance(item, Doc):
-        return item
-    get = item.get if isinstance(item, dict) else lambda name, d=None: getattr(item, name, d)
-    text = get("text") or get("snippet") or ""
-    return Doc(str(get("id", "")), str(get("title", "") or ""), str(text), float(get("score", 0.0)))
-
-
-class DocsIndexRetriever:
-    """Adapts ``typeahead.retrieval.documents.DocsIndex`` (which holds the full texts) to Docs."""
-
-    def __init__(self, index: Any) -> None:
-        self.index = index
-
-    def search(self, query: str, k: int) -> list[Doc]:
-        found = [Doc(doc_id, title, text, float(score)) for doc_id, title, text, score
-                 in self.index.passages(query, max(k, CANDIDATE_PASSAGES))]
-        return ground(query, found, getattr(self.index, "student", None), k)
-
-
-class ServedDocs:
-    """Grounding from the documents index an API process already serves instant results from
-    (whichever is current, across reloads), so that it holds one copy; ``fallback`` (built on
-    first need) when the served index has none."""
-
-    def __init__(self, served: Callable[[], Any | None], fallback: Callable[[], Retriever]) -> None:
-        self.served = served
-        self._make_fallback = fallback
-        self._fallback: Retriever | None = None
-
-    def search(self, query: str, k: int) -> list[Doc]:
-        index = self.served()
-        if index is not None:
-            return DocsIndexRetriever(index).search(query, k)
-        if self._fallback is None:
-            self._fallback = self._make_fallback()
-        return [as_doc(d) for d in self._fallback.search(query, k)]
-
-
-def _docs_index(index_dir: Path, embedder: Embedder) -> Retriever | None:
-    """The documents index under DIR/docs, when it and the student load."""
-    if not isinstance(embedder, Student):
-        return None
-    try:
-        index = DocsIndex.load(docs_dir(index_dir), embedder)
-    except TypeaheadError as exc:
-        log.warning("documents index not usable: %s", exc.message)
-        return None
-    return DocsIndexRetriever(index)
-
-
-def load_retriever(
-    index_dir: Path | None, docs_file: Path | None, embedder: Embedder | None = None,
-) -> Retriever:
-    """Grounding documents: an explicit JSON-lines file, else the index's documents.
-    ``embedder`` (None: the student, loaded only when there are documents to embed)."""
-    if docs_file is not None:
-        return VectorDocs(read_docs_jsonl(docs_file), embedder or load_embedder())
-    if index_dir is not None and (index_dir / "docs" / "docs.jsonl").is_file():
-        embedder = embedder or load_embedder()
-        found = _docs_index(index_dir, embedder)
-        return found or VectorDocs(read_docs_jsonl(index_dir / "docs" / "docs.jsonl"), embedder)
-    log.warning("no grounding documents found; summaries will say so")
-    return VectorDocs([], embedder or HashingEmbedder())
 
 
 def sources_of(docs: Sequence[Doc]) -> list[dict[str, Any]]:
@@ -233,38 +105,51 @@ class Worker:
         helpers = [asyncio.create_task(self._reclaim_loop(stop))]
         if self.settings.generate_cancel_unwatched:
             helpers.append(asyncio.create_task(self._listener_loop(stop)))
+        readers = [asyncio.create_task(self._read_loop(stop, shard))
+                   for shard in range(self.jobs.layout.shards)]
         try:
-            await self._read_loop(stop)
+            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a reader's failure is the worker's
         finally:
-            for task in [*helpers, *self._tasks]:
+            for task in [*readers, *helpers, *self._tasks]:
                 task.cancel()
-            await asyncio.gather(*helpers, *self._tasks, return_exceptions=True)
+            await asyncio.gather(*readers, *helpers, *self._tasks, return_exceptions=True)
 
-    async def _read_loop(self, stop: asyncio.Event) -> None:
+    async def _read_loop(self, stop: asyncio.Event, shard: int) -> None:
+        """Read one queue shard. With one shard a slot is taken before the blocking read, so
+        a busy worker leaves new jobs to others. With several, each shard's reader blocks
+        without a slot (else a few readers would hold every slot while jobs wait in the
+        other shards) and takes one for the entry it read, keeping the entry fresh
+        meanwhile: a busy worker holds at most one waiting entry per shard."""
+        reserve = self.jobs.layout.shards == 1
         group_ready = False
         while not stop.is_set():
-            await self._slots.acquire()
+            if reserve:
+                await self._slots.acquire()
             try:
                 if not group_ready:
-                    await self.jobs.ensure_group()
+                    await self.jobs.ensure_group(shard)
                     group_ready = True
-                entries = await self.jobs.read(self.name, count=1, block_ms=500)
+                entries = await self.jobs.read(self.name, count=1, block_ms=500, shard=shard)
             except REDIS_DOWN as exc:
-                self._slots.release()
+                if reserve:
+                    self._slots.release()
                 log.warning("redis unavailable (%s); retrying", exc)
                 group_ready = False
                 await _sleep_unless(stop, 0.5)
                 continue
             except Exception as exc:
-                self._slots.release()
+                if reserve:
+                    self._slots.release()
                 if "NOGROUP" not in str(exc):
                     raise
                 group_ready = False  # Redis lost the group (restart): create it again
                 continue
-            if not entries:
+            if not entries and reserve:
                 self._slots.release()
             for entry in entries:
-                self._spawn(entry)
+                await self._take(entry, reserved=reserve)
             if entries:
                 # Let the job send its start script before this loop's next XREADGROUP: the
                 # job's round trip is on the way to the first token, the next read is not.
@@ -274,22 +159,25 @@ class Worker:
         idle = self.settings.job_claim_idle_s
         while not stop.is_set():
             await _sleep_unless(stop, max(idle / 2, 0.05))
-            try:
-                # Inline jobs of API processes that died go on the queue first, so that
-                # this read or the next picks them up like any other entry.
-                if requeued := await self.jobs.requeue_expired(count=16):
-                    log.info("queued %d inline jobs whose API process stopped renewing them",
-                             requeued)
-                claimed = await self.jobs.reclaim(self.name, min_idle_s=idle, count=4)
-            except REDIS_DOWN:
-                continue
-            except Exception as exc:
-                log.debug("reclaim failed: %s", exc)
-                continue
-            for entry in claimed:
-                log.info("reclaimed job %s from a presumed-dead worker", entry.job)
-                await self._slots.acquire()
-                self._spawn(entry)
+            for shard in range(self.jobs.layout.shards):
+                await self._reclaim_shard(shard, idle)
+
+    async def _reclaim_shard(self, shard: int, idle: float) -> None:
+        try:
+            # Inline jobs of API processes that died go on the queue first, so that
+            # this read or the next picks them up like any other entry.
+            if requeued := await self.jobs.requeue_expired(count=16, shard=shard):
+                log.info("queued %d inline jobs whose API process stopped renewing them",
+                         requeued)
+            claimed = await self.jobs.reclaim(self.name, min_idle_s=idle, count=4, shard=shard)
+        except REDIS_DOWN:
+            return
+        except Exception as exc:
+            log.debug("reclaim failed: %s", exc)
+            return
+        for entry in claimed:
+            log.info("reclaimed job %s from a presumed-dead worker", entry.job)
+            await self._take(entry, reserved=False)
 
     async def _listener_loop(self, stop: asyncio.Event) -> None:
         """Cancel the running jobs nobody listens to any more; one script call per period,
@@ -312,16 +200,24 @@ class Worker:
                     if run in self._running:  # else it has left its scope meanwhile
                         run.cancel()
 
-    def _spawn(self, entry: Entry) -> None:
-        task = asyncio.create_task(self._guarded(entry))
+    async def _take(self, entry: Entry, *, reserved: bool) -> None:
+        """Run an entry in a slot (``reserved``: one already taken for it), keeping it fresh
+        while it waits for one."""
+        heartbeat = asyncio.create_task(self._heartbeat(entry.id, entry.shard))
+        if not reserved:
+            try:
+                await self._slots.acquire()
+            except BaseException:
+                heartbeat.cancel()
+                raise
+        task = asyncio.create_task(self._guarded(entry, heartbeat))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _guarded(self, item: Entry) -> None:
+    async def _guarded(self, item: Entry, heartbeat: asyncio.Task[None]) -> None:
         entry, job = item.id, item.job
-        heartbeat = asyncio.create_task(self._heartbeat(entry))
         try:
-            await self.process(entry, job, hint=item.query)
+            await self.process(entry, job, hint=item.query, shard=item.shard)
         except Superseded:
             log.info("job %s was reclaimed by another worker; dropping it", job)
         except REDIS_DOWN as exc:
@@ -331,21 +227,24 @@ class Worker:
             heartbeat.cancel()
             self._slots.release()
 
-    async def _heartbeat(self, entry: str) -> None:
+    async def _heartbeat(self, entry: str, shard: int) -> None:
         period = max(self.settings.job_claim_idle_s / 3, 0.05)
         while True:
             await asyncio.sleep(period)
             with contextlib.suppress(Exception):
-                await self.jobs.touch(self.name, entry)
+                await self.jobs.touch(self.name, entry, shard)
 
-    async def process(self, entry: str, job: str, *, hint: str = "") -> None:
-        """Run one queue entry. ``hint``: the query the entry carries, if any."""
+    async def process(self, entry: str, job: str, *, hint: str = "",
+                      shard: int | None = None) -> None:
+        """Run one queue entry. ``hint``: the query the entry carries, if any; ``shard``:
+        the queue shard it came from (None: the job's own)."""
+        shard = self.jobs.layout.shard(job) if shard is None else shard
         if not job:
-            await self.jobs.ack(entry)
+            await self.jobs.ack(entry, shard)
             return
         attempt, record, docs = await self._begin(job, hint)
         if attempt <= 0:
-            await self.jobs.ack(entry)  # done, failed or gone: nothing left to do
+            await self.jobs.ack(entry, shard)  # done, failed or gone: nothing left to do
             return
         await self._attempt(entry, Running(job, attempt), record, docs)
 
@@ -362,11 +261,11 @@ class Worker:
             # it could stop the generation: cancelled, not superseded.
             if not await self._was_cancelled(run):
                 raise
-            await self._cancelled(entry, started)
+            await self._cancelled(entry, run, started)
             return
         except TimeoutError:
             if run.unwatched:  # already failed by the listener check
-                await self._cancelled(entry, started)
+                await self._cancelled(entry, run, started)
                 return
             metrics.get().job_done("deadline", time.perf_counter() - started)
             await self._fail(entry, run, "deadline exceeded while generating")
@@ -378,17 +277,17 @@ class Worker:
         if not await self._complete(run, result):
             if not await self._was_cancelled(run):  # else cancelled as the last piece came
                 raise Superseded(run.job)
-            await self._cancelled(entry, started)
+            await self._cancelled(entry, run, started)
             return
         metrics.get().job_done("done", time.perf_counter() - started)
         self.completed += 1
-        await self._ack(entry)
+        await self._ack(entry, run.job)
         if self.semantic is not None:
             await self.semantic.add(run.job, record.get("query", ""))
 
-    async def _ack(self, entry: str | None) -> None:
+    async def _ack(self, entry: str | None, job: str) -> None:
         if entry is not None:
-            await self.jobs.ack(entry)
+            await self.jobs.ack(entry, self.jobs.layout.shard(job))
 
     async def _emit(self, run: Running, piece: str) -> None:
         """Store one generated piece as the attempt's next token event."""
@@ -422,7 +321,7 @@ class Worker:
         return attempt, record, docs or []
 
     def _search(self, query: str) -> list[Doc]:
-        return [as_doc(d) for d in self.retriever.search(query, DOCS_PER_SUMMARY)]
+        return list(self.retriever.search(query, DOCS_PER_SUMMARY))
 
     async def _generate_within(
         self, run: Running, record: dict[str, str], docs: Sequence[Doc],
@@ -445,10 +344,10 @@ class Worker:
         return (record.get("attempt") == str(run.attempt) and record.get("status") == "failed"
                 and record.get("error") == keys.UNWATCHED_ERROR)
 
-    async def _cancelled(self, entry: str | None, started: float) -> None:
+    async def _cancelled(self, entry: str | None, run: Running, started: float) -> None:
         metrics.get().job_done("cancelled", time.perf_counter() - started)
         self.cancelled_unwatched += 1
-        await self._ack(entry)
+        await self._ack(entry, run.job)
 
     async def _generate(self, run: Running, query: str, docs: Sequence[Doc]) -> bytes:
         parts: list[str] = []
@@ -468,7 +367,7 @@ class Worker:
         log.warning("job %s failed: %s", run.job, message)
         if not await self.jobs.fail(run.job, run.attempt, message):
             raise Superseded(run.job)
-        await self._ack(entry)
+        await self._ack(entry, run.job)
 
 
 def _now() -> float:
@@ -488,7 +387,8 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 def add_parser(subparsers: Any, name: str) -> None:
     p = subparsers.add_parser(name, help="run a generation worker against REDIS_URL")
     p.add_argument("--index", type=Path, help="index directory (grounding documents in DIR/docs)")
-    p.add_argument("--docs", type=Path, help="grounding documents as JSON lines (id, title, text)")
+    p.add_argument("--docs", type=Path, help="grounding documents with id, title and text "
+                   "(JSONL, TSV, CSV, .gz ok, or Parquet), indexed in memory")
     p.add_argument("--concurrency", type=int_arg(), default=4, help="jobs processed at once")
     p.add_argument("--name", help="consumer name (default: host-pid)")
     p.set_defaults(func=run)
@@ -496,8 +396,8 @@ def add_parser(subparsers: Any, name: str) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(index_dir=args.index)
-    if not settings.redis_url:
-        raise ConfigError("the worker needs REDIS_URL (the queue it reads)")
+    if not settings.uses_redis:
+        raise ConfigError("the worker needs REDIS_URL or REDIS_SENTINELS (the queue it reads)")
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be >= 1")
     logs.configure(settings)
@@ -513,23 +413,25 @@ def semantic_cache(
     if not settings.semantic_cache:
         return None
     return SemanticCache(redis, embedder, f"{model_id}:{PROMPT_VERSION}",
-                         settings.semantic_cache_threshold)
+                         settings.semantic_cache_threshold, layout=layout_for(settings))
 
 
 async def serve_worker(
     settings: Settings, backend: Backend, retriever: Retriever, embedder: Embedder, *,
     name: str | None = None, concurrency: int = 4,
 ) -> int:
-    assert settings.redis_url is not None
-    redis = connect(settings.redis_url, read_timeout_s=5.0)
+    redis = open_redis(settings, read_timeout_s=5.0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    worker = Worker(Jobs(redis), backend, retriever, settings, name=name, concurrency=concurrency,
+    layout = layout_for(settings)
+    worker = Worker(Jobs(redis, layout=layout), backend, retriever, settings, name=name,
+                    concurrency=concurrency,
                     semantic=semantic_cache(settings, redis, embedder, backend.model_id))
-    log.info("worker %s reading %s (model %s)", worker.name, keys.QUEUE, backend.model_id)
+    log.info("worker %s reading %s (%d shards; model %s)", worker.name, layout.queue(0),
+             layout.shards, backend.model_id)
     sampler = asyncio.create_task(metrics.sample_forever("worker"))
     try:
         await worker.run(stop)

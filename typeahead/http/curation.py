@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 
 from typeahead import keys, metrics
 from typeahead.errors import InvalidBody, NotFound, ServiceUnavailable
-from typeahead.generation import REDIS_DOWN, connect
+from typeahead.generation import REDIS_DOWN, open_redis
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.safety.rules import InvalidRule, Rule, RuleSet, parse_rule
 from typeahead.settings import Settings
@@ -195,8 +195,7 @@ class Curation:
         self.policy = policy
         self.file = settings.curation_file or settings.index_dir.resolve().parent / \
             "curation.json"
-        self.redis = connect(settings.redis_url, read_timeout_s=0.5) \
-            if settings.redis_url else None
+        self.redis = open_redis(settings, read_timeout_s=0.5) if settings.uses_redis else None
         self.store = CurationStore(self.redis) if self.redis is not None else None
         self.rules = RuleSet()
         self.source = "none"

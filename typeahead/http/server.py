@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(run_file.release)
         rundir = stack.enter_context(run_directory())
         helpers: list[int] = []
-        if settings.generation and not settings.redis_url:
+        if settings.generation and not settings.uses_redis:
             # Several API processes must see one job queue: share one embedded Redis and run
             # one generation worker beside them (a single process embeds its own instead).
             settings = stack.enter_context(embedded_generation(settings, helpers))
