@@ -15,9 +15,10 @@ Tables:
    share of keystrokes whose results repeat a title; on whole questions, on questions cut
    1-3 characters into a later word, and on every keystroke of the AOL queries (those whose
    topic the documents do not hold, and all). Rows: the calibrated relevance model with one
-   result per article, the paragraph chooser and free slots filled from the shown articles
-   (served); the same without filling; with each article's fused best paragraph; with any
-   number per article; and the former fused-score floor of 0.4 without collapsing.
+   result per article and the paragraph chooser (served); the same with free slots filled
+   from the shown articles (``TYPEAHEAD_RESULTS_FILL``, off by default: it repeats titles);
+   with each article's fused best paragraph; with any number per article; and the former
+   fused-score floor of 0.4 without collapsing.
 3. The relevance threshold's precision/recall: per threshold, the share of shown SQuAD
    results on the question's article (precision), the share of SQuAD keystrokes showing their
    article (recall), and the share of off-topic AOL keystrokes showing anything.
@@ -25,7 +26,7 @@ Tables:
 5. In-process CPU per keystroke of the relevance step: instant results with the model and one
    per article, against the same search with neither (its features, the dot product and the
    collapse), over the AOL keystrokes, best of three passes. Then the paragraph step (the
-   chooser and the filling) per keystroke: served against the model without the chooser,
+   chooser) per keystroke: served against the model without the chooser,
    each keystroke timed three times each way (the least kept), p50 / p99 of both and of the
    difference, on held-out SQuAD keystrokes and on AOL keystrokes. Not a latency benchmark:
    a shared machine's figures move by several microseconds from run to run.
@@ -119,13 +120,11 @@ def instant_rows(index: DocsIndex, models: relevance.Models, questions: list[dic
 
 def _rankings(index: DocsIndex, models: relevance.Models) -> dict[str, Any]:
     served = models.results
-    chooser = served.paragraphs
-    unfilled = served if chooser is None else dataclasses.replace(
-        served, paragraphs=dataclasses.replace(chooser, fill_min_words=10**9))
     fused_best = dataclasses.replace(served, paragraphs=None)
     return {
-        "served: 1/article, chosen, filled": lambda t: index.instant(t, 3, model=served),
-        "1/article, chosen, not filled": lambda t: index.instant(t, 3, model=unfilled),
+        "served: 1/article, chosen": lambda t: index.instant(t, 3, model=served),
+        "1/article, chosen, filled (RESULTS_FILL)": lambda t: index.instant(t, 3, model=served,
+                                                                            fill=True),
         "1/article, fused best (before)": lambda t: index.instant(t, 3, model=fused_best),
         "relevance model, any/article": lambda t: index.instant(t, 3, per_article=0,
                                                                 model=served),
@@ -194,7 +193,7 @@ def paragraph_cost(index: DocsIndex, models: relevance.Models, questions: list[d
     rng = random.Random(7)
     squad = [t for r in questions for t in question_keystrokes(str(r["question"]), rng)]
     plain = dataclasses.replace(models.results, paragraphs=None)
-    print("\nparagraph step (chooser + filling) per keystroke, in-process wall time, least of "
+    print("\nparagraph step (the chooser) per keystroke, in-process wall time, least of "
           "3 each way (us)")
     print(f"{'keystrokes':22} {'n':>6} {'served p50/p99':>16} {'without p50/p99':>16} "
           f"{'added p50/p99':>15}")

@@ -156,24 +156,28 @@ def test_the_packaged_chooser_shows_the_paragraph_holding_the_question(
     assert got[0].id == "Rhine#2"
 
 
-def test_free_slots_take_the_shown_articles_next_paragraphs(
+def test_free_slots_take_the_shown_articles_next_paragraphs_only_when_asked(
         index: DocsIndex, models: relevance.Models) -> None:
-    got = index.instant("where does the rhine flow into the sea", 3, model=models.results)
+    question = "where does the rhine flow into the sea"
+    # By default one result per article: no repeated titles.
+    assert [r.title for r in index.instant(question, 3, model=models.results)] == ["Rhine"]
+    got = index.instant(question, 3, model=models.results, fill=True)
     assert got[0].id == "Rhine#0"
     assert [r.title for r in got] == ["Rhine", "Rhine", "Rhine"]
     assert len({r.id for r in got}) == 3
     assert len({r.score for r in got}) == 1  # each keeps its article's probability
     # One word names a topic: one paragraph per article, as without the chooser.
-    assert [r.title for r in index.instant("rhine", 3, model=models.results)] == ["Rhine"]
+    assert [r.title for r in index.instant("rhine", 3, model=models.results, fill=True)] == \
+        ["Rhine"]
     # Nothing the floor hid comes back.
-    assert index.instant("goo", 3, model=models.results) == []
+    assert index.instant("goo", 3, model=models.results, fill=True) == []
     plain = dataclasses.replace(models.results, paragraphs=None)
-    assert len(index.instant("where does the rhine flow into the sea", 3, model=plain)) == 1
+    assert len(index.instant(question, 3, model=plain, fill=True)) == 1
 
 
 def test_free_slots_after_every_article_the_floor_passed(
         index: DocsIndex, models: relevance.Models) -> None:
-    got = index.instant("what is the capital of poland", 3, model=models.results)
+    got = index.instant("what is the capital of poland", 3, model=models.results, fill=True)
     assert [r.id for r in got][:1] == ["Warsaw#0"]
     titles = [r.title for r in got]
     assert titles == sorted(set(titles), key=titles.index) + titles[len(set(titles)):]
@@ -190,8 +194,9 @@ def test_paragraphs_are_chosen_alike_with_faiss_candidates(
     pooled._rows_t = None  # score the FAISS and BM25 candidates only, as a large corpus does
     for text in ("where does the rhine flow into the sea", "rhine river", "who discovered ox",
                  "what is the capital of poland"):
-        assert dense.instant(text, 3, model=models.results) == pooled.instant(
-            text, 3, model=models.results)
+        for fill in (False, True):
+            assert dense.instant(text, 3, model=models.results, fill=fill) == pooled.instant(
+                text, 3, model=models.results, fill=fill)
 
 
 def test_article_paragraphs_carry_the_paragraph_features(index: DocsIndex) -> None:

@@ -52,6 +52,10 @@ def served_keys(rows: list[tuple[str, int]], floor: float) -> set[str]:
 
 
 SERVED = served_keys(ROWS, FLOOR)
+BELOW_FLOOR = {normalize(t) for t, _ in ROWS} - SERVED
+# Words of the served entries: a generated completion is built from such pieces only (the
+# privacy rule itself is tested in tests/test_generated.py).
+SERVED_WORDS = {w for key in SERVED for w in key.split()}
 SERVED_TEXTS = sorted({" ".join(t.split()) for t, _ in ROWS if normalize(t) in SERVED})
 
 
@@ -98,11 +102,15 @@ def check_answer(body: dict[str, object], k: int) -> None:
     suggestions = body["suggestions"]
     assert isinstance(suggestions, list) and len(suggestions) <= k
     texts = [normalize(s["text"]) for s in suggestions]
-    assert set(texts) <= SERVED, set(texts) - SERVED
+    seen = {normalize(s["text"]) for s in suggestions if s["source"] != "generated"}
+    assert seen <= SERVED, seen - SERVED
+    generated = set(texts) - seen
+    assert not generated & BELOW_FLOOR
+    assert all(set(text.split()) <= SERVED_WORDS for text in generated), generated
     assert len(texts) == len(set(texts))
     scores = [s["score"] for s in suggestions]
     assert scores == sorted(scores, reverse=True)
-    assert all(s["source"] in ("prefix", "fuzzy", "semantic") for s in suggestions)
+    assert all(s["source"] in ("prefix", "fuzzy", "semantic", "generated") for s in suggestions)
     results = body["results"]
     assert isinstance(results, list)
     assert {r["id"] for r in results} <= {d["id"] for d in DOCS}

@@ -79,7 +79,16 @@ def test_every_generated_piece_occurs_in_three_distinct_queries(tmp_path: Path) 
     probes |= {"zorblax ", "zorblax and the g", "the g", "harry potter "}
     produced = set()
     for probe in sorted(probes):
-        for text in texts(svc.suggest(probe, 20), "generated"):
+        answer = svc.suggest(probe, 20)
+        scores = [s["score"] for s in answer["suggestions"]]  # type: ignore[attr-defined,index]
+        assert scores == sorted(scores, reverse=True), probe
+        sources = [s["source"] for s in answer["suggestions"]]  # type: ignore[attr-defined,index]
+        if "generated" in sources:  # in-order matches before, all other matches after
+            last = max(i for i, x in enumerate(sources) if x == "generated")
+            assert all(score >= 2 / 3 for score in scores[:sources.index("generated")])
+            assert all(score < 2 / 3 for x, score in zip(sources[last + 1:],
+                                                         scores[last + 1:], strict=True))
+        for text in texts(answer, "generated"):
             produced.add(text)
             split = text.split(" ")
             assert all(words[w] >= 3 for w in split), text
@@ -163,3 +172,21 @@ def test_build_index_flag_refuses_a_bad_piece_floor(tmp_path: Path) -> None:
                   "--text-col", "query", "--weight-col", "count", "--piece-min-queries", "x",
                   "--no-vectors")
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_eval_qac_cli_reports_seen_and_unseen_in_both_modes(tmp_path: Path) -> None:
+    from tests.test_cli import run_cli
+
+    index = build_small_index(tmp_path, ROWS)
+    log = write_tsv(tmp_path / "log.tsv", [("harry potter books", 2),
+                                           ("harry potter and the goblet of fire", 1)])
+    reports = {}
+    for mode in ("lexical", "service"):
+        res = run_cli("eval", "qac", "--index", str(index.path), "--log", str(log),
+                      "--text-col", "query", "--weight-col", "count", "--prefix-lengths", "22",
+                      "--mode", mode, "--json")
+        assert res.returncode == 0, res.stderr
+        reports[mode] = orjson.loads(res.stdout)
+    assert reports["lexical"]["unseen"]["mrr"]["22"] == 0.0
+    assert reports["service"]["unseen"]["mrr"]["22"] == 1.0
+    assert "seen" not in reports["service"] or reports["service"]["seen"]["weight"]["22"] == 0.0

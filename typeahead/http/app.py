@@ -355,6 +355,7 @@ def load_service(settings: Settings, index_dir: Path | None = None,
                              intent_threshold=settings.intent_threshold,
                              semantic=settings.semantic, results_k=settings.results_k,
                              results_per_article=settings.results_per_article,
+                             results_fill=settings.results_fill,
                              cache_size=settings.suggest_cache_size,
                              policy=SuggestionPolicy.load(settings.safety_allow), rules=rules)
     service.warm()

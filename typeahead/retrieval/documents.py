@@ -391,18 +391,21 @@ class DocsIndex:
         return [self._result(doc, score, wanted) for doc, score in ranked]
 
     def instant(self, query: str, k: int, *, vector: np.ndarray | None = None,
-                per_article: int = 1, model: Any | None = None) -> list[DocResult]:
+                per_article: int = 1, model: Any | None = None, fill: bool = False
+                ) -> list[DocResult]:
         """Instant results for a keystroke: at most ``per_article`` paragraphs per article
         (0: any number), and, given a ``typeahead.retrieval.relevance.ResultModel``, only those it
         finds likely relevant, scored by that probability. With one per article and a model
         that has a paragraph chooser, each article shows its paragraph that best fits the
-        input, and slots no other article fills go to its next paragraphs (``_focused``)."""
+        input; with ``fill``, slots no other article takes go to its next paragraphs
+        (``_focused``)."""
         return [result for result, _ in self.scored(query, k, vector=vector,
-                                                    per_article=per_article, model=model)]
+                                                    per_article=per_article, model=model,
+                                                    fill=fill)]
 
     def scored(self, query: str, k: int, *, vector: np.ndarray | None = None,
-               per_article: int = 1, model: Any | None = None, features: bool = False
-               ) -> list[tuple[DocResult, list[float]]]:
+               per_article: int = 1, model: Any | None = None, features: bool = False,
+               fill: bool = False) -> list[tuple[DocResult, list[float]]]:
         """``instant``'s results with each one's relevance features (``relevance.FEATURES``);
         without a model, every one of the k best with its fused score."""
         if model is not None and not terms_of(query):
@@ -426,23 +429,25 @@ class DocsIndex:
             kept.append((doc, score, row))
         chooser = getattr(model, "paragraphs", None)
         if kept and chooser is not None and per_article == 1:
-            kept = self._focused(query, k, kept, seen, chooser)
+            kept = self._focused(query, k, kept, seen, chooser, fill)
         wanted = frozenset(terms_of(query))
         return [(self._result(doc, score, wanted), row) for doc, score, row in kept]
 
     def _focused(self, query: str, k: int, kept: list[tuple[int, float, list[float]]],
-                 seen: _Seen, chooser: Any) -> list[tuple[int, float, list[float]]]:
+                 seen: _Seen, chooser: Any, fill: bool) -> list[tuple[int, float, list[float]]]:
         """One-per-article results with, for each article shown, the paragraph the
         ``chooser`` (``typeahead.retrieval.relevance.ParagraphModel``) ranks first among its
-        best few by fused score; then, while slots are left and the input holds at least
-        ``chooser.fill_min_words`` words that are not stop words (a question or a phrase asks
-        for a passage; one word names a topic), those articles' next paragraphs, in article
-        order. Every result keeps its article's probability: no result is added that the
-        relevance floor did not pass, so an input showing nothing still shows nothing.
+        best few by fused score; then, with ``fill`` (``TYPEAHEAD_RESULTS_FILL``), while slots
+        are left and the input holds at least ``chooser.fill_min_words`` words that are not
+        stop words (a question or a phrase asks for a passage; one word names a topic), those
+        articles' next paragraphs, in article order. Every result keeps its article's
+        probability: no result is added that the relevance floor did not pass, so an input
+        showing nothing still shows nothing.
 
         Why: with one paragraph per article, a question whose gold paragraph is the article's
         second best lost it (SQuAD paragraph recall@3 0.928 -> 0.865), while the floor left
-        the other two slots empty on most questions (1.09 results per question)."""
+        the other two slots empty on most questions (1.09 results per question). Filling is
+        off by default: it repeats the article's title in the list."""
         firsts: list[tuple[int, float, list[float]]] = []
         extras: list[tuple[int, float, list[float]]] = []
         for doc, score, row in kept:
@@ -455,7 +460,7 @@ class DocsIndex:
             firsts.append((best, score, row))
             extras += [(d, score, row) for d in rest]
         words = seen.words.count if seen.words is not None else len(terms_of(query))
-        if len(firsts) < k and words >= chooser.fill_min_words:
+        if fill and len(firsts) < k and words >= chooser.fill_min_words:
             firsts += extras[: k - len(firsts)]
         return firsts
 

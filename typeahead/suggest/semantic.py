@@ -64,7 +64,7 @@ class SemanticLayer:
 
 
     def results(self, query: str, k: int, vector: npt.NDArray[np.float32] | None = None,
-                per_article: int = 1) -> list[dict[str, Any]]:
+                per_article: int = 1, fill: bool = False) -> list[dict[str, Any]]:
         """Documents for ``query`` that are likely relevant, scored by that probability, at
         most ``per_article`` per article (0: any number); ``vector`` is the query's embedding
         when already computed."""
@@ -72,7 +72,7 @@ class SemanticLayer:
             return []
         return [{"id": r.id, "title": r.title, "snippet": r.snippet, "score": r.score}
                 for r in self.docs.instant(query, k, vector=vector, per_article=per_article,
-                                           model=self.relevance)
+                                           model=self.relevance, fill=fill)
                 if self.relevance is not None or r.score >= RESULTS_MIN_SCORE]
 
 

@@ -10,9 +10,12 @@ split (bench/bench_hybrid.py) showed that letting neighbours compete with typo c
 one scale displaced correct corrections (typo coverage fell from 0.127 to 0.080), while
 filling free slots never lowers MRR or coverage and raises coverage for reordered words.
 
-Generated completions (``typeahead.suggest.generated``) fill the slots lexical matches leave
-free, before semantic neighbours, scored below the lowest lexical score. Each is screened by
-the suggestion policy and the curation rules first, as index entries were at build time.
+Generated completions (``typeahead.suggest.generated``, at most 4) fill the slots in-order
+prefix matches leave free, ahead of any-order matches, typo corrections and semantic
+neighbours, scored between the in-order matches and the rest: on a dev split of the training
+rows this order raised MRR@10 at 4 / 6 characters by 5% / 2% over filling only the slots every
+lexical tier leaves free. Each is screened by the suggestion
+policy and the curation rules first, as index entries were at build time.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ log = logging.getLogger("typeahead.suggest")
 WARM_PROBES = ("a", "th", "new yo", "york new", "amazn", "wikipediaa", "café", "東京")
 FALLBACK_TOP = 1 / 3  # the highest score a fallback (fuzzy) suggestion can have
 GENERATED = -2  # the entry id of a generated completion (no index entry holds it)
-GENERATED_EXTRA = 4  # generated candidates asked for beyond the free slots (some are screened)
+GENERATED_EXTRA = 2  # generated candidates asked for beyond the free slots (some are screened)
+IN_ORDER = 2 / 3  # the lowest score of an in-order prefix match (typeahead.suggest.lexical)
+VERDICTS = 16384  # the suggestion policy's verdicts on generated texts remembered
 GENERATED_MAX = 4  # generated completions per answer at most (4 kept 99.9% of the dev MRR of 10)
 
 
@@ -67,6 +72,7 @@ class SuggestService:
     semantic: bool = True
     results_k: int = 3
     results_per_article: int = 1  # instant results from one article (title); 0: any number
+    results_fill: bool = False  # slots no other article takes show the shown ones' next paragraphs
     cache_size: int = 0  # answers kept per process (LRU); keystroke traffic repeats heavily
     # The suggestion policy: an explicit input gets no instant results and no Generate offer;
     # an index built under another policy is filtered at load (the overlay's policy ids).
@@ -80,6 +86,9 @@ class SuggestService:
             encode = functools.lru_cache(maxsize=self.cache_size)(encode)
         object.__setattr__(self, "_encoded", encode)
         object.__setattr__(self, "_policy_blocked", self._late_blocked())
+        # Keystrokes within one word share their generated completions: verdicts remembered.
+        object.__setattr__(self, "_text_blocked", functools.lru_cache(maxsize=VERDICTS)(
+            self._text_blocked_uncached))
         self.set_rules(self.rules or curation.RuleSet())
         object.__setattr__(self, "_keystroke", self._keystroke_model())
 
@@ -137,7 +146,8 @@ class SuggestService:
         # The intent decision reads the index's own suggestions (a generated text has no
         # precomputed log-odds, and the offer should not hinge on one).
         known = suggestions
-        if len(suggestions) < k and self.generated and self.index.generator is not None:
+        if self.generated and self.index.generator is not None and (
+                len(suggestions) < k or suggestions[-1].score < IN_ORDER):
             suggestions = self._generated(query, suggestions, k)
         layer = self.index.semantic if self.semantic else None
         vector = None
@@ -153,7 +163,8 @@ class SuggestService:
         elif len(suggestions) > k:
             suggestions = suggestions[:k]
         explicit = self.policy is not None and self.policy.blocked(query) is not None
-        results = layer.results(query, self.results_k, vector, self.results_per_article) \
+        results = layer.results(query, self.results_k, vector, self.results_per_article,
+                                self.results_fill) \
             if layer and self.results_k and not explicit else []
         answer = {
             "query": query,
@@ -183,26 +194,35 @@ class SuggestService:
     def _generated(self, query: str, found: list[Suggestion], k: int) -> list[Suggestion]:
         generator = self.index.generator
         assert generator is not None
-        key = normalize(query)
+        key = self.index.lexical.key(query)
         if not key:
             return found
-        room = min(k - len(found), GENERATED_MAX)
+        # In-order prefix matches first; any-order matches and typo corrections after
+        # generated completions (they ranked lower on the dev split).
+        head = [s for s in found if s.score >= IN_ORDER]
+        rest = found[len(head):]
+        room = min(k - len(head), GENERATED_MAX)
         candidates = generator.complete(key, query[-1].isspace(), room + GENERATED_EXTRA)
-        taken = {normalize(s.text) for s in found}
-        floor = min((s.score for s in found), default=FALLBACK_TOP)
+        data = self.index.lexical.data
+        taken = set(data.keys.many([s.id for s in found if s.id >= 0]))
+        taken.update(normalize(s.text) for s in found if s.id < 0)
+        floor = min((s.score for s in head), default=IN_ORDER)
         rules = self.overlay.rules  # read once: set_rules may swap the overlay meanwhile
         spans = ((0, len(key)),)
-        out = list(found)
+        out = head
         for text, logp in candidates:
-            if text in taken or (self.policy is not None and self.policy.blocked(text)) or (
+            if text in taken or self._text_blocked(text) or (  # type: ignore[attr-defined]
                     rules.blocks and rules.blocks_key(text)):
                 continue
-            # Below every lexical score, in the generator's order.
-            out.append(Suggestion(GENERATED, text, floor * math.exp(logp / 4), "generated",
-                                  spans))
-            if len(out) - len(found) >= room:
+            # Between the in-order matches and the rest, in the generator's order.
+            score = IN_ORDER + (floor - IN_ORDER) * math.exp(logp / 4)
+            out.append(Suggestion(GENERATED, text, score, "generated", spans))
+            if len(out) - len(head) >= room:
                 break
-        return out
+        return (out + rest)[:k] if rest else out
+
+    def _text_blocked_uncached(self, text: str) -> bool:
+        return self.policy is not None and self.policy.blocked(text) is not None
 
     def _fuse(self, lexical: list[Suggestion], neighbours: list[tuple[int, float]], k: int
               ) -> list[Suggestion]:
