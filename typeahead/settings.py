@@ -45,7 +45,7 @@ class Settings:
     results_fill: bool = False
     suggest_cache_size: int = 50_000  # per-process LRU of whole answers; 0 disables
     # Answer plain keystroke requests beneath aiohttp's framework (typeahead.http.fastpath);
-    # false: every request goes through aiohttp (the same answers, at several times the CPU).
+    # false: every request goes through aiohttp (the same answers, at about twice the CPU).
     suggest_fast_path: bool = True
     # A connection that starts a request head must finish it within head_timeout_s (a client
     # trickling bytes cannot hold a connection), and a request body must arrive within the same
