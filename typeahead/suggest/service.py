@@ -222,7 +222,9 @@ class SuggestService:
         return (out + rest)[:k] if rest else out
 
     def _text_blocked_uncached(self, text: str) -> bool:
-        return self.policy is not None and self.policy.blocked(text) is not None
+        # A generated text is screened as the build screens index entries (the lists and the
+        # text model): it is a new combination of words that no build-time screen has seen.
+        return self.policy is not None and self.policy.screened(text) is not None
 
     def _fuse(self, lexical: list[Suggestion], neighbours: list[tuple[int, float]], k: int
               ) -> list[Suggestion]:
