@@ -38,8 +38,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from typeahead.sse import read_events
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("TYPEAHEAD_SHARED", ROOT.parent / "shared")) / "data"
 DOCS_DIR = SHARED / "docs"
 INDEX = ROOT / "indexes" / "aol"  # `make index`: the API serves the real app over it
@@ -114,16 +117,16 @@ async def generate(session: Any, base: str, query: str) -> dict[str, Any]:
 
 async def first_token(session: Any, base: str, path: str) -> float:
     async with session.get(base + path) as resp:
-        async for raw in resp.content:
-            if raw.startswith(b"event: token"):
+        async for event in read_events(resp.content):
+            if event.event == "token":
                 return time.perf_counter()
     raise RuntimeError("stream ended without a token")
 
 
 async def drain(session: Any, base: str, path: str) -> None:
     async with session.get(base + path) as resp:
-        async for raw in resp.content:
-            if raw.startswith((b"event: done", b"event: error")):
+        async for event in read_events(resp.content):
+            if event.event in ("done", "error"):
                 return
 
 
@@ -167,8 +170,8 @@ async def direct_first_token(session: Any, standin: str, i: int) -> float:
     t0 = time.perf_counter()
     first = 0.0
     async with session.post(standin + "/v1/chat/completions", json=body) as resp:
-        async for raw in resp.content:
-            if not first and raw.startswith(b"data: {") and orjson.loads(raw[6:])[
+        async for event in read_events(resp.content):
+            if not first and event.data.startswith("{") and orjson.loads(event.data)[
                     "choices"][0]["delta"].get("content"):
                 first = time.perf_counter()
     return first - t0
