@@ -118,6 +118,12 @@ async def generation_context(
         gen = _open(settings, url, backend.model_id, embedder)
         stack.push_async_callback(gen.stream_redis.aclose)
         stack.push_async_callback(gen.redis.aclose)
+        if settings.redis_cluster:
+            # A cluster client learns the slot map on its first command, a round trip to
+            # several nodes; learning it here keeps that out of the first request's breaker
+            # budget (TYPEAHEAD_REDIS_TIMEOUT_S). A cluster not reachable yet is learnt later.
+            with contextlib.suppress(aioredis.RedisError, OSError, TimeoutError):
+                await gen.redis.initialize()
         gen.hub.start()
         stack.push_async_callback(gen.hub.close)  # first: streams end before the clients go
         if url is not None:
