@@ -20,7 +20,7 @@ from typeahead.generation.extractive import HashingEmbedder
 from typeahead.generation.grounding import Grounding, Retriever
 from typeahead.generation.llm import Backend, make_backend
 from typeahead.generation.prompt import Doc
-from typeahead.generation.queue import Jobs, connect
+from typeahead.generation.queue import Jobs, layout_for, open_redis
 from typeahead.generation.routes import setup_generation
 from typeahead.generation.worker import Worker
 from typeahead.retrieval import DocsIndex, build_docs_index
@@ -105,14 +105,14 @@ async def worker_task(
     settings: Settings, *, name: str = "w1", backend: Backend | None = None,
     concurrency: int = 4, docs: Retriever | None = None, **kwargs: Any,
 ) -> AsyncIterator[Worker]:
-    """A worker on the event loop; ``docs`` defaults to the shared DOCS fixture."""
-    assert settings.redis_url is not None
-    redis = connect(settings.redis_url, read_timeout_s=5.0)
+    """A worker on the event loop, on whichever store ``settings`` names (one Redis, a
+    cluster, Sentinels); ``docs`` defaults to the shared DOCS fixture."""
+    redis = open_redis(settings, read_timeout_s=5.0)
     docs = docs or grounding(DOCS, HashingEmbedder())
     index = docs.index if isinstance(docs, Grounding) else None
     backend = backend or make_backend(settings, index.student if index else HashingEmbedder())
-    worker = Worker(Jobs(redis), backend, docs, settings, name=name,
-                    concurrency=concurrency, **kwargs)
+    worker = Worker(Jobs(redis, layout=layout_for(settings)), backend, docs, settings,
+                    name=name, concurrency=concurrency, **kwargs)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:

@@ -11,7 +11,6 @@ with CROSSSLOT at the first enqueue, which shows the check is live.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,21 +20,19 @@ import pytest
 from redis.exceptions import RedisClusterException, ResponseError
 
 from tests.gen_support import (
-    DOCS,
     api_client,
     docs_index_dir,
-    grounding,
     read_sse,
     settings_for,
     standin_server,
     text_of,
+    worker_task,
 )
 from tests.redis_cluster import RedisCluster, cluster_support
 from tests.vllm_standin import DEFAULT_TEXT, StandIn
 from typeahead import keys
 from typeahead.generation.cache import get_summary
-from typeahead.generation.extractive import HashingEmbedder, load_embedder
-from typeahead.generation.llm import make_backend
+from typeahead.generation.extractive import load_embedder
 from typeahead.generation.prompt import PROMPT_VERSION
 from typeahead.generation.queue import Jobs, job_id, layout_for, open_redis
 from typeahead.generation.routes import GENERATION
@@ -76,25 +73,6 @@ def cluster_settings(url: str, **overrides: Any) -> Settings:
     # cluster nodes on a loaded 2-core machine may answer a first call more slowly.
     overrides.setdefault("redis_timeout_s", 1.0)
     return settings_for(url, redis_cluster=True, redis_queue_shards=SHARDS, **overrides)
-
-
-@contextlib.asynccontextmanager
-async def cluster_worker(settings: Settings, *, name: str = "w1", concurrency: int = 4,
-                         **kwargs: Any) -> AsyncIterator[Worker]:
-    redis = open_redis(settings, read_timeout_s=5.0)
-    docs = grounding(DOCS, HashingEmbedder())
-    backend = make_backend(settings, docs.index.student)
-    worker = Worker(Jobs(redis, layout=layout_for(settings)), backend, docs, settings,
-                    name=name, concurrency=concurrency, **kwargs)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
-        await backend.close()
-        await redis.aclose()
 
 
 async def wait_until(check: Any, timeout: float = 20.0) -> None:
@@ -150,7 +128,7 @@ async def test_generation_streams_caches_and_polls_on_a_cluster(clean: RedisClus
         model_key = f"{client.app[GENERATION].model_id}:{PROMPT_VERSION}"
         semantic = semantic_cache(settings, redis, load_embedder(),
                                   client.app[GENERATION].model_id)
-        async with cluster_worker(settings, semantic=semantic) as worker:
+        async with worker_task(settings, semantic=semantic) as worker:
             await _generate_all(client, worker)
             mirror = client.app[GENERATION].semantic
             # The API refreshes its vector mirror once a second.
@@ -212,7 +190,7 @@ async def test_inline_jobs_leases_and_listener_cancels_on_a_cluster(
             slow = StandIn(token_delay_s=0.2)
             async with standin_server(slow) as slow_url:
                 quick = settings.replace(llm_url=slow_url, generate_unwatched_grace_s=0.2)
-                async with cluster_worker(quick) as worker:
+                async with worker_task(quick) as worker:
                     await wait_until(lambda: _is(jobs, job, "failed"))
             assert (await jobs.record(job))["error"] == keys.UNWATCHED_ERROR
             assert worker.completed == 0
@@ -233,7 +211,7 @@ async def test_a_dead_workers_entries_are_reclaimed_in_every_shard(clean: RedisC
             await jobs.ensure_group(shard)
             taken += await jobs.read("dead", count=10, block_ms=1, shard=shard)
         assert len(taken) == len(QUERIES) and len({e.shard for e in taken}) > 2
-        async with cluster_worker(settings, name="rescuer") as worker:
+        async with worker_task(settings, name="rescuer") as worker:
             await wait_until(lambda: _all_done(jobs, ids))
         assert worker.completed == len(QUERIES)
         assert await jobs.depth() == 0
@@ -308,8 +286,8 @@ async def _load_through_a_kill(topology: RedisCluster) -> dict[str, Any]:
         jobs = Jobs(redis, layout=layout)
         try:
             async with api_client(settings) as client, \
-                    cluster_worker(settings, name="w1", concurrency=16), \
-                    cluster_worker(settings, name="w2", concurrency=16):
+                    worker_task(settings, name="w1", concurrency=16), \
+                    worker_task(settings, name="w2", concurrency=16):
                 load = asyncio.create_task(_post_for(client, 6.0, accepted, refused))
                 await asyncio.sleep(2.0)
                 killed = time.monotonic()

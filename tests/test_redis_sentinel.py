@@ -8,18 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.gen_support import DOCS, api_client, grounding, read_sse, settings_for
+from tests.gen_support import api_client, read_sse, settings_for, worker_task
 from tests.redis_cluster import SERVICE, SentinelSet, cluster_support
 from typeahead.errors import ConfigError
-from typeahead.generation.extractive import HashingEmbedder
-from typeahead.generation.llm import make_backend
-from typeahead.generation.queue import Jobs, open_redis
-from typeahead.generation.worker import Worker
 from typeahead.settings import Settings
 
 pytestmark = pytest.mark.skipif(cluster_support() is not None,
@@ -36,23 +32,6 @@ def sentinels() -> Iterator[SentinelSet]:
         yield topology
     finally:
         topology.stop()
-
-
-@contextlib.asynccontextmanager
-async def sentinel_worker(settings: Settings) -> AsyncIterator[Worker]:
-    redis = open_redis(settings, read_timeout_s=5.0)
-    docs = grounding(DOCS, HashingEmbedder())
-    backend = make_backend(settings, docs.index.student)
-    worker = Worker(Jobs(redis), backend, docs, settings, name="w1")
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
-        await backend.close()
-        await redis.aclose()
 
 
 def test_cluster_and_sentinel_settings_are_checked() -> None:
@@ -74,7 +53,7 @@ def test_cluster_and_sentinel_settings_are_checked() -> None:
 async def test_generation_resumes_on_the_promoted_replica(sentinels: SentinelSet) -> None:
     settings = settings_for(None, redis_sentinels=sentinels.addresses,
                             redis_sentinel_service=SERVICE, job_claim_idle_s=1.0)
-    async with api_client(settings) as client, sentinel_worker(settings):
+    async with api_client(settings) as client, worker_task(settings):
         assert await _generate(client, "rhine river") == "done"
         old = sentinels.primary_port()
         assert sentinels.primary is not None
