@@ -5,8 +5,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from tests import requests_shim as http
 from tests.redis_server import free_port
 
 
@@ -26,3 +28,25 @@ def stop_serve(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def wait_all_ready(base: str, workers: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if len(worker_states(base, 20)) == workers:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the server did not become ready")
+
+
+def worker_states(base: str, tries: int = 40) -> dict[int, tuple[str, int]]:
+    """pid -> (index path, entries) as each worker reports it."""
+    states: dict[int, tuple[str, int]] = {}
+    for _ in range(tries):
+        status, body = http.get(base + "/readyz")
+        if status == 200:
+            states[int(body["pid"])] = (body["index"]["path"], body["index"]["entries"])
+    return states

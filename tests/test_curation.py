@@ -21,9 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests.fastpath_server import FastPathTestServer, PlainTestServer
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
-from tests.serve_process import start_serve, stop_serve
+from tests.serve_process import start_serve, stop_serve, wait_all_ready
 from tests.test_fastpath import comparable, exchange, get
-from tests.test_reload import wait_all_ready
 from typeahead.http.app import create_app
 from typeahead.settings import Settings
 from typeahead.suggest.index import LoadedIndex

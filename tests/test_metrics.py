@@ -5,7 +5,6 @@ figures and memory; and the merged view of a multi-process server."""
 from __future__ import annotations
 
 import os
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from tests import requests_shim as http
 from tests.gen_support import read_sse, settings_for, standin_server, worker_task
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
-from tests.serve_process import start_serve, stop_serve
+from tests.serve_process import start_serve, stop_serve, wait_all_ready
 from tests.vllm_standin import StandIn
 from typeahead.http.app import create_app
 from typeahead.suggest.service import SuggestService
@@ -110,16 +109,7 @@ def two_workers(tmp_path: Path) -> Iterator[str]:
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     base, proc = start_serve(index.path, env=env)
     try:
-        deadline = time.monotonic() + 60
-        pids: set[int] = set()
-        while len(pids) < 2 and time.monotonic() < deadline:
-            try:
-                status, body = http.get(base + "/readyz")
-                if status == 200:
-                    pids.add(body["pid"])
-            except OSError:
-                time.sleep(0.1)
-        assert len(pids) == 2, "workers did not start"
+        wait_all_ready(base, 2)
         yield base
     finally:
         stop_serve(proc)

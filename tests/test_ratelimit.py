@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests import requests_shim as http
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
-from tests.serve_process import start_serve, stop_serve
+from tests.serve_process import start_serve, stop_serve, wait_all_ready
 from typeahead import keys
 from typeahead.generation.cache import encode_result
 from typeahead.generation.prompt import PROMPT_VERSION
@@ -103,16 +101,7 @@ def two_processes(tmp_path: Path, redis_server: RedisServer) -> Iterator[str]:
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     base, proc = start_serve(index.path, env=env)
     try:
-        deadline = time.monotonic() + 60
-        pids: set[int] = set()
-        while len(pids) < 2 and time.monotonic() < deadline:
-            try:
-                status, body = http.get(base + "/readyz")
-                if status == 200:
-                    pids.add(body["pid"])
-            except OSError:
-                time.sleep(0.1)
-        assert len(pids) == 2, "the two API processes did not start"
+        wait_all_ready(base, 2)
         yield base
     finally:
         stop_serve(proc)

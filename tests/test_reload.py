@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests import requests_shim as http
 from tests.lexical_fixtures import ROWS, build_small_index
-from tests.serve_process import start_serve, stop_serve
+from tests.serve_process import start_serve, stop_serve, wait_all_ready, worker_states
 from typeahead.http.app import create_app
 from typeahead.settings import Settings
 from typeahead.suggest.index import LoadedIndex
@@ -186,28 +186,6 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], dict[
         yield base, proc, paths
     finally:
         stop_serve(proc)
-
-
-def wait_all_ready(base: str, workers: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if len(worker_states(base, 20)) == workers:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("the server did not become ready")
-
-
-def worker_states(base: str, tries: int = 40) -> dict[int, tuple[str, int]]:
-    """pid -> (index path, entries) as each worker reports it."""
-    states: dict[int, tuple[str, int]] = {}
-    for _ in range(tries):
-        status, body = http.get(base + "/readyz")
-        if status == 200:
-            states[int(body["pid"])] = (body["index"]["path"], body["index"]["entries"])
-    return states
 
 
 class Load:
