@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -283,13 +283,16 @@ class Curation:
                                      code="curation_unavailable")
         return self.store
 
-    async def changed(self, what: str) -> None:
-        """After a change: apply it here at once, and keep the file beside the index current."""
+    async def change(self, write: Callable[[CurationStore], Awaitable[int]]) -> int:
+        """Make one change in Redis (``write`` returns the new version), apply it here at once,
+        and keep the file beside the index current; 503 while Redis cannot take it."""
         try:
+            version = await write(self.writable())
             await self.refresh()
         except REDIS_DOWN as exc:
-            raise unavailable(what) from exc
+            raise unavailable("changed") from exc
         try:
             await asyncio.to_thread(write_file, self.file, self.rules.rules)
         except OSError as exc:
             log.warning("curation rules file %s not written: %s", self.file, exc)
+        return version

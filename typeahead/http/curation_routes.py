@@ -93,24 +93,15 @@ async def add_rule(request: web.Request) -> web.Response:
     if isinstance(body, dict):
         body = {**body, "author": author}
     rule = parse_rule(body, new_rule_id(), curation.policy)
-    store = curation.writable()
-    try:
-        version = await store.add(rule)
-    except REDIS_DOWN as exc:
-        raise unavailable("changed") from exc
-    await curation.changed("changed")
+    version = await curation.change(lambda store: store.add(rule))
     return _json({"rule": rule.to_json(), "version": version}, status=201)
 
 
 async def delete_rule(request: web.Request) -> web.Response:
     curation = _curation(request)
     rule_id = request.match_info["rule_id"]
-    store = curation.writable()
-    try:
-        version = await store.delete(rule_id, _author(request))
-    except REDIS_DOWN as exc:
-        raise unavailable("changed") from exc
-    await curation.changed("changed")
+    author = _author(request)
+    version = await curation.change(lambda store: store.delete(rule_id, author))
     return _json({"deleted": rule_id, "version": version})
 
 
@@ -139,10 +130,6 @@ async def export_rules(request: web.Request) -> web.Response:
 async def import_rules(request: web.Request) -> web.Response:
     curation = _curation(request)
     rules = rules_from_document(await _body(request), curation.policy)
-    store = curation.writable()
-    try:
-        version = await store.replace(rules, _author(request))
-    except REDIS_DOWN as exc:
-        raise unavailable("changed") from exc
-    await curation.changed("changed")
+    author = _author(request)
+    version = await curation.change(lambda store: store.replace(rules, author))
     return _json({"imported": len(rules), "version": version})
