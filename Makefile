@@ -11,7 +11,8 @@ PORT ?= 8080
 WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup setup-dev setup-bench index run test lint typecheck unit bench slo chaos fuzz clean
+.PHONY: setup setup-dev setup-bench index run test lint typecheck unit bench slo chaos chaos-cluster \
+	fuzz clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -73,6 +74,11 @@ fuzz: setup-dev
 # Fault injection against real processes (API workers, workers, redis-server, vLLM stand-in).
 chaos: setup-dev
 	$(BIN)/python -m chaos --markdown chaos.md --json chaos.json
+
+# The same against a Redis Cluster (3 primaries, 3 replicas; needs redis-cli): a primary killed
+# under load instead of one Redis stopped and stalled.
+chaos-cluster: setup-dev
+	$(BIN)/python -m chaos --redis-cluster --markdown chaos-cluster.md --json chaos-cluster.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -20,8 +20,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from chaos.scenarios import SCENARIOS, Config, Row, Run, suggest_rows
+from chaos.scenarios import SCENARIOS, Config, Row, Run, applicable, suggest_rows
 from chaos.stack import Stack
+from tests.redis_cluster import cluster_support
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the shortened suite of the tests (3 s outage, 300 streams)")
     p.add_argument("--only", nargs="+", choices=[n for n, _ in SCENARIOS],
                    help="run these scenarios only")
+    p.add_argument("--redis-cluster", action="store_true",
+                   help="run against a Redis Cluster (3 primaries, 3 replicas) with "
+                        "TYPEAHEAD_REDIS_CLUSTER=true: adds 'primary' (a primary SIGKILLed "
+                        "under load), drops 'redis' and 'stall' (one server's outage and stall)")
     p.add_argument("--rate", type=float, default=100.0, help="suggest requests a second")
     p.add_argument("--outage", type=float, default=None, help="Redis outage seconds (10)")
     p.add_argument("--streams", type=int, default=None, help="idle SSE streams (1000)")
@@ -53,10 +58,27 @@ def config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+class UsageError(Exception):
+    """A command line that asks for something this run cannot do (exit 2)."""
+
+
+def chosen(args: argparse.Namespace) -> list[str]:
+    """The scenarios to run: those asked for (all by default) that fit the store."""
+    fits = applicable(args.redis_cluster)
+    unfit = [name for name in args.only or () if name not in fits]
+    if unfit:
+        store = "a Redis Cluster" if args.redis_cluster else "one Redis (add --redis-cluster)"
+        raise UsageError(f"scenario(s) {', '.join(unfit)} do not apply to {store}")
+    return [name for name in fits if not args.only or name in args.only]
+
+
 async def execute(args: argparse.Namespace, work: Path) -> list[Row]:
     cfg = config(args)
-    stack = Stack(work)
-    print(f"chaos: starting redis-server, the vLLM stand-in, `typeahead serve --workers "
+    names = chosen(args)
+    stack = Stack(work, cluster_mode=args.redis_cluster)
+    store = ("a Redis Cluster (3 primaries, 3 replicas)" if args.redis_cluster
+             else "redis-server")
+    print(f"chaos: starting {store}, the vLLM stand-in, `typeahead serve --workers "
           f"{stack.api_workers}` and {stack.gen_workers} workers in {work}", flush=True)
     await stack.start()
     load = stack.start_load(args.rate, work / "load.json")
@@ -67,7 +89,7 @@ async def execute(args: argparse.Namespace, work: Path) -> list[Row]:
             baseline = (time.time(), time.time() + (3.0 if cfg.quick else 5.0))
             await asyncio.sleep(baseline[1] - time.time())
             for name, scenario in SCENARIOS:
-                if args.only and name not in args.only:
+                if name not in names:
                     continue
                 print(f"chaos: scenario {name}", flush=True)
                 await scenario(run)
@@ -102,7 +124,14 @@ def machine() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        chosen(args)
+    except UsageError as exc:
+        parser.error(str(exc))
+    if args.redis_cluster and (reason := cluster_support()) is not None:
+        parser.error(f"--redis-cluster needs redis-server and redis-cli: {reason}")
     # The stand-in logs every stream a killed worker abandons; that is the point, not news.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     started = time.monotonic()

@@ -16,10 +16,10 @@ from typing import Any
 
 import aiohttp
 import orjson
-import redis.asyncio as aioredis
 
 from chaos.stack import LOCAL, Stack, api_pids, descendants, rss_mb
 from typeahead import keys
+from typeahead.generation.queue import Jobs
 from typeahead.process_tree import alive
 from typeahead.sse import Parser, read_events
 
@@ -78,25 +78,17 @@ def unique(tag: str) -> str:
     return f"chaos {tag} {uuid.uuid4().hex[:8]}"
 
 
-async def job_records(redis: aioredis.Redis, ids: list[str]) -> dict[str, dict[str, str]]:
-    out = {}
-    for job in ids:
-        raw = await redis.hgetall(keys.job(job))
-        out[job] = {_text(k): _text(v) for k, v in raw.items()}
-    return out
+async def job_records(jobs: Jobs, ids: list[str]) -> dict[str, dict[str, str]]:
+    return {job: await jobs.record(job) for job in ids}
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-async def wait_final(redis: aioredis.Redis, ids: list[str], timeout: float
+async def wait_final(jobs: Jobs, ids: list[str], timeout: float
                      ) -> tuple[dict[str, dict[str, str]], dict[str, float]]:
     """Poll until every job is done or failed; returns the records and when each ended."""
     started, ended = time.monotonic(), dict[str, float]()
     records: dict[str, dict[str, str]] = {}
     while time.monotonic() - started < timeout:
-        records = await job_records(redis, ids)
+        records = await job_records(jobs, ids)
         for job, rec in records.items():
             if rec.get("status") in ("done", "failed") and job not in ended:
                 ended[job] = time.monotonic() - started
@@ -115,9 +107,15 @@ async def submit(run: Run, tag: str, n: int) -> list[str]:
     return ids
 
 
-def redis_client(stack: Stack) -> aioredis.Redis:
-    assert stack.redis is not None
-    return aioredis.Redis.from_url(stack.redis.url, socket_timeout=5)
+def store(stack: Stack) -> Jobs:
+    """The job protocol on the stack's store (one Redis or the cluster), keys where the API
+    and the workers put them; ``close`` when done."""
+    redis, layout = stack.store()
+    return Jobs(redis, layout=layout)
+
+
+async def close(jobs: Jobs) -> None:
+    await jobs.redis.aclose()
 
 
 # --- 1. Redis outage --------------------------------------------------------------------------
@@ -148,9 +146,9 @@ async def redis_outage(run: Run) -> None:
     run.row(name, "/v1/generate serves within 5 s of Redis returning, no restart",
             recovered is not None and recovered < 5.0,
             f"first 2xx after {recovered:.2f} s" if recovered is not None else "never")
-    redis = redis_client(stack)
-    records, _ = await wait_final(redis, inflight, 20.0)
-    await redis.aclose()
+    jobs = store(stack)
+    records, _ = await wait_final(jobs, inflight, 20.0)
+    await close(jobs)
     ended = [r for r in records.values()
              if r.get("status") == "done" or (r.get("status") == "failed" and r.get("error"))]
     outcome = sorted(f"{r['status']}: {r.get('error', 'ok')[:40]}" for r in ended)
@@ -182,10 +180,10 @@ async def worker_kill(run: Run) -> None:
     await asyncio.sleep(0.6)
     victim = next(iter(stack.workers))
     stack.kill_worker(victim)
-    redis = redis_client(stack)
-    records, ended = await wait_final(redis, ids, 30.0)
-    pending = await redis.xlen(keys.QUEUE)
-    await redis.aclose()
+    jobs = store(stack)
+    records, ended = await wait_final(jobs, ids, 30.0)
+    pending = await jobs.depth()
+    await close(jobs)
     stack.start_worker(victim + "-restarted")
     run.window(name, t0, time.time())
     done = sum(r.get("status") == "done" for r in records.values())
@@ -210,9 +208,9 @@ async def llm_faults(run: Run) -> None:
     for mode in ("stall", "drop"):
         stack.standin.mode = mode
         ids = await submit(run, mode, 3)
-        redis = redis_client(stack)
-        records, ended = await wait_final(redis, ids, stack.job_deadline_s + 10)
-        await redis.aclose()
+        jobs = store(stack)
+        records, ended = await wait_final(jobs, ids, stack.job_deadline_s + 10)
+        await close(jobs)
         failed = [r for r in records.values() if r.get("status") == "failed" and r.get("error")]
         slowest = max(ended.values(), default=float("inf"))
         limit = stack.job_deadline_s + 1.5
@@ -238,8 +236,8 @@ async def api_kill(run: Run) -> None:
         return
     stack.standin.mode, stack.standin.token_delay_s = "ok", 0.15
     ids = await submit_spread(run, "apikill", run.cfg.jobs)
-    redis = redis_client(stack)
-    owners = {job: r.get("worker", "") for job, r in (await job_records(redis, ids)).items()}
+    jobs = store(stack)
+    owners = {job: r.get("worker", "") for job, r in (await job_records(jobs, ids)).items()}
     victim = _busiest(owners, before)
     on_victim = [job for job, owner in owners.items() if owner.endswith(f"-{victim}")]
     t0 = time.time()
@@ -251,8 +249,8 @@ async def api_kill(run: Run) -> None:
             restarted = time.time() - t0
             break
         await asyncio.sleep(0.2)
-    records, ended = await wait_final(redis, ids, 30.0)
-    await redis.aclose()
+    records, ended = await wait_final(jobs, ids, 30.0)
+    await close(jobs)
     stack.standin.token_delay_s = 0.0
     await asyncio.sleep(1.0)
     run.window(name, t0, time.time(), errors_allowed=True)
@@ -295,9 +293,10 @@ async def slow_clients(run: Run) -> None:
     pids = await api_pids(stack.base)
     rss_before = sum(rss_mb(p) for p in pids)
     job = uuid.uuid4().hex
-    redis = redis_client(stack)
+    jobs = store(stack)
+    redis, record = jobs.redis, jobs.layout.job(job)
     # A job nobody works on (not in the queue), far from its deadline: its streams stay idle.
-    await redis.hset(keys.job(job), mapping={
+    await redis.hset(record, mapping={
         "id": job, "query": "idle", "status": "queued", "created": time.time(),
         "deadline": time.time() + 3600, "attempt": 0, "completions": 0})
     stop = asyncio.Event()
@@ -318,20 +317,20 @@ async def slow_clients(run: Run) -> None:
         gen_probe = await _cached_generate_latency(run)
         await asyncio.sleep(cfg.hold_s)
         rss_during = sum(rss_mb(p) for p in pids)
-        info = await redis.info("clients")
+        clients = _clients(await redis.info("clients"))
         still_open = counts["open"] - counts["ended"]
         t1 = time.time()
         stop.set()
-        await redis.delete(keys.job(job))
+        await redis.delete(record)
         await asyncio.gather(*readers, *lorises, return_exceptions=True)
-    await redis.aclose()
+    await close(jobs)
     run.window(name, t0, t1)
     run.row(name, f"{cfg.sse_streams} idle SSE streams stay open with keep-alives",
             still_open == cfg.sse_streams,
             f"opened at {STREAMS_PER_S}/s in {opened_in:.1f} s, {counts['refused']} refused, "
             f"{still_open} open after {cfg.hold_s:.0f} s more, "
-            f"{counts['keepalives']} keep-alives, Redis clients "
-            f"{info.get('connected_clients')}; ended early: {_ends(counts)}")
+            f"{counts['keepalives']} keep-alives, Redis clients {clients}; ended early: "
+            f"{_ends(counts)}")
     run.row(name, f"{cfg.slow_clients} slowloris + slow-body clients: cached generate still "
                   f"fast", gen_probe is not None and gen_probe < 0.1,
             f"cached POST /v1/generate {gen_probe * 1000:.1f} ms" if gen_probe else "failed")
@@ -339,6 +338,15 @@ async def slow_clients(run: Run) -> None:
     run.row(name, "API memory stays bounded (< 300 MB growth for all processes)",
             growth < 300, f"RSS {rss_before:.0f} MB -> {rss_during:.0f} MB over {len(pids)} "
                           f"processes (+{growth / max(cfg.sse_streams, 1) * 1024:.0f} KB/stream)")
+
+
+def _clients(info: dict[str, Any]) -> int:
+    """Connected clients: of the one Redis, or summed over a cluster's nodes (a cluster
+    client answers INFO with one reply per node)."""
+    if "connected_clients" in info:
+        return int(info["connected_clients"])
+    return sum(int(node.get("connected_clients", 0)) for node in info.values()
+               if isinstance(node, dict))
 
 
 def _ends(counts: dict[str, int]) -> str:
@@ -499,6 +507,121 @@ async def supervisor_kill(run: Run) -> None:
     run.row(name, "a new supervisor starts on the port and serves", ok, figures)
 
 
+# --- 8. a Redis Cluster primary killed under load (--redis-cluster) ---------------------------
+
+
+async def primary_kill(run: Run) -> None:
+    """SIGKILL the primary of queue shard 0's slot while Generate clicks arrive one after
+    another (and the suggest load runs): its replica is promoted, every job the API accepted
+    (202) ends done, and new jobs in the dead primary's shards run on the promoted replica.
+    The killed node is then started again and rejoins as a replica."""
+    name, stack, cluster = "primary SIGKILL", run.stack, run.stack.cluster
+    assert cluster is not None
+    stack.standin.mode, stack.standin.token_delay_s = "ok", 0.02
+    jobs = store(stack)
+    layout = jobs.layout
+    victim = await asyncio.to_thread(cluster.primary_of, _shard_slot(layout, 0))
+    replica = await asyncio.to_thread(cluster.replica_of, victim)
+    owners = [await asyncio.to_thread(cluster.primary_of, _shard_slot(layout, shard))
+              for shard in range(layout.shards)]
+    lost_shards = {shard for shard, node in enumerate(owners) if node is victim}
+    posts: list[tuple[float, int, str]] = []  # (monotonic time, status, job id)
+    stop = asyncio.Event()
+    t0 = time.time()
+    poster = asyncio.create_task(_post_until(run, stop, posts))
+    await asyncio.sleep(2.0)
+    killed = time.monotonic()
+    await asyncio.to_thread(victim.kill)
+    promoted = await _wait_for(lambda: cluster.is_primary(replica) and cluster.ready(), 30.0)
+    await asyncio.sleep(3.0 if run.cfg.quick else 6.0)  # clicks keep coming after it
+    stop.set()
+    await poster
+    t1 = time.time()
+    accepted = [job for _, status, job in posts if status == 202]
+    records, ended = await wait_final(jobs, accepted, 30.0)
+    await close(jobs)
+    restarted = time.monotonic()
+    await asyncio.to_thread(victim.start)  # its nodes.conf makes it rejoin the cluster
+    rejoined = await _wait_for(lambda: not cluster.is_primary(victim) and cluster.ready(), 30.0)
+    stack.standin.token_delay_s = 0.0
+    run.window(name, t0, t1)
+    run.row(name, "the replica of the killed primary is promoted; the node, restarted, "
+                  "rejoins as a replica", promoted is not None and rejoined is not None,
+            f"shards {sorted(lost_shards)} of {layout.shards} on the killed primary; "
+            + (f"promoted {promoted - killed:.2f} s after the kill" if promoted else
+               "no promotion in 30 s")
+            + (f", rejoined {rejoined - restarted:.2f} s after its restart" if rejoined
+               else ", did not rejoin in 30 s"))
+    _primary_jobs_rows(run, name, posts, records, ended, layout, lost_shards, killed)
+    _resumed_row(run, name, posts, records, layout, lost_shards, promoted)
+
+
+async def _post_until(run: Run, stop: asyncio.Event, out: list[tuple[float, int, str]]) -> None:
+    """Unique questions, one after another with a short pause: status and id of each."""
+    while not stop.is_set():
+        status, _, body = await post_generate(run.session, run.stack.base, unique("failover"))
+        out.append((time.monotonic(), status, str(body.get("id", "")) if status == 202 else ""))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.05)
+
+
+def _shard_slot(layout: keys.Layout, shard: int) -> int:
+    return keys.key_slot(keys.shard_tag(shard, layout.shards).strip("{}"))
+
+
+async def _wait_for(check: Callable[[], bool], timeout: float) -> float | None:
+    """When (monotonic) ``check`` first held, polled in a thread (it runs redis-cli)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(check):
+            return time.monotonic()
+        await asyncio.sleep(0.1)
+    return None
+
+
+def _primary_jobs_rows(run: Run, name: str, posts: list[tuple[float, int, str]],
+                       records: dict[str, dict[str, str]], ended: dict[str, float],
+                       layout: keys.Layout, lost_shards: set[int], killed: float) -> None:
+    accepted = [job for _, status, job in posts if status == 202]
+    done = [job for job in accepted if records.get(job, {}).get("status") == "done"]
+    failed = sorted({records[job].get("error", "")[:50] for job in accepted
+                     if records.get(job, {}).get("status") == "failed"})
+    missing = sum(not records.get(job) for job in accepted)
+    in_lost = sum(layout.shard(job) in lost_shards for job in accepted)
+    statuses = _count(str(status) for _, status, _ in posts)
+    run.row(name, "every accepted job completes (0 acknowledged jobs lost)",
+            bool(accepted) and in_lost > 0 and len(done) == len(accepted),
+            f"{len(posts)} POSTs, {len(accepted)} accepted ({in_lost} in the killed primary's "
+            f"shards), {len(done)} done, {len(accepted) - len(done)} lost ({missing} without a "
+            f"record, failed: {failed or 'none'}), all ended "
+            f"{max(ended.values(), default=0):.1f} s after the load")
+    refused = [t - killed for t, status, _ in posts if status == 503]
+    when = (f"; the 503s {min(refused):.2f} to {max(refused):.2f} s after the kill"
+            if refused else "")
+    run.row(name, "/v1/generate answers 202, or 503 while a shard has no primary (nothing else)",
+            set(statuses) <= {"202", "503"}, f"statuses {orjson.dumps(statuses).decode()}{when}")
+
+
+def _resumed_row(run: Run, name: str, posts: list[tuple[float, int, str]],
+                 records: dict[str, dict[str, str]], layout: keys.Layout,
+                 lost_shards: set[int], promoted: float | None) -> None:
+    """Generation resumes on the dead primary's shards: the first job accepted there after
+    the promotion ends done, within 10 s of the promotion."""
+    after = [(t, job) for t, status, job in posts if status == 202 and promoted is not None
+             and t >= promoted and layout.shard(job) in lost_shards]
+    first = after[0] if after else None
+    ok = (first is not None and promoted is not None and first[0] - promoted < 10.0
+          and records.get(first[1], {}).get("status") == "done")
+    figures = "no job accepted in those shards after the promotion"
+    if first is not None and promoted is not None:
+        figures = (f"first job in the killed primary's shards accepted "
+                   f"{first[0] - promoted:.2f} s after the promotion, "
+                   f"{records.get(first[1], {}).get('status', 'no record')}; "
+                   f"{len(after)} accepted there after the promotion")
+    run.row(name, "generation resumes on the promoted replica (within 10 s), no restart",
+            ok, figures)
+
+
 async def _wait_until(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:
@@ -506,6 +629,7 @@ async def _wait_until(predicate: Callable[[], bool], timeout: float) -> None:
 
 
 SCENARIOS: list[tuple[str, Callable[[Run], Awaitable[None]]]] = [
+    ("primary", primary_kill),
     ("redis", redis_outage),
     ("worker", worker_kill),
     ("llm", llm_faults),
@@ -514,6 +638,16 @@ SCENARIOS: list[tuple[str, Callable[[Run], Awaitable[None]]]] = [
     ("stall", redis_stall),
     ("supervisor", supervisor_kill),
 ]
+# Scenarios of one topology: stopping or stalling "the" Redis means one server; killing a
+# primary under load means a cluster with replicas.
+ONE_REDIS_ONLY = frozenset({"redis", "stall"})
+CLUSTER_ONLY = frozenset({"primary"})
+
+
+def applicable(cluster: bool) -> list[str]:
+    """The scenario names that make sense on the chosen store, in running order."""
+    skip = ONE_REDIS_ONLY if cluster else CLUSTER_ONLY
+    return [name for name, _ in SCENARIOS if name not in skip]
 
 
 def suggest_rows(run: Run, records: list[Any], baseline: tuple[float, float],

@@ -1,8 +1,10 @@
 """The system under test, as real processes on loopback, and the knobs to break it.
 
 ``Stack`` owns a ``redis-server`` (append-only file on, so a stop and start keeps what Redis
-had acknowledged), the vLLM stand-in (in this process, so scenarios can steer it),
-``typeahead serve --workers N``, and generation workers. Everything listens on 127.0.0.1.
+had acknowledged) or, with ``cluster``, a Redis Cluster of three primaries and three replicas
+(``tests.redis_cluster``, the topology the cluster tests start), the vLLM stand-in (in this
+process, so scenarios can steer it), ``typeahead serve --workers N``, and generation workers.
+Everything listens on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import redis.asyncio as aioredis
 from aiohttp import web
 
+from tests.redis_cluster import RedisCluster
 from tests.vllm_standin import StandIn
+from typeahead import keys
+from typeahead.generation.queue import layout_for, open_redis
+from typeahead.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = "127.0.0.1"
@@ -76,6 +83,9 @@ def build_index(work: Path) -> Path:
 
 
 INLINE_JOBS = 2
+# Queue shards on a cluster: fewer than the default 16 keeps the readers per process (one per
+# shard) in proportion to a 2-core stack, and still puts several shards on every primary.
+CLUSTER_SHARDS = 8
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -134,7 +144,9 @@ class Stack:
     gen_workers: int = 2
     job_deadline_s: float = 6.0
     standin: StandIn = field(default_factory=StandIn)
+    cluster_mode: bool = False
     redis: Redis | None = None
+    cluster: RedisCluster | None = None
     api: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_port: int = field(default_factory=free_port)
@@ -146,10 +158,33 @@ class Stack:
     def base(self) -> str:
         return f"http://{LOCAL}:{self.api_port}"
 
-    def env(self) -> dict[str, str]:
+    @property
+    def redis_url(self) -> str:
+        """Every node of the cluster (so a process can start while one is down), or the Redis."""
+        if self.cluster is not None:
+            return self.cluster.urls
         assert self.redis is not None
+        return self.redis.url
+
+    def store_env(self) -> dict[str, str]:
+        if self.cluster is None:
+            return {"REDIS_URL": self.redis_url}
+        return {"REDIS_URL": self.redis_url, "TYPEAHEAD_REDIS_CLUSTER": "true",
+                "TYPEAHEAD_REDIS_QUEUE_SHARDS": str(CLUSTER_SHARDS)}
+
+    def settings(self) -> Settings:
+        """The store part of the processes' settings, for the driver's own client."""
+        return Settings(redis_url=self.redis_url, redis_cluster=self.cluster is not None,
+                        redis_queue_shards=CLUSTER_SHARDS)
+
+    def store(self) -> tuple[aioredis.Redis, keys.Layout]:
+        """A client of the store the processes use, and where their keys are in it."""
+        settings = self.settings()
+        return open_redis(settings, read_timeout_s=5.0), layout_for(settings)
+
+    def env(self) -> dict[str, str]:
         return _env({
-            "REDIS_URL": self.redis.url, "TYPEAHEAD_LLM_URL": self.llm_url,
+            **self.store_env(), "TYPEAHEAD_LLM_URL": self.llm_url,
             "TYPEAHEAD_GENERATE_RATE_PER_MIN": "0",  # the load is one client
             "TYPEAHEAD_GENERATE_REQUEST_RATE_PER_MIN": "0",
             "TYPEAHEAD_JOB_CLAIM_IDLE_S": "1.0",
@@ -162,9 +197,14 @@ class Stack:
 
     async def start(self) -> None:
         self.index = build_index(self.work)
-        self.redis = Redis(self.work / "redis")
-        self.redis.workdir.mkdir(exist_ok=True)
-        self.redis.start()
+        if self.cluster_mode:
+            (self.work / "cluster").mkdir(exist_ok=True)
+            self.cluster = RedisCluster(root=self.work / "cluster")
+            await asyncio.to_thread(self.cluster.start)
+        else:
+            self.redis = Redis(self.work / "redis")
+            self.redis.workdir.mkdir(exist_ok=True)
+            self.redis.start()
         # Cancel a stalled stream when its client (a worker) hangs up, and do not wait for
         # stalls at shutdown.
         runner = web.AppRunner(self.standin.app(), access_log=None, handler_cancellation=True,
@@ -222,6 +262,8 @@ class Stack:
                 proc.kill()
         if self.redis is not None and self.redis.proc is not None:
             self.redis.stop()
+        if self.cluster is not None:
+            self.cluster.stop()  # removes its directory, node logs included
         if self._standin_runner is not None:
             await self._standin_runner.cleanup()
 
