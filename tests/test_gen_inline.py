@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,38 @@ async def test_a_job_is_grounded_on_documents_searched_during_its_claim(
     user = standin.requests[0]["messages"][1]["content"]
     assert '[1] title: "Paris"' in user
     assert not inline.worth_prefetching(body["id"])
+
+
+async def test_the_documents_search_runs_off_the_event_loop(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
+    """An inline job's grounding search (milliseconds of CPU) runs on the search thread: the
+    event loop, which answers the keystrokes, keeps answering while a search is under way."""
+    standin = StandIn()
+    async with inline_api(redis_server.url, standin, tmp_path) as client:
+        inline = client.app[GENERATION].inline
+        started, release = threading.Event(), threading.Event()
+        threads: list[int] = []
+        search = inline._search
+
+        def held(query: str) -> Any:
+            threads.append(threading.get_ident())
+            started.set()
+            release.wait(5)  # on the loop, this would hold every request below
+            return search(query)
+
+        inline._search = held
+        posting = asyncio.create_task(post(client, "capital of france"))
+        assert await asyncio.to_thread(started.wait, 5)
+        during = await client.get(f"/v1/generate/{'0' * 32}")  # a request, answered
+        still_searching = not release.is_set()
+        release.set()
+        body = await posting
+        events = await read_sse(client, body["stream_url"])
+    assert during.status == 404 and still_searching
+    assert threads and threading.get_ident() not in threads
+    assert events[-1][0] == "done"
+    assert '[1] title: "Paris"' in standin.requests[0]["messages"][1]["content"]
 
 
 async def test_redis_holds_the_same_events_under_the_ids_the_streams_got(

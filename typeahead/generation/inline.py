@@ -23,6 +23,16 @@ The guarantees of the queue still hold:
   with the extractive summariser (CPU work that would hold up the millisecond tier), jobs go
   through the queue.
 
+The millisecond tier shares this process's event loop, so an inline job's one long piece of
+CPU work, the grounding search (re-ranking a hundred-odd candidate sentences: 4-6 ms of pure
+Python), runs on a thread of its own (``SEARCH_THREADS``), never on the loop: on the loop it
+held every keystroke that arrived meanwhile, and at a few uncached jobs a second that was the
+suggest p99 (docs/benchmarks.md, "With three LLM stand-ins, one killed mid-run"). The search is
+Python holding the GIL, so the process also asks for a shorter GIL switch interval
+(``GIL_SWITCH_S``): the loop waits at most that long for the GIL, not CPython's 5 ms. What
+the search shares with the loop (the served documents index, the student and its word cache)
+it reads, or changes one dict entry at a time, so neither side needs a lock.
+
 Event ids: an inline attempt numbers its events ``<created ms>-1``, ``-2``, ... so that its
 process can hand a token to its listeners under the id Redis will store it with, before Redis
 has it. The enqueue script deleted the job's stream, and any later attempt (a worker's) gets
@@ -36,7 +46,9 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -45,7 +57,7 @@ from typeahead.generation.grounding import Retriever
 from typeahead.generation.hub import Hub
 from typeahead.generation.llm import Backend
 from typeahead.generation.prompt import Doc
-from typeahead.generation.queue import REDIS_DOWN, Event, Jobs, let_send
+from typeahead.generation.queue import REDIS_DOWN, Event, Jobs
 from typeahead.generation.worker import Running, Superseded, Worker
 from typeahead.settings import Settings
 
@@ -54,6 +66,11 @@ log = logging.getLogger("typeahead.inline")
 T = TypeVar("T")
 # How many existing jobs an API process remembers, to skip speculative searches for them.
 EXISTING_MEMORY = 4096
+# Grounding searches run one at a time, off the event loop (see the module docstring).
+SEARCH_THREADS = 1
+# While a search thread holds the GIL, the event loop waits this long at most before CPython
+# hands the GIL over (its default is 5 ms, the whole suggest p99 budget).
+GIL_SWITCH_S = 0.0005
 
 
 class TokenWriter:
@@ -128,6 +145,8 @@ class InlineRunner(Worker):
         super().__init__(jobs, backend, retriever, settings, name=name,
                          concurrency=settings.generate_inline_jobs, semantic=semantic)
         self.hub = hub
+        self._searcher = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="inline-search")
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
         self.lease_s = settings.job_claim_idle_s
         self._free = settings.generate_inline_jobs
         self._leased: set[str] = set()
@@ -161,19 +180,24 @@ class InlineRunner(Worker):
 
     async def with_documents(self, query: str, claim: Awaitable[T]) -> tuple[T, list[Doc] | None]:
         """Await ``claim`` while searching the grounding documents for ``query``: the search
-        is CPU work on this loop, so it fills the Redis round trip instead of following it
-        (a new job's first token comes that much sooner; a job that existed wasted it)."""
+        overlaps the Redis round trip instead of following it (a new job's first token comes
+        that much sooner; a job that existed wasted it)."""
         pending = asyncio.ensure_future(claim)
         try:
-            await let_send()  # the script goes out before the search holds the loop
             try:
-                docs: list[Doc] | None = self._search(query)
+                docs: list[Doc] | None = await self.search(query)
             except Exception:  # the job searches again once it runs, and fails there if so
                 docs = None
             return await pending, docs
         finally:
             if not pending.done():
                 pending.cancel()
+
+    async def search(self, query: str) -> list[Doc]:
+        """The grounding documents for ``query``, searched on the search thread: the event
+        loop goes on serving keystrokes meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._searcher, self._search, query)
 
     def start(self, job: str, query: str, *, created: float, deadline: float,
               docs: list[Doc] | None = None) -> None:
@@ -190,7 +214,7 @@ class InlineRunner(Worker):
                            docs: list[Doc] | None) -> None:
         try:
             if docs is None:
-                docs = self._search(query)
+                docs = await self.search(query)
             record = {"query": query, "deadline": repr(deadline)}
             await self._attempt(None, run, record, docs)
         except Superseded:
@@ -249,6 +273,7 @@ class InlineRunner(Worker):
             await asyncio.gather(*helpers, *self._tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self.jobs.renew(leased, 0.0)  # expired now: the next reclaim takes them
+            self._searcher.shutdown(wait=False, cancel_futures=True)
 
     async def _renew_loop(self, stop: asyncio.Event) -> None:
         period = max(self.lease_s / 3, 0.05)
