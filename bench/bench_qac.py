@@ -1,6 +1,7 @@
 """Query auto-completion quality: most-popular completion (MPC), the lexical tiers alone (the
 previous release's ranking) and the whole keystroke tier as ``/v1/suggest`` serves it (lexical
-tiers, generated completions, semantic neighbours, the suggestion policy).
+tiers, generated completions, semantic neighbours, the suggestion policy), in the fixed tier
+order and in the completion ranker's.
 
 Tables (MRR@10 and success@10 at 2 / 4 / 6 characters, weighted by count; targets held by the
 index ("seen") and not ("unseen") apart):
@@ -111,14 +112,16 @@ def aol_tables(tmp: Path, quick: bool) -> dict[str, dict[str, dict[str, Any]]]:
         index_dir = build(AOL, tmp / f"aol-{floor:g}", "query", TRAIN, floor, vectors)
         targets = [("AOL held-out", log)] + ([("TREC MQ", trec)] if floor == 3.0 else [])
         lexical, index = qac_suggest(index_dir, "lexical")
-        service, _ = qac_suggest(index_dir, "service")
+        fixed, _ = qac_suggest(index_dir, "service", ranker=False)
+        service, _ = qac_suggest(index_dir, "service", ranker=True)
         seen = served_keys(index)
         top = mpc(AOL, TRAIN, floor)
         for target, rows in targets:
             out[f"{target}, {name}"] = {
                 "MPC": score(rows, top),
                 "previous release (lexical tiers)": score(rows, lexical, seen),
-                "service (+ generated)": score(rows, service, seen),
+                "service, fixed order (+ generated)": score(rows, fixed, seen),
+                "service (+ generated, ranked)": score(rows, service, seen),
             }
     return out
 

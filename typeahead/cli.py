@@ -27,6 +27,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("eval", "typeahead.eval.qac"),
     ("distill", "typeahead.train.distill_cli"),
     ("train-intent", "typeahead.train.intent_cli"),
+    ("train-ranker", "typeahead.train.completion"),
     ("worker", "typeahead.generation.worker"),
     ("prewarm", "typeahead.generation.prewarm"),
 )

@@ -43,6 +43,10 @@ class Settings:
     # With one result per article, a question's free result slots show more paragraphs of the
     # articles already shown (repeated titles; off by default).
     results_fill: bool = False
+    # The learned order over lexical and generated candidates (typeahead train-ranker) where
+    # generated completions are asked for; false: the fixed tier order.
+    completion_ranker: bool = True
+    completion_ranker_file: Path | None = None  # None: the packaged model
     suggest_cache_size: int = 50_000  # per-process LRU of whole answers; 0 disables
     # Answer plain keystroke requests beneath aiohttp's framework (typeahead.http.fastpath);
     # false: every request goes through aiohttp (the same answers, at about twice the CPU).

@@ -30,6 +30,7 @@ from typeahead.normalize import normalize
 from typeahead.numbers import int_arg, parse_int
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.suggest import LexicalEngine, LoadedIndex, load_index
+from typeahead.suggest.ranker import ranker_for
 from typeahead.suggest.service import SuggestService
 
 Suggest = Callable[[str, int], list[str]]
@@ -152,8 +153,10 @@ def served_keys(index: LoadedIndex) -> frozenset[str]:
     return frozenset(keys.many(list(range(len(keys)))))
 
 
-def qac_suggest(index_dir: Path, mode: str) -> tuple[Suggest, LoadedIndex]:
-    """The suggest function ``mode`` names, over the index at ``index_dir``."""
+def qac_suggest(index_dir: Path, mode: str, ranker: bool | None = None
+                ) -> tuple[Suggest, LoadedIndex]:
+    """The suggest function ``mode`` names, over the index at ``index_dir``; ``ranker``
+    turns the completion ranker on or off (None: as the settings say)."""
     if mode == "lexical":
         index = load_index(index_dir)  # the whole index is checked, as serve would
         return engine_suggest(index.lexical), index
@@ -164,7 +167,10 @@ def qac_suggest(index_dir: Path, mode: str) -> tuple[Suggest, LoadedIndex]:
                        student_dir=settings.student_dir)
     # Instant results and intent never change the suggestions: left out, they cost nothing.
     service = SuggestService(index=index, semantic=settings.semantic, results_k=0,
-                             policy=SuggestionPolicy.load(settings.safety_allow))
+                             policy=SuggestionPolicy.load(settings.safety_allow),
+                             ranker=ranker_for(index, settings.completion_ranker
+                                               if ranker is None else ranker,
+                                               settings.completion_ranker_file))
     return service_suggest(service), index
 
 

@@ -47,6 +47,7 @@ from typeahead.safety.policy import SuggestionPolicy
 from typeahead.safety.rules import RuleSet
 from typeahead.settings import Settings
 from typeahead.suggest import LoadedIndex, SuggestService, load_index
+from typeahead.suggest.ranker import ranker_for
 
 log = logging.getLogger("typeahead.http")
 
@@ -357,7 +358,9 @@ def load_service(settings: Settings, index_dir: Path | None = None,
                              results_per_article=settings.results_per_article,
                              results_fill=settings.results_fill,
                              cache_size=settings.suggest_cache_size,
-                             policy=SuggestionPolicy.load(settings.safety_allow), rules=rules)
+                             policy=SuggestionPolicy.load(settings.safety_allow), rules=rules,
+                             ranker=ranker_for(index, settings.completion_ranker,
+                                               settings.completion_ranker_file))
     service.warm()
     return service
 
