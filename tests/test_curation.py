@@ -24,6 +24,7 @@ from tests.redis_server import RedisServer
 from tests.serve_process import start_serve, stop_serve, wait_all_ready
 from tests.test_fastpath import comparable, exchange, get
 from typeahead.http.app import create_app
+from typeahead.safety.rules import Overlay, Rule, RuleSet
 from typeahead.settings import Settings
 from typeahead.suggest.index import LoadedIndex
 from typeahead.suggest.service import SuggestService
@@ -338,3 +339,35 @@ def test_a_rule_reaches_every_worker_of_a_real_server_within_a_second(
             streak = streak + 1 if fresh_texts(base, "ipa") == [] else 0
     finally:
         stop_serve(proc)
+
+
+# --- the overlay inside the lexical search --------------------------------------------------------
+
+
+def test_blocks_are_passed_over_inside_each_tier_and_counted_once(tmp_path: Path) -> None:
+    """More blocked entries than a request's k: the next ones by popularity take their places
+    (from the range's precomputed top, not a second search), in every tier, and each removed
+    entry is counted once per request."""
+    rows = [(f"word {i}", 1000 - 5 * i) for i in range(100)]  # a heavy range: 100 > SMALL_RANGE
+    index = build_small_index(tmp_path, rows)
+    removed: list[tuple[str, int]] = []
+    rules = RuleSet.compile([Rule(id="r1", type="block_pattern", text="word 1*"),
+                             Rule(id="r2", type="block_text", text="word 3")])
+    overlay = Overlay(rules, index.lexical.data.keys.__getitem__,
+                      removed=lambda category, n: removed.append((category, n)))
+    allowed = [t for t, _ in rows if not (t.startswith("word 1") or t == "word 3")]
+    for query in ("word", "wor", "word "):  # the fast path, then the tiers after it
+        removed.clear()
+        removals = overlay.removals()
+        got = [s.text for s in index.lexical.suggest(query, 10, blocked=removals)]
+        assert got == allowed[:10]
+        removals.report()
+        # Each entry passed over on the way to the 10th shown one, once: "word 1", "word 3"
+        # and "word 10" to "word 19" (they would have been shown in place of "word 20"...).
+        assert removed == [("curated", 12)]
+    got = [s.text for s in index.lexical.suggest("1 word", 10, blocked=overlay.removals())]
+    assert got == []  # every any-order match ("word 1", "word 10", ...) is blocked
+    fuzzy = [s.text for s in index.lexical.suggest("wordd", 10, blocked=overlay.removals())]
+    assert fuzzy == allowed[:10]  # the typo tier ("wordd" -> "word") passes them over too
+    svc = SuggestService(index=index, semantic=False, rules=rules)
+    assert [s["text"] for s in svc.suggest("word", 10)["suggestions"]] == allowed[:10]

@@ -150,11 +150,11 @@ class Metrics:
                                                                         str(status))
         count.inc()
 
-    def suggestion_removed(self, category: str) -> None:
+    def suggestion_removed(self, category: str, n: int = 1) -> None:
         child = self._removed_children.get(category)
         if child is None:
             child = self._removed_children[category] = self.suggestions_removed.labels(category)
-        child.inc()
+        child.inc(n)
 
     # --- everything else --------------------------------------------------------------------
 

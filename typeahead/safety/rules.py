@@ -23,24 +23,22 @@ import fnmatch
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from typeahead.errors import ClientError
 from typeahead.normalize import display_form, normalize
 from typeahead.safety.policy import SuggestionPolicy
-from typeahead.suggest.lexical import Suggestion, map_spans, match_words
+from typeahead.suggest.lexical import Blocked, Suggestion, map_spans, match_words
 
 RULE_TYPES = ("block_text", "block_word", "block_pattern", "pin", "add")
 MAX_RULE_CHARS = 200
 MAX_PATTERN_WILDCARDS = 4
 MAX_NOTE_CHARS = 500
 MAX_AUTHOR_CHARS = 100
-# Extra candidates asked of the index while blocks exist, so a blocked suggestion is replaced
-# by the next one instead of leaving the list short.
-BLOCK_MARGIN = 5
 _FIELDS = {"type", "text", "prefix", "weight", "author", "note"}
+TEXT_VERDICTS = 100_000  # generated texts' verdicts and inputs' curation, per overlay
 CURATED = -1  # the entry id of a pinned or added text the index does not hold
 
 
@@ -243,7 +241,7 @@ class Overlay:
                  policy_blocked: frozenset[int] = frozenset(),
                  policy: SuggestionPolicy | None = None,
                  popularity: Callable[[float], float] = lambda w: 0.0,
-                 removed: Callable[[str], None] | None = None) -> None:
+                 removed: Callable[[str, int], None] | None = None) -> None:
         self.rules = rules
         self._key_of = key_of
         self._policy_blocked = policy_blocked
@@ -251,22 +249,40 @@ class Overlay:
         self._popularity = popularity
         self._removed = removed
         self._verdicts: dict[int, str | None] = {}
+        self._allowed: set[int] = set()  # the entries judged allowed, for Removals.isdisjoint
+        self._text_verdicts: dict[str, bool] = {}
+        self._curation: dict[str, tuple[list[Suggestion], Suggestion | None]] = {}
         self.filters = rules.blocks or bool(policy_blocked)
         self.curates = rules.curates
         self.active = self.filters or self.curates
-        self.margin = BLOCK_MARGIN if self.filters else 0
 
-    def allowed(self, entry: int) -> bool:
-        """True when the entry may be suggested; counts each removal by category."""
+    def verdict(self, entry: int) -> str | None:
+        """Why the entry is removed (a policy category, "policy" or "curated"), or None."""
         verdict = self._verdicts.get(entry, "")
         if verdict == "":
             verdict = self._verdict(entry)
             self._verdicts[entry] = verdict
-        if verdict is None:
-            return True
+            if verdict is None:
+                self._allowed.add(entry)
+        return verdict
+
+    def count(self, verdict: str, n: int = 1) -> None:
         if self._removed is not None:
-            self._removed(verdict)
-        return False
+            self._removed(verdict, n)
+
+    def blocks_text(self, key: str) -> bool:
+        """Whether the rules block a text the index does not hold (a generated completion),
+        by its key. Remembered: the same completions come back keystroke after keystroke."""
+        verdict = self._text_verdicts.get(key)
+        if verdict is None:
+            if len(self._text_verdicts) >= TEXT_VERDICTS:
+                self._text_verdicts.clear()
+            verdict = self._text_verdicts[key] = self.rules.blocks_key(key)
+        return verdict
+
+    def removals(self) -> Removals:
+        """A container of the removed entries for one request's lexical search."""
+        return Removals(self)
 
     def _verdict(self, entry: int) -> str | None:
         if entry in self._policy_blocked:
@@ -276,22 +292,43 @@ class Overlay:
             return "curated"
         return None
 
-    def keep(self, found: Sequence[Suggestion]) -> list[Suggestion]:
-        return [s for s in found if s.id < 0 or self.allowed(s.id)]
-
     def promote(self, query: str, found: list[Suggestion], k: int) -> list[Suggestion]:
         """Pinned texts first, added texts at their score; blocks still apply to both."""
         key = normalize(query)
         if not key:
             return found
-        extra = [s for s in self._added(key) if not self.rules.blocks_key(normalize(s.text))]
+        curation = self._curation.get(key)
+        if curation is None:
+            if len(self._curation) >= TEXT_VERDICTS:
+                self._curation.clear()
+            curation = self._curation[key] = self._curation_of(key)
+        extra, pinned = curation
         if extra:
-            found = _merge(found, extra)
-        pinned = self._pinned(key)
-        if pinned is not None and not self.rules.blocks_key(normalize(pinned)):
+            found = self._merge(found, extra)
+        if pinned is not None:
             top = max((s.score for s in found), default=1.0)
-            found = [_curated(pinned, key, top), *_without(found, normalize(pinned))]
+            pinned_key = normalize(pinned.text)
+            found = [pinned._replace(score=top),
+                     *(s for s in found if normalize(s.text) != pinned_key)]
         return found[:k]
+
+    def _curation_of(self, key: str) -> tuple[list[Suggestion], Suggestion | None]:
+        """The added texts and the pinned one (its score set when shown) for one input key,
+        less what the block rules remove. Remembered per key: inputs repeat."""
+        extra = [s for s in self._added(key) if not self.rules.blocks_key(normalize(s.text))]
+        pinned = self._pinned(key)
+        if pinned is None or self.rules.blocks_key(normalize(pinned)):
+            return extra, None
+        return extra, _curated(pinned, key, 1.0)
+
+    @staticmethod
+    def _merge(found: list[Suggestion], extra: list[Suggestion]) -> list[Suggestion]:
+        """Added texts among the index's, by score (an added text the index holds replaces
+        it)."""
+        keys = {normalize(s.text) for s in extra}
+        merged = [s for s in found if normalize(s.text) not in keys] + extra
+        merged.sort(key=lambda s: -s.score)  # stable: the index's order holds among equals
+        return merged
 
     def _pinned(self, key: str) -> str | None:
         pins = self.rules.pins
@@ -317,18 +354,68 @@ class Overlay:
         return list(seen.values())
 
 
+class Removals(Blocked):
+    """The overlay's removed entries as the ``Blocked`` the lexical tiers pass over while
+    they collect their top k: a block costs a look-up there instead of a second, larger
+    search. One per request: the entries it met are counted by ``report`` once, however many
+    tiers met them."""
+
+    __slots__ = ("_allowed", "_met", "_overlay", "_verdicts")
+
+    def __init__(self, overlay: Overlay) -> None:
+        self._overlay = overlay
+        # Read directly: these run once per candidate.
+        self._verdicts = overlay._verdicts
+        self._allowed = overlay._allowed
+        self._met: dict[int, str] = {}
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, entry: object) -> bool:
+        return self._removed(entry)  # type: ignore[arg-type]
+
+    def _removed(self, entry: int) -> bool:
+        verdict = self._verdicts.get(entry, "")
+        if verdict is None:
+            return False
+        if verdict == "":
+            verdict = self._overlay.verdict(entry)
+            if verdict is None:
+                return False
+        self._met[entry] = verdict
+        return True
+
+    def isdisjoint(self, entries: list[int]) -> bool:
+        """True when none of ``entries`` is removed: one C-level set test when all were judged
+        allowed before, as nearly every keystroke's top k were."""
+        if self._allowed.issuperset(entries):
+            return True
+        removed = self._removed
+        return not any(removed(entry) for entry in entries)
+
+    def first(self, entries: list[int], k: int) -> list[int]:
+        kept: list[int] = []
+        removed = self._removed
+        for entry in entries:
+            if not removed(entry):
+                kept.append(entry)
+                if len(kept) == k:
+                    break
+        return kept
+
+    def report(self) -> None:
+        """Count this request's removals, one counter update per category."""
+        if not self._met:
+            return
+        counts: dict[str, int] = {}
+        for category in self._met.values():
+            counts[category] = counts.get(category, 0) + 1
+        for category, n in counts.items():
+            self._overlay.count(category, n)
+
+
 def _curated(text: str, key: str, score: float) -> Suggestion:
     spans = match_words(key.split(" "), normalize(text)) or ()
     return Suggestion(CURATED, text, score, "prefix", map_spans(spans, text))
 
-
-def _without(found: list[Suggestion], key: str) -> list[Suggestion]:
-    return [s for s in found if normalize(s.text) != key]
-
-
-def _merge(found: list[Suggestion], extra: list[Suggestion]) -> list[Suggestion]:
-    """Added texts among the index's, by score (an added text the index holds replaces it)."""
-    keys = {normalize(s.text) for s in extra}
-    merged = [s for s in found if normalize(s.text) not in keys] + extra
-    merged.sort(key=lambda s: -s.score)  # stable: the index's order holds among equals
-    return merged

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from typeahead.mapped import StringTable, view
 from typeahead.normalize import fold_char, fold_punctuation, normalize
 from typeahead.suggest.fuzzy import FuzzyVocab
-from typeahead.suggest.prefix import KEY_BYTES, PrefixArray
+from typeahead.suggest.prefix import KEY_BYTES, TOP_K, PrefixArray
 
 _THIRD = 1 / 3
 _PREFIX_BASE = 2 / 3  # the prefix tier's score floor: (2 + popularity) / 3
@@ -71,6 +71,29 @@ class LexicalData:
     articles: bool = False
 
 
+class Blocked:
+    """Entry ids the tiers pass over while they collect their top k. This one passes over
+    none; the curation overlay's ``Removals`` holds the blocked ones."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __contains__(self, entry: object) -> bool:
+        return False
+
+    def isdisjoint(self, entries: list[int]) -> bool:
+        return True
+
+    def first(self, entries: list[int], k: int) -> list[int]:
+        """The first ``k`` of ``entries`` that are not blocked, in order."""
+        return entries[:k]
+
+
+NOTHING_BLOCKED = Blocked()
+
+
 class LexicalEngine:
     def __init__(self, data: LexicalData) -> None:
         self.data = data
@@ -94,9 +117,13 @@ class LexicalEngine:
         key = normalize(query)
         return fold_punctuation(key) if self.data.fold else key
 
-    def suggest(self, query: str, k: int, *, fallback: bool = True) -> list[Suggestion]:
-        """Top ``k`` completions; ``fallback=False`` stops after the in-order prefix tier."""
-        found = self._suggest(query, k, fallback)
+    def suggest(self, query: str, k: int, *, fallback: bool = True,
+                blocked: Blocked = NOTHING_BLOCKED) -> list[Suggestion]:
+        """Top ``k`` completions; ``fallback=False`` stops after the in-order prefix tier.
+
+        Entries in ``blocked`` (the curation overlay's removals) are passed over while each
+        tier collects its top ``k``, so the ones after them move up in the same search."""
+        found = self._suggest(query, k, fallback, blocked)
         if self._plain or not found:
             return found
         return self._respan(self.key(query).split(" "), found)
@@ -112,7 +139,8 @@ class LexicalEngine:
             out.append(s)
         return out
 
-    def _suggest(self, query: str, k: int, fallback: bool) -> list[Suggestion]:
+    def _suggest(self, query: str, k: int, fallback: bool, blocked: Blocked
+                 ) -> list[Suggestion]:
         key = self.key(query)
         if not key:
             return []
@@ -121,26 +149,27 @@ class LexicalEngine:
         prefix = key + " " if complete else key
         raw = prefix.encode("utf-8")
         span = self.data.prefixes.span(raw)  # searched once, for the fast path and the tiers
-        fast = self._prefix_only(prefix, span, k) if len(raw) <= KEY_BYTES else None
+        fast = self._prefix_only(prefix, span, k, blocked) if len(raw) <= KEY_BYTES else None
         if fast is not None:
             return fast
-        found = self._exact(prefix, span, k, tier=2)
+        found = self._exact(prefix, span, k, tier=2, blocked=blocked)
         if not fallback or len(found) >= k:
             # The prefix tier inserts by popularity, so ``found`` is already in rank order.
             return self.materialise(found, k, ranked=True)
         words = key.split(" ")
         if len(found) < k:
-            self._any_order(words, k, found, tier=1)
+            self._any_order(words, k, found, tier=1, blocked=blocked)
         if len(found) < k and not complete:
-            self._fuzzy(words, k, found)
+            self._fuzzy(words, k, found, blocked)
         return self.materialise(found, k)
 
-    def _prefix_only(self, key: str, span: tuple[int, int], k: int) -> list[Suggestion] | None:
+    def _prefix_only(self, key: str, span: tuple[int, int], k: int, blocked: Blocked
+                     ) -> list[Suggestion] | None:
         """The common case, built directly: the prefix tier alone fills all k slots."""
         lo, hi = span
         if hi - lo < k:
             return None
-        ids = self.data.prefixes.top(lo, hi, k)
+        ids = self._top(lo, hi, k, blocked)
         if len(ids) < k:
             return None
         spans = ((0, len(key)),)
@@ -168,15 +197,24 @@ class LexicalEngine:
 
     # --- tiers ------------------------------------------------------------------------------
 
+    def _top(self, lo: int, hi: int, k: int, blocked: Blocked) -> list[int]:
+        """The ``k`` most popular entries in [lo, hi) outside ``blocked``: when blocks remove
+        some, the range's precomputed top ``TOP_K`` holds the next ones (a look-up, not a
+        second search). Only entries that would have been shown are asked about."""
+        ids = self.data.prefixes.top(lo, hi, k)
+        if not blocked or blocked.isdisjoint(ids):
+            return ids
+        return blocked.first(self.data.prefixes.top(lo, hi, TOP_K), k)
+
     def _exact(self, key: str, span: tuple[int, int], k: int, *, tier: int,
-               source: str = "prefix", dist: int = 0, skip: Container[int] = ()
-               ) -> dict[int, _Hit]:
-        """The top ``k`` in-order prefix matches of ``key`` (``span``: its key range) not in
-        ``skip``, best first."""
+               source: str = "prefix", dist: int = 0, skip: Container[int] = (),
+               blocked: Blocked = NOTHING_BLOCKED) -> dict[int, _Hit]:
+        """The top ``k`` in-order prefix matches of ``key`` (``span``: its key range) outside
+        ``blocked``, less those in ``skip`` (already found), best first."""
         lo, hi = span
         if lo == hi:
             return {}
-        entries = self.data.prefixes.top(lo, hi, k)
+        entries = self._top(lo, hi, k, blocked)
         if skip:
             entries = [e for e in entries if e not in skip]
         if len(key.encode("utf-8")) > KEY_BYTES:  # keys are indexed on 32 bytes: check the rest
@@ -186,12 +224,12 @@ class LexicalEngine:
         base, scale = tier / 3, 1 / (3 * (1 + dist))
         return {entry: (base + pop[entry] * scale, source, spans) for entry in entries}
 
-    def _any_order(self, words: list[str], k: int, found: dict[int, _Hit], *, tier: int
-                   ) -> None:
+    def _any_order(self, words: list[str], k: int, found: dict[int, _Hit], *, tier: int,
+                   blocked: Blocked = NOTHING_BLOCKED) -> None:
         """Entries whose words each start with a distinct typed word, scanned lazily from
         ``words`` so the scan stops as soon as k entries match."""
         for entry, key in self._scan(words):
-            if entry in found:
+            if entry in found or entry in blocked:
                 continue
             matched = match_words(words, key)
             if matched is not None:
@@ -200,7 +238,8 @@ class LexicalEngine:
                     return
 
     def _any_order_pooled(self, words: list[str], k: int, found: dict[int, _Hit], *,
-                          dist: int, skip: Container[int], pool: _Pool) -> None:
+                          dist: int, skip: Container[int], pool: _Pool,
+                          blocked: Blocked = NOTHING_BLOCKED) -> None:
         """The fuzzy tier's ``_any_order`` over a remembered pool (see ``_pool``): only the
         pool's keys holding a word that starts with the last typed word are matched, and
         ``str.find`` on the pool's joined keys finds them without a Python loop per key."""
@@ -210,7 +249,7 @@ class LexicalEngine:
         while pos >= 0:
             i = bisect.bisect_right(starts, pos) - 1
             entry = entries[i]
-            if entry not in found and entry not in skip:
+            if entry not in found and entry not in skip and entry not in blocked:
                 matched = match_words(words, blob[starts[i] + 1 : starts[i + 1]])
                 if matched is not None:
                     found[entry] = self._hit(entry, 0, "fuzzy", matched, dist)
@@ -264,7 +303,8 @@ class LexicalEngine:
                 else:
                     yield entry, key
 
-    def _fuzzy(self, words: list[str], k: int, found: dict[int, _Hit]) -> None:
+    def _fuzzy(self, words: list[str], k: int, found: dict[int, _Hit],
+               blocked: Blocked = NOTHING_BLOCKED) -> None:
         # Every correction contributes, then popularity (discounted by distance) decides:
         # stopping at the first correction that fills k would let a rare spelling win.
         corrections = self.data.vocab.corrections(words[-1])
@@ -279,10 +319,11 @@ class LexicalEngine:
         for (prefix, dist), key, span in zip(corrections, keys, spans, strict=True):
             if span[0] == span[1] and shared is None:
                 continue  # no completion of this correction (common: most are rare)
-            batch = self._exact(key, span, k, tier=0, source="fuzzy", dist=dist, skip=found)
+            batch = self._exact(key, span, k, tier=0, source="fuzzy", dist=dist, skip=found,
+                                blocked=blocked)
             if shared is not None:  # a lone word already had its word-start matches above
                 self._any_order_pooled([*head, prefix], k, batch, dist=dist, skip=found,
-                                       pool=shared)
+                                       pool=shared, blocked=blocked)
             for entry, hit in batch.items():
                 if entry not in fuzzy or fuzzy[entry][0] < hit[0]:
                     fuzzy[entry] = hit

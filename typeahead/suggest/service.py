@@ -28,7 +28,7 @@ import functools
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,7 +41,7 @@ from typeahead.safety import rules as curation  # the module: safety.rules impor
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.safety.screen import blocked_ids, needs_screen
 from typeahead.suggest.index import LoadedIndex
-from typeahead.suggest.lexical import Suggestion
+from typeahead.suggest.lexical import NOTHING_BLOCKED, Suggestion
 from typeahead.suggest.ranker import Candidate, CompletionRanker
 from typeahead.suggest.semantic import has_topic
 
@@ -149,10 +149,8 @@ class SuggestService:
     def suggest(self, query: str, k: int) -> dict[str, Any]:
         """The answer for one keystroke, computed afresh."""
         overlay = self.overlay
-        if overlay.filters:
-            suggestions = self._unblocked(query, k, overlay)
-        else:
-            suggestions = self.index.lexical.suggest(query, k)
+        removals = overlay.removals() if overlay.filters else None
+        suggestions = self.index.lexical.suggest(query, k, blocked=removals or NOTHING_BLOCKED)
         # The intent decision reads the index's own suggestions (a generated text has no
         # precomputed log-odds, and the offer should not hinge on one).
         known = suggestions
@@ -167,7 +165,9 @@ class SuggestService:
             vector = layer.encode(query)
         if layer is not None and vector is not None and len(suggestions) < k:
             suggestions = self._fuse(suggestions, layer.neighbours(vector, k + len(suggestions)),
-                                     k)
+                                     k, removals or NOTHING_BLOCKED)
+        if removals is not None:
+            removals.report()
         if overlay.curates:
             suggestions = overlay.promote(query, suggestions, k)
         elif len(suggestions) > k:
@@ -186,20 +186,6 @@ class SuggestService:
         if explicit:
             answer["offer_generate"] = False  # no summary is offered for explicit input
         return answer
-
-    def _unblocked(self, query: str, k: int, overlay: curation.Overlay) -> list[Suggestion]:
-        """The top ``k`` the blocks leave. Asked for ``k`` first: asking for more up front
-        sends inputs with a few more than ``k`` matches into the costlier any-order and typo
-        tiers; only when a block removed some is the index asked again for more."""
-        found = self.index.lexical.suggest(query, k)
-        kept = overlay.keep(found)
-        if len(kept) == len(found):
-            return kept
-        judged = {s.id for s in found}  # each removal is counted once
-        allowed = {s.id for s in kept}
-        more = self.index.lexical.suggest(query, k + overlay.margin + len(found) - len(kept))
-        return [s for s in more if s.id in allowed
-                or (s.id not in judged and (s.id < 0 or overlay.allowed(s.id)))]
 
     def _generated(self, query: str, found: list[Suggestion], k: int) -> list[Suggestion]:
         generator = self.index.generator
@@ -232,10 +218,10 @@ class SuggestService:
         assert generator is not None
         taken = set(self.index.lexical.data.keys.many([s.id for s in found if s.id >= 0]))
         taken.update(normalize(s.text) for s in found if s.id < 0)
-        rules = self.overlay.rules  # read once: set_rules may swap the overlay meanwhile
+        overlay = self.overlay  # read once: set_rules may swap the overlay meanwhile
         for text, logp in generator.complete(key, query[-1].isspace(), n):
             if text in taken or self._text_blocked(text) or (  # type: ignore[attr-defined]
-                    rules.blocks and rules.blocks_key(text)):
+                    overlay.filters and overlay.blocks_text(text)):
                 continue
             yield text, logp
 
@@ -271,13 +257,12 @@ class SuggestService:
         # text model): it is a new combination of words that no build-time screen has seen.
         return self.policy is not None and self.policy.screened(text) is not None
 
-    def _fuse(self, lexical: list[Suggestion], neighbours: list[tuple[int, float]], k: int
-              ) -> list[Suggestion]:
+    def _fuse(self, lexical: list[Suggestion], neighbours: list[tuple[int, float]], k: int,
+              blocked: Container[int]) -> list[Suggestion]:
         taken = {s.id for s in lexical}
         floor = min((s.score for s in lexical), default=FALLBACK_TOP)
-        allowed = self.overlay.allowed if self.overlay.filters else None
         extra = [(entry, sim * floor) for entry, sim in neighbours
-                 if entry not in taken and (allowed is None or allowed(entry))]
+                 if entry not in taken and entry not in blocked]
         if not extra:
             return lexical
         texts = self.index.lexical.data.display.many([entry for entry, _ in extra])
