@@ -45,7 +45,8 @@ class Settings:
     results_fill: bool = False
     # The learned order over lexical and generated candidates (typeahead train-ranker) where
     # generated completions are asked for; false: the fixed tier order.
-    completion_ranker: bool = True
+    # Off by default: +1% MRR for about +1 ms p99 over HTTP at 1,000 req/s (docs/completion.md).
+    completion_ranker: bool = False
     completion_ranker_file: Path | None = None  # None: the packaged model
     suggest_cache_size: int = 50_000  # per-process LRU of whole answers; 0 disables
     # Answer plain keystroke requests beneath aiohttp's framework (typeahead.http.fastpath);
