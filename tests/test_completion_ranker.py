@@ -6,19 +6,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 import orjson
 import pytest
 
-from tests.fastpath_server import FastPathTestServer, PlainTestServer
 from tests.lexical_fixtures import build_small_index, write_tsv
 from tests.test_generated import ROWS, texts
 from typeahead.cli import main
 from typeahead.errors import ArtifactError
-from typeahead.http.app import create_app
 from typeahead.safety.policy import SuggestionPolicy
-from typeahead.settings import Settings
 from typeahead.suggest.ranker import (
     FEATURES,
     CompletionRanker,
@@ -94,30 +90,6 @@ def test_ranked_answers_keep_falling_scores_and_generated_completions(tmp_path: 
     key = "harry potter and the g"
     candidates = service.candidates(key, key, index.lexical.suggest(key, 10))
     assert features(key, candidates).shape == (len(candidates), len(FEATURES))
-
-
-async def test_generated_source_through_both_request_paths_with_the_ranker(
-        tmp_path: Path) -> None:
-    index = build_small_index(tmp_path, ROWS)
-    settings = Settings(generation=False)
-    ranker = ranker_for(index, True, None)
-    assert ranker is not None
-    bodies = []
-    for server_type in (FastPathTestServer, PlainTestServer):
-        server = server_type(create_app(settings, SuggestService(index=index, ranker=ranker)))
-        await server.start_server()
-        try:
-            async with aiohttp.ClientSession() as client:
-                url = server.make_url("/v1/suggest").with_query(q="harry potter and the g")
-                async with client.get(url) as resp:
-                    assert resp.status == 200
-                    body = orjson.loads(await resp.read())
-        finally:
-            await server.close()
-        body["took_us"] = 0
-        bodies.append(body)
-        assert "harry potter and the goblet of fire" in texts(body, "generated")
-    assert bodies[0] == bodies[1]
 
 
 def test_train_ranker_on_a_tiny_log(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from typeahead.safety.policy import SuggestionPolicy
 from typeahead.safety.rules import Rule, RuleSet
 from typeahead.settings import Settings
 from typeahead.suggest.index import load_index
+from typeahead.suggest.ranker import ranker_for
 from typeahead.suggest.service import SuggestService
 
 ROWS: list[tuple[str, int]] = [
@@ -143,12 +144,16 @@ def test_eval_qac_service_mode_scores_unseen_targets(tmp_path: Path) -> None:
     assert lexical.as_json()["mrr"]["22"] == pytest.approx(0.0)
 
 
-async def test_generated_source_through_both_request_paths(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ranked", [False, True], ids=["fixed order", "completion ranker"])
+async def test_generated_source_through_both_request_paths(tmp_path: Path, ranked: bool
+                                                           ) -> None:
     index = build_small_index(tmp_path, ROWS)
     settings = Settings(generation=False)
+    ranker = ranker_for(index, True, None) if ranked else None
+    assert ranker is not None or not ranked
     bodies = []
     for server_type in (FastPathTestServer, PlainTestServer):
-        server = server_type(create_app(settings, SuggestService(index=index)))
+        server = server_type(create_app(settings, SuggestService(index=index, ranker=ranker)))
         await server.start_server()
         try:
             async with aiohttp.ClientSession() as client:
