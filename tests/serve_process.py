@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests import requests_shim as http
@@ -22,6 +25,22 @@ def start_serve(index: Path, *, workers: int = 2, env: dict[str, str] | None = N
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     return f"http://127.0.0.1:{port}", proc
+
+
+@contextlib.contextmanager
+def serving(index: Path, workers: int = 2, **env: str
+            ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A server with every worker ready, stopped on exit. Its environment is this process's
+    plus ``env``, less an operator's PROMETHEUS_MULTIPROC_DIR (a test server keeps its own
+    samples)."""
+    environ = {**os.environ, **env}
+    environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    base, proc = start_serve(index, workers=workers, env=environ)
+    try:
+        wait_all_ready(base, workers)
+        yield base, proc
+    finally:
+        stop_serve(proc)
 
 
 def stop_serve(proc: subprocess.Popen[bytes]) -> None:

@@ -5,7 +5,6 @@ following one change within a second, and the fast path answering as aiohttp doe
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests.fastpath_server import FastPathTestServer, PlainTestServer
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
-from tests.serve_process import start_serve, stop_serve, wait_all_ready
+from tests.serve_process import serving
 from tests.test_fastpath import comparable, exchange, get
 from typeahead.http.app import create_app
 from typeahead.safety.rules import Overlay, Rule, RuleSet
@@ -322,11 +321,8 @@ def fresh_texts(base: str, q: str) -> list[str]:
 
 def test_a_rule_reaches_every_worker_of_a_real_server_within_a_second(
         redis_server: RedisServer, index: LoadedIndex) -> None:
-    env = {**os.environ, "TYPEAHEAD_ADMIN_TOKEN": TOKEN, "TYPEAHEAD_GENERATION": "false",
-           "TYPEAHEAD_SEMANTIC": "false", "REDIS_URL": redis_server.url}
-    base, proc = start_serve(index.path, env=env)
-    try:
-        wait_all_ready(base, 2)
+    with serving(index.path, TYPEAHEAD_ADMIN_TOKEN=TOKEN, TYPEAHEAD_GENERATION="false",
+                 TYPEAHEAD_SEMANTIC="false", REDIS_URL=redis_server.url) as (base, _):
         assert fresh_texts(base, "ipa") == ["ipad"]
         status, body = post(base + "/admin/rules", {"type": "block_text", "text": "ipad"},
                             AUTH)
@@ -337,8 +333,6 @@ def test_a_rule_reaches_every_worker_of_a_real_server_within_a_second(
         while streak < 40:
             assert time.monotonic() - changed < 1.0, "a worker still suggests the blocked text"
             streak = streak + 1 if fresh_texts(base, "ipa") == [] else 0
-    finally:
-        stop_serve(proc)
 
 
 # --- the overlay inside the lexical search --------------------------------------------------------

@@ -4,7 +4,6 @@ figures and memory; and the merged view of a multi-process server."""
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from tests import requests_shim as http
 from tests.gen_support import read_sse, settings_for, standin_server, worker_task
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
-from tests.serve_process import start_serve, stop_serve, wait_all_ready
+from tests.serve_process import serving
 from tests.vllm_standin import StandIn
 from typeahead.http.app import create_app
 from typeahead.suggest.service import SuggestService
@@ -105,14 +104,9 @@ async def test_metrics_can_be_switched_off(tmp_path: Path) -> None:
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[str]:
     index = build_small_index(tmp_path)
-    env = {**os.environ, "TYPEAHEAD_GENERATION": "false", "TYPEAHEAD_SEMANTIC": "false"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    base, proc = start_serve(index.path, env=env)
-    try:
-        wait_all_ready(base, 2)
+    with serving(index.path, TYPEAHEAD_GENERATION="false", TYPEAHEAD_SEMANTIC="false"
+                 ) as (base, _):
         yield base
-    finally:
-        stop_serve(proc)
 
 
 def test_multiprocess_scrapes_show_every_worker(two_workers: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
-from tests.serve_process import start_serve, stop_serve, wait_all_ready
+from tests.serve_process import serving
 from typeahead import keys
 from typeahead.generation.cache import encode_result
 from typeahead.generation.prompt import PROMPT_VERSION
@@ -96,15 +95,9 @@ async def test_a_concurrent_burst_over_two_processes_spends_no_more_than_the_bud
 def two_processes(tmp_path: Path, redis_server: RedisServer) -> Iterator[str]:
     """``typeahead serve --workers 2`` on the test Redis, both processes answering."""
     index = build_small_index(tmp_path)
-    env = {**os.environ, "REDIS_URL": redis_server.url, "TYPEAHEAD_GENERATE_RATE_PER_MIN": "4",
-           "TYPEAHEAD_SEMANTIC": "false", "TYPEAHEAD_REDIS_TIMEOUT_S": "2"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    base, proc = start_serve(index.path, env=env)
-    try:
-        wait_all_ready(base, 2)
+    with serving(index.path, REDIS_URL=redis_server.url, TYPEAHEAD_GENERATE_RATE_PER_MIN="4",
+                 TYPEAHEAD_SEMANTIC="false", TYPEAHEAD_REDIS_TIMEOUT_S="2") as (base, _):
         yield base
-    finally:
-        stop_serve(proc)
 
 
 async def test_a_client_spreading_over_two_api_processes_gets_one_budget(

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests import requests_shim as http
 from tests.lexical_fixtures import ROWS, build_small_index
-from tests.serve_process import start_serve, stop_serve, wait_all_ready, worker_states
+from tests.serve_process import serving, worker_states
 from typeahead.http.app import create_app
 from typeahead.settings import Settings
 from typeahead.suggest.index import LoadedIndex
@@ -174,18 +174,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], dict[
         "link": tmp_path / "current",
     }
     paths["link"].symlink_to(paths["a"])
-    env = {
-        **os.environ,
-        "TYPEAHEAD_ADMIN_TOKEN": TOKEN,
-        "TYPEAHEAD_GENERATION": "false",
-        "TYPEAHEAD_SEMANTIC": "false",
-    }
-    base, proc = start_serve(paths["link"], env=env)
-    try:
-        wait_all_ready(base, 2)
+    with serving(paths["link"], TYPEAHEAD_ADMIN_TOKEN=TOKEN, TYPEAHEAD_GENERATION="false",
+                 TYPEAHEAD_SEMANTIC="false") as (base, proc):
         yield base, proc, paths
-    finally:
-        stop_serve(proc)
 
 
 class Load:
