@@ -26,8 +26,9 @@ from typeahead.corpus import read_rows
 from typeahead.normalize import normalize
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.suggest import load_index
+from typeahead.suggest.lexical import IN_ORDER
 from typeahead.suggest.ranker import load_ranker
-from typeahead.suggest.service import IN_ORDER, SuggestService
+from typeahead.suggest.service import SuggestService
 
 K = 10
 

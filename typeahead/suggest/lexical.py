@@ -31,7 +31,7 @@ from typeahead.suggest.fuzzy import FuzzyVocab
 from typeahead.suggest.prefix import KEY_BYTES, TOP_K, PrefixArray
 
 _THIRD = 1 / 3
-_PREFIX_BASE = 2 / 3  # the prefix tier's score floor: (2 + popularity) / 3
+IN_ORDER = 2 / 3  # the in-order prefix tier's score floor: (2 + popularity) / 3
 WORD_SCAN_LIMIT = 256  # ranges up to this size are scanned whole for any-order matches
 POOL_CACHE = 2048  # candidate pools remembered per engine (about 11 MB at 365k entries)
 SCAN_CHUNK = 32  # candidate keys read per call while scanning
@@ -176,7 +176,7 @@ class LexicalEngine:
         pop = self._pop
         make = tuple.__new__  # NamedTuple's own __new__ is a Python-level wrapper: skip it
         return [
-            make(Suggestion, (entry, text, _PREFIX_BASE + pop[entry] * _THIRD, "prefix",
+            make(Suggestion, (entry, text, IN_ORDER + pop[entry] * _THIRD, "prefix",
                               spans if text.isascii() else map_spans(spans, text)))
             for entry, text in zip(ids, self.data.display.many(ids), strict=True)
         ]

@@ -32,14 +32,13 @@ import numpy.typing as npt
 import orjson
 
 from typeahead.errors import ArtifactError
-from typeahead.suggest.lexical import Suggestion
+from typeahead.suggest.lexical import IN_ORDER, Suggestion
 
 log = logging.getLogger("typeahead.suggest")
 
 KIND = "typeahead-completion-ranker"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "ranker" / "completion.json"
-IN_ORDER = 2 / 3  # the lowest score of an in-order prefix match (typeahead.suggest.lexical)
 # The order of the columns the model reads. Context columns (typed_*, in_order_count,
 # top_popularity) are the same for every candidate of a keystroke: they let one split of a
 # candidate column mean different things for short and long inputs.

@@ -41,7 +41,7 @@ from typeahead.safety import rules as curation  # the module: safety.rules impor
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.safety.screen import blocked_ids, needs_screen
 from typeahead.suggest.index import LoadedIndex
-from typeahead.suggest.lexical import NOTHING_BLOCKED, Suggestion
+from typeahead.suggest.lexical import IN_ORDER, NOTHING_BLOCKED, Suggestion
 from typeahead.suggest.ranker import Candidate, CompletionRanker
 from typeahead.suggest.semantic import has_topic
 
@@ -53,7 +53,6 @@ WARM_PROBES = ("a", "th", "new yo", "york new", "amazn", "wikipediaa", "café", 
 FALLBACK_TOP = 1 / 3  # the highest score a fallback (fuzzy) suggestion can have
 GENERATED = -2  # the entry id of a generated completion (no index entry holds it)
 GENERATED_EXTRA = 2  # generated candidates asked for beyond the free slots (some are screened)
-IN_ORDER = 2 / 3  # the lowest score of an in-order prefix match (typeahead.suggest.lexical)
 VERDICTS = 16384  # the suggestion policy's verdicts on generated texts remembered
 GENERATED_MAX = 4  # generated completions per answer at most (4 kept 99.9% of the dev MRR of 10)
 RANKED_GENERATED = 6  # generated candidates the ranker orders with the lexical ones
@@ -203,9 +202,7 @@ class SuggestService:
         floor = min((s.score for s in head), default=IN_ORDER)
         out = head
         for text, logp in self._generated_texts(key, query, found, room + GENERATED_EXTRA):
-            # Between the in-order matches and the rest, in the generator's order.
-            score = IN_ORDER + (floor - IN_ORDER) * math.exp(logp / 4)
-            out.append(Suggestion(GENERATED, text, score, "generated", ((0, len(key)),)))
+            out.append(_generated_suggestion(text, logp, floor, key))
             if len(out) - len(head) >= room:
                 break
         return (out + rest)[:k] if rest else out
@@ -233,12 +230,9 @@ class SuggestService:
         out = [Candidate(s, float(pop[s.id]) if s.id >= 0 else 0.0, 0.0, rank)
                for rank, s in enumerate(found)]
         floor = min((s.score for s in found if s.score >= IN_ORDER), default=IN_ORDER)
-        spans = ((0, len(key)),)
         texts = self._generated_texts(key, query, found, RANKED_GENERATED + GENERATED_EXTRA)
         for rank, (text, logp) in enumerate(itertools.islice(texts, RANKED_GENERATED)):
-            score = IN_ORDER + (floor - IN_ORDER) * math.exp(logp / 4)
-            out.append(Candidate(Suggestion(GENERATED, text, score, "generated", spans), 0.0,
-                                 logp, rank))
+            out.append(Candidate(_generated_suggestion(text, logp, floor, key), 0.0, logp, rank))
         return out
 
     def _rank(self, key: str, query: str, found: list[Suggestion], k: int
@@ -296,6 +290,13 @@ class SuggestService:
                        "confidence": round(float(decision.intent.confidence), 4)},
             "offer_generate": bool(decision.offer_generate),
         }
+
+
+def _generated_suggestion(text: str, logp: float, floor: float, key: str) -> Suggestion:
+    """A generated completion scored between the in-order matches (``floor``: the lowest of
+    them) and the other tiers, in the generator's order; the typed key is its match."""
+    score = IN_ORDER + (floor - IN_ORDER) * math.exp(logp / 4)
+    return Suggestion(GENERATED, text, score, "generated", ((0, len(key)),))
 
 
 def _suggestion_json(s: Suggestion) -> dict[str, Any]:

@@ -37,8 +37,9 @@ from typeahead.numbers import int_arg
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.suggest import load_index
 from typeahead.suggest.index import MIN_PIECES, BuildOptions, build_index
+from typeahead.suggest.lexical import IN_ORDER
 from typeahead.suggest.ranker import DEFAULT_MODEL, FEATURES, CompletionRanker, features, manifest
-from typeahead.suggest.service import IN_ORDER, SuggestService
+from typeahead.suggest.service import SuggestService
 
 DEV_FRACTION, DEV_SEED = 0.2, 20  # the dev split of docs/completion.md
 FIT_SEED = 21  # the dev targets' counts, halved into fitting and validation
