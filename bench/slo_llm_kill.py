@@ -45,6 +45,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_generate import cpu_seconds
+from tests.loadtest_servers import wait_http
 from tests.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,19 +104,6 @@ class Processes:
 def standin_args(port: int) -> list[str]:
     return ["bench/bench_generate.py", "--role", "standin", "--port", str(port), "--ttft",
             "0.05", "--tokens", "8", "--token-delay", "0.01"]
-
-
-def wait_http(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer 200 within {timeout:.0f} s")
 
 
 def load_started(log: Path, stop: threading.Event, marks: dict[str, float]) -> float | None:
@@ -228,9 +216,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         procs.start("api", ["-m", "typeahead", "serve", "--index", args.index, "--host", LOCAL,
                             "--port", str(api_port), "--workers", "1"])
         procs.start("worker", ["-m", "typeahead", "worker", "--index", args.index])
-        wait_http(base + "readyz")
+        wait_http(base + "readyz", timeout=120.0)
         for port in ports:
-            wait_http(f"http://{LOCAL}:{port}/health")
+            wait_http(f"http://{LOCAL}:{port}/health", timeout=120.0)
         report = work / "report.json"
         cpu = CpuSampler(procs, redis, stop)
         cpu.sample()
@@ -297,6 +285,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="slo-llm-kill-"))
     try:
         summary = run(args, work)
+    except RuntimeError as exc:  # a process of the stack did not come up
+        raise SystemExit(f"{exc} (logs: {work}, kept with --keep)") from None
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from tests.redis_cluster import RedisCluster
+from tests.redis_server import free_port
 from tests.vllm_standin import StandIn
 from typeahead import keys
 from typeahead.generation.queue import layout_for, open_redis
@@ -44,12 +45,6 @@ DOCS = [
     {"id": "rhine", "title": "Rhine", "text": "The Rhine flows from the Alps to the North Sea."},
     {"id": "oxygen", "title": "Oxygen", "text": "Oxygen is a chemical element with symbol O."},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOCAL, 0))
-        return int(s.getsockname()[1])
 
 
 def corpus_rows() -> list[tuple[str, int]]:

@@ -5,7 +5,6 @@ A separate process keeps the server off the generator's event loop and GIL, as i
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.redis_server import free_port
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
