@@ -26,9 +26,8 @@ from typeahead.corpus import read_rows
 from typeahead.normalize import normalize
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.suggest import load_index
-from typeahead.suggest.lexical import IN_ORDER
 from typeahead.suggest.ranker import load_ranker
-from typeahead.suggest.service import SuggestService
+from typeahead.suggest.service import SuggestService, leaves_a_slot
 
 K = 10
 
@@ -41,7 +40,7 @@ def keystrokes(index_lexical: object, n: int) -> list[str]:
         query = normalize(row.text)
         for end in range(2, len(query) + 1):
             found = index_lexical.suggest(query[:end], K)  # type: ignore[attr-defined]
-            if len(found) < K or found[-1].score < IN_ORDER:
+            if leaves_a_slot(found, K):
                 out.append(query[:end])
         if len(out) >= n:
             break

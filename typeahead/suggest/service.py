@@ -153,8 +153,7 @@ class SuggestService:
         # The intent decision reads the index's own suggestions (a generated text has no
         # precomputed log-odds, and the offer should not hinge on one).
         known = suggestions
-        if self.generated and self.index.generator is not None and (
-                len(suggestions) < k or suggestions[-1].score < IN_ORDER):
+        if self.generated and self.index.generator is not None and leaves_a_slot(suggestions, k):
             suggestions = self._generated(query, suggestions, k)
         layer = self.index.semantic if self.semantic else None
         vector = None
@@ -290,6 +289,12 @@ class SuggestService:
                        "confidence": round(float(decision.intent.confidence), 4)},
             "offer_generate": bool(decision.offer_generate),
         }
+
+
+def leaves_a_slot(found: Sequence[Suggestion], k: int) -> bool:
+    """Whether the in-order prefix matches leave one of ``k`` slots free: there generated
+    completions are asked for (and the completion ranker, when on, orders them all)."""
+    return len(found) < k or found[-1].score < IN_ORDER
 
 
 def _generated_suggestion(text: str, logp: float, floor: float, key: str) -> Suggestion:

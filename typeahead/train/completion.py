@@ -37,9 +37,8 @@ from typeahead.numbers import int_arg
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.suggest import load_index
 from typeahead.suggest.index import MIN_PIECES, BuildOptions, build_index
-from typeahead.suggest.lexical import IN_ORDER
 from typeahead.suggest.ranker import DEFAULT_MODEL, FEATURES, CompletionRanker, features, manifest
-from typeahead.suggest.service import SuggestService
+from typeahead.suggest.service import SuggestService, leaves_a_slot
 
 DEV_FRACTION, DEV_SEED = 0.2, 20  # the dev split of docs/completion.md
 FIT_SEED = 21  # the dev targets' counts, halved into fitting and validation
@@ -152,7 +151,7 @@ def collect(service: SuggestService, typed: Iterable[str]) -> dict[str, Pool]:
     for prefix in typed:
         found = lexical.suggest(prefix, K)
         key = lexical.key(prefix)
-        if not key or (len(found) == K and found[-1].score >= IN_ORDER):
+        if not key or not leaves_a_slot(found, K):
             continue
         candidates = service.candidates(key, prefix, found)
         keys = data.keys.many([c.suggestion.id for c in candidates if c.suggestion.id >= 0])
