@@ -520,9 +520,9 @@ async def primary_kill(run: Run) -> None:
     stack.standin.mode, stack.standin.token_delay_s = "ok", 0.02
     jobs = store(stack)
     layout = jobs.layout
-    victim = await asyncio.to_thread(cluster.primary_of, _shard_slot(layout, 0))
+    victim = await asyncio.to_thread(cluster.primary_of, layout.slot(0))
     replica = await asyncio.to_thread(cluster.replica_of, victim)
-    owners = [await asyncio.to_thread(cluster.primary_of, _shard_slot(layout, shard))
+    owners = [await asyncio.to_thread(cluster.primary_of, layout.slot(shard))
               for shard in range(layout.shards)]
     lost_shards = {shard for shard, node in enumerate(owners) if node is victim}
     posts: list[tuple[float, int, str]] = []  # (monotonic time, status, job id)
@@ -563,10 +563,6 @@ async def _post_until(run: Run, stop: asyncio.Event, out: list[tuple[float, int,
         out.append((time.monotonic(), status, str(body.get("id", "")) if status == 202 else ""))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.05)
-
-
-def _shard_slot(layout: keys.Layout, shard: int) -> int:
-    return keys.key_slot(keys.shard_tag(shard, layout.shards).strip("{}"))
 
 
 async def _wait_for(check: Callable[[], bool], timeout: float) -> float | None:

@@ -97,7 +97,8 @@ def test_every_key_of_a_job_shares_its_shards_slot() -> None:
         assert len({_slot(name) for name in names}) == 1, names
     # Each shard's tag lies in its own eighth of the slots: shards spread over primaries.
     for shard in range(SHARDS):
-        assert _slot(layout.queue(shard)) * SHARDS // keys.CLUSTER_SLOTS == shard
+        assert _slot(layout.queue(shard)) == layout.slot(shard)
+        assert layout.slot(shard) * SHARDS // keys.CLUSTER_SLOTS == shard
     assert _slot(layout.semantic_vectors("m:p")) == _slot(layout.semantic_order("m:p"))
     # The plain layout keeps the names of a single Redis.
     assert keys.PLAIN.job(job) == keys.job(job) and keys.PLAIN.queue(0) == keys.QUEUE
@@ -278,7 +279,7 @@ async def _load_through_a_kill(topology: RedisCluster) -> dict[str, Any]:
                                     job_deadline_s=60.0, queue_max_depth=10_000,
                                     generate_rate_per_min=0, generate_request_rate_per_min=0)
         layout = layout_for(settings)
-        victim = topology.primary_of(_slot(layout.queue(0)))
+        victim = topology.primary_of(layout.slot(0))
         replica = topology.replica_of(victim)
         accepted: list[str] = []
         refused: list[int] = []

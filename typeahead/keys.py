@@ -181,6 +181,10 @@ class Layout:
         except ValueError:  # not a job id of ours: any fixed shard will do
             return key_slot(job_id) % self.shards
 
+    def slot(self, shard: int) -> int:
+        """The hash slot every key of a tagged layout's ``shard`` lives in."""
+        return key_slot(shard_tag(shard, self.shards)[1:-1])
+
     def _base(self, job_id: str) -> str:
         return self._bases[self.shard(job_id)]
 
