@@ -254,7 +254,6 @@ class Overlay:
         self._curation: dict[str, tuple[list[Suggestion], Suggestion | None]] = {}
         self.filters = rules.blocks or bool(policy_blocked)
         self.curates = rules.curates
-        self.active = self.filters or self.curates
 
     def verdict(self, entry: int) -> str | None:
         """Why the entry is removed (a policy category, "policy" or "curated"), or None."""
