@@ -208,6 +208,23 @@ def test_article_paragraphs_carry_the_paragraph_features(index: DocsIndex) -> No
     assert index.article_paragraphs("how is the", "Rhine", 2) == []
 
 
+def test_the_sentence_cosine_and_word_pairs_point_at_the_paragraph_the_question_rewords(
+        index: DocsIndex, models: relevance.Models) -> None:
+    names = relevance.PARAGRAPH_FEATURES
+    got = dict(index.article_paragraphs("which port do ships on the rhine carry coal to",
+                                        "Rhine", 4))
+    # Its pairs: port ships, ships rhine, rhine carry, carry coal; Rhine#2 holds the last 3.
+    assert [got[d][names.index("pair_gap")] for d in ("Rhine#0", "Rhine#1", "Rhine#2")] == \
+        [-0.75, -0.75, 0.0]
+    assert got["Rhine#2"][names.index("sentence_cosine_gap")] == 0.0
+    assert all(got[d][names.index("sentence_cosine_gap")] < 0 for d in ("Rhine#0", "Rhine#1"))
+    # A chooser reading only the best sentence's cosine shows the paragraph it is in.
+    by_cosine = dataclasses.replace(models.results,
+                                    paragraphs=_chooser({"sentence_cosine_gap": 1.0}))
+    assert [r.id for r in index.instant("how many kilometres long is the rhine", 3,
+                                        model=by_cosine)] == ["Rhine#1"]
+
+
 def test_a_paragraph_model_of_other_features_is_refused(tmp_path: Path) -> None:
     for name in (relevance.PARAMS, "manifest.json"):
         (tmp_path / name).write_bytes((relevance.MODEL_DIR / name).read_bytes())

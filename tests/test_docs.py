@@ -9,14 +9,19 @@ import pytest
 
 from tests.student_fixtures import WORDS, tiny_student
 from typeahead.errors import ArtifactError, ConfigError, DataError
+from typeahead.manifest import sha256_file
 from typeahead.retrieval.documents import (
     CANDIDATES,
     PREFIX_EXPANSION,
+    SENTENCE_OFFSETS,
+    SENTENCES,
     Bm25,
     DocsIndex,
+    _sentences,
     build_docs_index,
     docs_dir,
     load_documents,
+    sentence_vectors,
     snippet,
 )
 
@@ -90,6 +95,30 @@ def test_tampered_docs_file_is_refused(built: tuple[DocsIndex, Path]) -> None:
     path.write_text(path.read_text().replace("Paris", "Lyon"))
     with pytest.raises(ArtifactError, match="corrupt"):
         DocsIndex.load(path.parent, index._student)
+
+
+def test_sentence_vectors_are_stored_and_checked(built: tuple[DocsIndex, Path]) -> None:
+    index, tmp_path = built
+    root = tmp_path / "index" / "docs"
+    rows, offsets = np.load(root / SENTENCES), np.load(root / SENTENCE_OFFSETS)
+    assert offsets.tolist() == [0, *np.cumsum([len(_sentences(d["text"])) for d in DOCS])]
+    expected = sentence_vectors(index._docs, index._student)
+    np.testing.assert_array_equal(rows, expected[0])
+    # An index whose manifest lists none (built before) embeds them when loaded: the same.
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["files"][SENTENCES], manifest["files"][SENTENCE_OFFSETS]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    np.testing.assert_array_equal(DocsIndex.load(root, index._student)._sentence_rows, rows)
+    # Offsets that do not fit the documents are refused, checksums aside.
+    np.save(root / SENTENCE_OFFSETS, offsets[::-1].copy())
+    manifest["files"][SENTENCES] = sha256_file(root / SENTENCES)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="sentence vectors do not fit"):
+        DocsIndex.load(root, index._student, verify=False)
+    with pytest.raises(ArtifactError, match="corrupt"):
+        manifest["files"][SENTENCE_OFFSETS] = sha256_file(root / SENTENCES)
+        (root / "manifest.json").write_text(json.dumps(manifest))
+        DocsIndex.load(root, index._student)
 
 
 def test_bad_search_arguments(built: tuple[DocsIndex, Path]) -> None:

@@ -14,8 +14,10 @@ it is at least ``threshold``, and that probability is its score.
 
 **The paragraph an article shows.** A linear scorer over ``PARAGRAPH_FEATURES`` of the
 article's few best paragraphs by fused score (``typeahead.retrieval.documents.paragraph_features``:
-gaps to the best candidate in fused score, cosine, BM25 and the IDF-weighted share of the
-query's words the paragraph, its best sentence and its best two sentences hold), learnt
+gaps to the best candidate in fused score, cosine, BM25, the IDF-weighted share of the
+query's words the paragraph, its best sentence and its best two sentences hold, its best
+sentence's cosine (the sentence vectors stored with the documents index) and the share of the
+query's word pairs it holds), learnt
 listwise on the training split of the SQuAD questions. The first is shown; the others fill
 the slots no other article passing the floor takes, for inputs of ``fill_min_words`` words
 or more.
@@ -53,7 +55,7 @@ FEATURES = (
 )
 PARAGRAPH_FEATURES = (
     "fused_gap", "cosine_gap", "bm25_gap", "coverage_gap", "sentence_gap", "sentence",
-    "two_sentences_gap", "first",
+    "two_sentences_gap", "first", "sentence_cosine_gap", "pair_gap",
 )
 
 
