@@ -9,6 +9,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,12 @@ from tests.lexical_fixtures import build_small_index
 from tests.redis_server import RedisServer
 from tests.serve_process import serving
 from tests.test_fastpath import comparable, exchange, get
-from typeahead.http.app import create_app
+from typeahead import metrics
+from typeahead.http.app import ServiceHolder, create_app
 from typeahead.safety.rules import Overlay, Rule, RuleSet
 from typeahead.settings import Settings
 from typeahead.suggest.index import LoadedIndex
+from typeahead.suggest.lexical import blocked_ranges
 from typeahead.suggest.service import SuggestService
 
 TOKEN = "curation-admin-token"
@@ -344,24 +347,86 @@ def test_blocks_are_passed_over_inside_each_tier_and_counted_once(tmp_path: Path
     entry is counted once per request."""
     rows = [(f"word {i}", 1000 - 5 * i) for i in range(100)]  # a heavy range: 100 > SMALL_RANGE
     index = build_small_index(tmp_path, rows)
-    removed: list[tuple[str, int]] = []
+    removed: dict[str, int] = {}
     rules = RuleSet.compile([Rule(id="r1", type="block_pattern", text="word 1*"),
                              Rule(id="r2", type="block_text", text="word 3")])
-    overlay = Overlay(rules, index.lexical.data.keys.__getitem__,
-                      removed=lambda category, n: removed.append((category, n)))
+    overlay = Overlay(rules, index.lexical.data.keys,
+                      counts=removed)
     allowed = [t for t, _ in rows if not (t.startswith("word 1") or t == "word 3")]
     for query in ("word", "wor", "word "):  # the fast path, then the tiers after it
         removed.clear()
-        removals = overlay.removals()
+        removals = overlay.blocked
         got = [s.text for s in index.lexical.suggest(query, 10, blocked=removals)]
         assert got == allowed[:10]
         removals.report()
         # Each entry passed over on the way to the 10th shown one, once: "word 1", "word 3"
         # and "word 10" to "word 19" (they would have been shown in place of "word 20"...).
-        assert removed == [("curated", 12)]
-    got = [s.text for s in index.lexical.suggest("1 word", 10, blocked=overlay.removals())]
+        assert removed == {"curated": 12}
+    got = [s.text for s in index.lexical.suggest("1 word", 10, blocked=overlay.blocked)]
     assert got == []  # every any-order match ("word 1", "word 10", ...) is blocked
-    fuzzy = [s.text for s in index.lexical.suggest("wordd", 10, blocked=overlay.removals())]
+    fuzzy = [s.text for s in index.lexical.suggest("wordd", 10, blocked=overlay.blocked)]
     assert fuzzy == allowed[:10]  # the typo tier ("wordd" -> "word") passes them over too
     svc = SuggestService(index=index, semantic=False, rules=rules)
     assert [s["text"] for s in svc.suggest("word", 10)["suggestions"]] == allowed[:10]
+
+
+def test_top_lists_refilled_at_rule_change_answer_as_reading_on(tmp_path: Path) -> None:
+    """The overlay works out, when the rules change, the top list of every key range holding
+    a blocked entry; what a keystroke then looks up is what reading further down the range
+    gives, and counts the same removals."""
+    rows = [(f"word {i}", 1000 - 5 * i) for i in range(100)] + [("wordy", 1), ("wax", 1)]
+    index = build_small_index(tmp_path, rows)
+    rules = RuleSet.compile([Rule(id="r1", type="block_pattern", text="word 1*"),
+                             Rule(id="r2", type="block_text", text="word 3")])
+    data = index.lexical.data
+    ahead = Overlay(rules, data.keys, ranges=partial(blocked_ranges, data.prefixes))
+    lazily = Overlay(rules, data.keys)
+    assert ahead.ranges and not lazily.ranges
+    for kept, removed, _ in ahead.ranges.values():
+        assert ahead.removed.isdisjoint(kept) and set(removed) <= ahead.removed
+    for query in ("w", "wo", "word", "word ", "word 1", "word 2", "wordd", "1 word"):
+        for k in (1, 5, 10, 50):
+            one, two = ahead.blocked, lazily.blocked
+            assert index.lexical.suggest(query, k, blocked=one) == \
+                index.lexical.suggest(query, k, blocked=two)
+            assert one.met == two.met
+            one.report()  # and start afresh
+            two.report()
+    assert len(lazily.ranges) > 0  # the ranges met were kept for the next keystrokes
+
+
+def test_removals_reach_the_counter_when_metrics_are_read(tmp_path: Path) -> None:
+    """Removals are counted aside on the keystroke path and moved into the Prometheus
+    counter by the next scrape (or the once-a-second flush)."""
+    index = build_small_index(tmp_path, ROWS)
+    rules = RuleSet.compile([Rule(id="r1", type="block_word", text="iphone")])
+    svc = SuggestService(index=index, semantic=False, rules=rules)
+
+    def curated() -> float:
+        for line in metrics.get().exposition().decode().splitlines():
+            if line.startswith('typeahead_suggestions_removed_total{category="curated"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = curated()
+    assert [s["text"] for s in svc.suggest("i", 10)["suggestions"]] == ["ipad"]
+    assert curated() == before + 2  # "iphone 15" and "iphone case"
+
+
+async def test_overlapping_rule_changes_leave_the_newest_in_force(index: LoadedIndex) -> None:
+    """Each change's overlay is built on a worker thread; when changes overlap, the newest
+    rules are the ones served, whichever build finishes first, and an index reloaded
+    meanwhile is served under them too."""
+    holder = ServiceHolder()
+    holder.current = SuggestService(index=index, semantic=False)
+    older = RuleSet.compile([Rule(id="r1", type="block_text", text="ipad")], version=1)
+    newer = RuleSet.compile([Rule(id="r2", type="block_text", text="nike shoes")], version=2)
+    await asyncio.gather(holder.apply_rules(older), holder.apply_rules(newer))
+    assert holder.current.overlay.rules is newer
+    texts = [s["text"] for s in holder.current.suggest("n", 10)["suggestions"]]
+    assert "nike shoes" not in texts
+    assert "ipad" in [s["text"] for s in holder.current.suggest("ip", 10)["suggestions"]]
+    # An index reloaded under the older rules (they changed while it loaded) gets the newer.
+    reloaded = SuggestService(index=index, semantic=False, rules=older)
+    await holder.install(reloaded)
+    assert holder.current is reloaded and reloaded.overlay.rules is newer

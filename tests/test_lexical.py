@@ -138,9 +138,17 @@ def test_batched_spans_equal_single_spans(index: LoadedIndex) -> None:
     arrays = (index.lexical.data.prefixes, index.lexical.data.words)
     probes = [b"", b"n", b"new", b"new y", b"zzz", b"\xe6\x9d\xb1", b"a" * 40, b"pa", b"new york"]
     for arr in arrays:
-        assert arr.spans(probes) == [arr.span(p) for p in probes]  # with a long one: per item
-        short = probes[:6]
-        assert arr.spans(short) == [arr.span(p) for p in short]  # one vectorised search
+        assert arr.spans(probes) == [arr.span(p) for p in probes]  # one vectorised search
+        assert arr.spans(probes[:2]) == [arr.span(p) for p in probes[:2]]  # per item
+
+
+def test_batched_spans_of_prefixes_longer_than_the_key_width(tmp_path: Path) -> None:
+    """Keys are indexed on 32 bytes: a longer prefix matches the keys equal to its first 32,
+    in the vectorised search (run off the event loop) as in the single one."""
+    rows = [("a" * 40 + " first", 10), ("a" * 40 + " second", 5), ("a" * 31, 3), ("b", 2)]
+    prefixes = build_small_index(tmp_path, rows).lexical.data.prefixes
+    probes = [b"a" * 40, b"a" * 32, b"a" * 31, b"a" * 33 + b"x", b"a", b"b", b"c"]
+    assert prefixes.spans_batch(probes) == [prefixes.span(p) for p in probes]
 
 
 def test_remembered_tiers_answer_the_same_and_can_be_forgotten(index: LoadedIndex) -> None:

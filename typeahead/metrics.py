@@ -15,6 +15,7 @@ cached here (a dict lookup and a lock, about a microsecond) instead of ``labels(
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import resource
 from pathlib import Path
@@ -131,7 +132,8 @@ class Metrics:
         if not self.multiprocess:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
-        self._removed_children: dict[str, Any] = {}
+        # Suggestions removed at serve time, by category, since the last flush.
+        self.removed_pending: dict[str, int] = {}
         self._route_children: dict[tuple[str, str], Any] = {}
         self._status_children: dict[tuple[str, str, int], Any] = {}
 
@@ -150,11 +152,16 @@ class Metrics:
                                                                         str(status))
         count.inc()
 
-    def suggestion_removed(self, category: str, n: int = 1) -> None:
-        child = self._removed_children.get(category)
-        if child is None:
-            child = self._removed_children[category] = self.suggestions_removed.labels(category)
-        child.inc(n)
+    def flush(self) -> None:
+        """Move the counts kept aside on the hot path into their counters: each scrape, and
+        every second in every process (``sample_forever``). A counter update costs 1-4 µs
+        on a keystroke, a plain dict update 0.1."""
+        pending = self.removed_pending
+        if pending:
+            counts = dict(pending)
+            pending.clear()  # in place: the curation overlays hold this dict
+            for category, n in counts.items():
+                self.suggestions_removed.labels(category).inc(n)
 
     # --- everything else --------------------------------------------------------------------
 
@@ -212,6 +219,7 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text format of every metric; merged over all processes in multiprocess mode."""
+        self.flush()
         if not self.multiprocess:
             return generate_latest(self.registry)
         from prometheus_client import multiprocess
@@ -243,13 +251,19 @@ def get() -> Metrics:
 
 
 MEMORY_SAMPLE_S = 5.0
+FLUSH_S = 1.0
 
 
-async def sample_forever(role: str, period_s: float = MEMORY_SAMPLE_S) -> None:
-    """Keep this process's memory gauge fresh, so a merged scrape shows every process."""
-    while True:
-        get().sample_memory(role)
-        await asyncio.sleep(period_s)
+async def sample_forever(role: str, period_s: float = MEMORY_SAMPLE_S,
+                         flush_s: float = FLUSH_S) -> None:
+    """Keep this process's memory gauge fresh and its hot-path counts flushed, so a merged
+    scrape shows every process (the counts at most ``flush_s`` late)."""
+    ticks = max(1, round(period_s / flush_s))
+    for tick in itertools.count():
+        if tick % ticks == 0:
+            get().sample_memory(role)
+        get().flush()
+        await asyncio.sleep(flush_s)
 
 
 def prepare_multiprocess_dir(path: Path) -> None:

@@ -65,10 +65,23 @@ class ServiceHolder:
         self.current: SuggestService | None = None
         self.rules = RuleSet()  # the curation rules in force, kept across index reloads
 
-    def apply_rules(self, rules: RuleSet) -> None:
+    async def apply_rules(self, rules: RuleSet) -> None:
+        """Serve under ``rules``: their overlay judges every index entry, on a worker thread so
+        keystrokes go on meanwhile; the newest rules win when changes overlap."""
         self.rules = rules
-        if self.current is not None:
-            self.current.set_rules(rules)
+        service = self.current
+        if service is None:
+            return  # the index, once loaded, is served under self.rules
+        overlay = await asyncio.to_thread(service.overlay_for, rules)
+        if self.current is service and self.rules is rules:
+            service.use_overlay(overlay)
+
+    async def install(self, service: SuggestService) -> None:
+        """Serve ``service`` (a reloaded index) from the next keystroke on, under the rules in
+        force now: they may have changed while it loaded."""
+        self.current = service
+        if service.overlay.rules is not self.rules:
+            await self.apply_rules(self.rules)
 
     def get(self) -> SuggestService:
         if self.current is None:

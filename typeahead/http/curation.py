@@ -40,7 +40,7 @@ log = logging.getLogger("typeahead.curation")
 EXPORT_KIND = "typeahead-curation"
 EXPORT_VERSION = 1
 MAX_RULES = 10_000
-Apply = Callable[[RuleSet], None]
+Apply = Callable[[RuleSet], Awaitable[None]]
 
 
 class RuleNotFound(NotFound):
@@ -213,7 +213,7 @@ class Curation:
                 return
         kept = self._read_file_quietly()
         if kept is not None:
-            self._use(RuleSet.compile(kept), "file")
+            await self._use(RuleSet.compile(kept), "file")
 
     async def _seed_from_file(self) -> None:
         assert self.store is not None
@@ -245,7 +245,7 @@ class Curation:
         if version == self.rules.version and self.source == "redis":
             return False
         rules, version = await self.store.load()
-        self._use(RuleSet.compile(rules, version), "redis")
+        await self._use(RuleSet.compile(rules, version), "redis")
         return True
 
     async def follow(self) -> None:
@@ -265,9 +265,9 @@ class Curation:
                                 len(self.rules.rules))
                 self._redis_down = True
 
-    def _use(self, rules: RuleSet, source: str) -> None:
+    async def _use(self, rules: RuleSet, source: str) -> None:
         self.rules, self.source = rules, source
-        self.apply(rules)
+        await self.apply(rules)
         metrics.get().curation_rules.set(len(rules.rules))
 
     async def close(self) -> None:

@@ -200,7 +200,7 @@ class Reloader:
                 log.error("reload refused", extra={"index": str(index_dir), "reason": exc.message})
                 raise IndexRejected(f"index {index_dir} refused, still serving "
                                     f"{self.index_dir}: {exc.message}") from exc
-            self.holder.current = service  # the atomic switch
+            await self.holder.install(service)  # the atomic switch
             self.index_dir = index_dir
             metrics.get().reload_outcome(True)
             record_index(service)

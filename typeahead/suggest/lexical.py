@@ -15,12 +15,13 @@ popularity ranks, so "most popular" means "smallest id".
 
 from __future__ import annotations
 
+import array
 import bisect
 import functools
 import itertools
 from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -71,24 +72,88 @@ class LexicalData:
     articles: bool = False
 
 
+# A range's top list less the removed ids, in compact arrays: the kept ids; the removed ids;
+# for each kept id, how many removed ids come before it.
+Refilled: TypeAlias = "tuple[array.array[int], array.array[int], array.array[int]]"
+RANGES_MAX = 200_000  # ranges whose refilled top list an overlay keeps
+
+
 class Blocked:
-    """Entry ids the tiers pass over while they collect their top k. This one passes over
-    none; the curation overlay's ``Removals`` holds the blocked ones."""
+    """Entry ids the tiers pass over while they collect their top k (``ids``: none here; the
+    curation overlay's ``Removals`` holds the blocked ones), and ``met``, those a request
+    passed over on the way to what it shows, so each is counted once however many tiers met
+    it. The tiers test ``ids`` directly: a set look-up, not a method call, per candidate.
+    ``ranges`` holds the key ranges' top lists less the blocked ids (``blocked_ranges``,
+    worked out when the rules change)."""
 
-    __slots__ = ()
+    __slots__ = ("_answers", "_ranges", "ids", "met")
 
-    def __bool__(self) -> bool:
-        return False
+    def __init__(self, ids: frozenset[int] = frozenset(),
+                 ranges: dict[tuple[int, int], Refilled] | None = None) -> None:
+        self.ids = ids
+        self.met: set[int] = set()
+        self._ranges = {} if ranges is None else ranges
+        self._answers: dict[tuple[int, int, int], tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
-    def __contains__(self, entry: object) -> bool:
-        return False
+    def refill(self, k: int, prefixes: PrefixArray, lo: int, hi: int) -> list[int]:
+        """The top ``k`` of the range [lo, hi) of ``prefixes`` that are not blocked. Each
+        range's answer for each k is remembered as two tuples: later keystrokes copy one and
+        count the other (a few cache lines, where reading on touches more)."""
+        got = self._answers.get((lo, hi, k))
+        if got is None:
+            got = self._answer(k, prefixes, lo, hi)
+        if got[1]:
+            self.met.update(got[1])
+        return list(got[0])
 
-    def isdisjoint(self, entries: list[int]) -> bool:
-        return True
+    def _answer(self, k: int, prefixes: PrefixArray, lo: int, hi: int
+                ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        refilled = self._ranges.get((lo, hi))
+        if refilled is None:  # a range the rule change did not foresee (a key over 32 bytes)
+            refilled = _refill(prefixes, lo, hi, self.ids)
+            if len(self._ranges) < RANGES_MAX:
+                self._ranges[lo, hi] = refilled
+        kept, removed, before = refilled
+        # Only the removed entries before the k-th kept one were passed over.
+        got = (tuple(kept), tuple(removed)) if len(kept) < k else \
+            (tuple(kept[:k]), tuple(removed[: before[k - 1]]))
+        if len(self._answers) < RANGES_MAX:
+            self._answers[lo, hi, k] = got
+        return got
 
-    def first(self, entries: list[int], k: int) -> list[int]:
-        """The first ``k`` of ``entries`` that are not blocked, in order."""
-        return entries[:k]
+    def report(self) -> None:
+        """Count the entries met (the curation overlay's ``Removals`` does); none here."""
+
+
+def _refill(prefixes: PrefixArray, lo: int, hi: int, removed: frozenset[int]) -> Refilled:
+    kept, passed, before = array.array("i"), array.array("i"), array.array("i")
+    for entry in prefixes.top(lo, hi, TOP_K):
+        if entry in removed:
+            passed.append(entry)
+        else:
+            kept.append(entry)
+            before.append(len(passed))
+    return kept, passed, before
+
+
+def blocked_ranges(prefixes: PrefixArray, removed: frozenset[int]
+                   ) -> dict[tuple[int, int], Refilled]:
+    """The top list of every key range that holds a ``removed`` entry, less the removed
+    ones: the ranges of each prefix of each removed entry's keys. Worked out once per rule
+    change (off the event loop: no shared search buffers), so a keystroke whose range holds
+    a blocked entry looks its top k up instead of reading further down the range."""
+    if not removed:
+        return {}
+    at = np.flatnonzero(np.isin(prefixes.ids, np.fromiter(removed, dtype=np.int64)))
+    heads: set[bytes] = set()
+    for key in prefixes.keys[at].tolist():
+        heads.update(key[:n] for n in range(1, len(key) + 1))
+    ranges: dict[tuple[int, int], Refilled] = {}
+    for span in set(prefixes.spans_batch(sorted(heads))):
+        if len(ranges) >= RANGES_MAX:
+            break  # the rest are refilled when first met
+        ranges[span] = _refill(prefixes, *span, removed)
+    return ranges
 
 
 NOTHING_BLOCKED = Blocked()
@@ -199,12 +264,12 @@ class LexicalEngine:
 
     def _top(self, lo: int, hi: int, k: int, blocked: Blocked) -> list[int]:
         """The ``k`` most popular entries in [lo, hi) outside ``blocked``: when blocks remove
-        some, the range's precomputed top ``TOP_K`` holds the next ones (a look-up, not a
-        second search). Only entries that would have been shown are asked about."""
+        some, the range's precomputed top list holds the next ones (a look-up, not a second
+        search)."""
         ids = self.data.prefixes.top(lo, hi, k)
-        if not blocked or blocked.isdisjoint(ids):
+        if blocked.ids.isdisjoint(ids):
             return ids
-        return blocked.first(self.data.prefixes.top(lo, hi, TOP_K), k)
+        return blocked.refill(k, self.data.prefixes, lo, hi)
 
     def _exact(self, key: str, span: tuple[int, int], k: int, *, tier: int,
                source: str = "prefix", dist: int = 0, skip: Container[int] = (),
@@ -228,8 +293,12 @@ class LexicalEngine:
                    blocked: Blocked = NOTHING_BLOCKED) -> None:
         """Entries whose words each start with a distinct typed word, scanned lazily from
         ``words`` so the scan stops as soon as k entries match."""
+        removed = blocked.ids
         for entry, key in self._scan(words):
-            if entry in found or entry in blocked:
+            if entry in found:
+                continue
+            if entry in removed:
+                blocked.met.add(entry)
                 continue
             matched = match_words(words, key)
             if matched is not None:
@@ -245,11 +314,14 @@ class LexicalEngine:
         ``str.find`` on the pool's joined keys finds them without a Python loop per key."""
         entries, starts, blob = pool
         needle = " " + words[-1]
+        removed = blocked.ids
         pos = blob.find(needle)
         while pos >= 0:
             i = bisect.bisect_right(starts, pos) - 1
             entry = entries[i]
-            if entry not in found and entry not in skip and entry not in blocked:
+            if entry in removed:
+                blocked.met.add(entry)
+            elif entry not in found and entry not in skip:
                 matched = match_words(words, blob[starts[i] + 1 : starts[i + 1]])
                 if matched is not None:
                     found[entry] = self._hit(entry, 0, "fuzzy", matched, dist)

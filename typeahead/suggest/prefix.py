@@ -68,11 +68,20 @@ class PrefixArray:
     def spans(self, prefixes: list[bytes]) -> list[tuple[int, int]]:
         """``span`` of each prefix, in one vectorised search (a search call costs more than
         the search itself; batching pays from three prefixes on)."""
-        if len(prefixes) <= 2 or any(len(p) >= KEY_BYTES for p in prefixes):
+        if len(prefixes) <= 2:
             return [self.span(p) for p in prefixes]
-        probe = np.array([x for p in prefixes for x in (p, p + _HIGH)], dtype=f"S{KEY_BYTES}")
-        bounds = self.keys.searchsorted(probe).tolist()
-        return list(zip(bounds[::2], bounds[1::2], strict=True))
+        return self.spans_batch(prefixes)
+
+    def spans_batch(self, prefixes: list[bytes]) -> list[tuple[int, int]]:
+        """``spans`` in one vectorised search with buffers of its own, so it is safe off the
+        event loop's thread too. A prefix of KEY_BYTES or more matches the keys equal to its
+        first KEY_BYTES bytes."""
+        probe = np.array([p[:KEY_BYTES] for p in prefixes], dtype=f"S{KEY_BYTES}")
+        upper = np.array([p + _HIGH if len(p) < KEY_BYTES else p[:KEY_BYTES] for p in prefixes],
+                         dtype=f"S{KEY_BYTES}")
+        lo = self.keys.searchsorted(probe, side="left").tolist()
+        hi = self.keys.searchsorted(upper, side="right").tolist()
+        return list(zip(lo, hi, strict=True))
 
     def top(self, lo: int, hi: int, k: int) -> list[int]:
         """The ``k`` (<= TOP_K) smallest distinct entry ids in [lo, hi), ascending."""

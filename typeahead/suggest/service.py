@@ -28,7 +28,7 @@ import functools
 import itertools
 import logging
 import math
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,7 +41,12 @@ from typeahead.safety import rules as curation  # the module: safety.rules impor
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.safety.screen import blocked_ids, needs_screen
 from typeahead.suggest.index import LoadedIndex
-from typeahead.suggest.lexical import IN_ORDER, NOTHING_BLOCKED, Suggestion
+from typeahead.suggest.lexical import (
+    IN_ORDER,
+    Blocked,
+    Suggestion,
+    blocked_ranges,
+)
 from typeahead.suggest.ranker import Candidate, CompletionRanker
 from typeahead.suggest.semantic import has_topic
 
@@ -95,7 +100,8 @@ class SuggestService:
             encode = functools.lru_cache(maxsize=self.cache_size)(encode)
         object.__setattr__(self, "_encoded", encode)
         object.__setattr__(self, "_policy_blocked", self._late_blocked())
-        # Keystrokes within one word share their generated completions: verdicts remembered.
+        # Keystrokes within one word share their generated completions: verdicts remembered
+        # (the policy's and the curation rules').
         object.__setattr__(self, "_text_blocked", functools.lru_cache(maxsize=VERDICTS)(
             self._text_blocked_uncached))
         self.set_rules(self.rules or curation.RuleSet())
@@ -114,14 +120,25 @@ class SuggestService:
         return self._overlay  # type: ignore[attr-defined]
 
     def set_rules(self, rules: curation.RuleSet) -> None:
-        """Apply new curation rules from the next keystroke on: cached answers are dropped,
+        """Apply new curation rules from the next keystroke on."""
+        self.use_overlay(self.overlay_for(rules))
+
+    def overlay_for(self, rules: curation.RuleSet) -> curation.Overlay:
+        """The overlay of ``rules`` on this index. It judges every entry (linear in the index:
+        the API builds it on a worker thread and then calls ``use_overlay``)."""
+        lexical = self.index.lexical
+        top = float(lexical.data.weights[0]) if len(lexical.data.weights) else 1.0
+        return curation.Overlay(rules, lexical.data.keys, self._policy_blocked,  # type: ignore[attr-defined]
+                                self.policy, popularity=_popularity_of(top),
+                                counts=metrics.get().removed_pending,
+                                key_of_text=lexical.key,
+                                ranges=functools.partial(blocked_ranges, lexical.data.prefixes))
+
+    def use_overlay(self, overlay: curation.Overlay) -> None:
+        """Serve under ``overlay`` from the next keystroke on: cached answers are dropped,
         since they were computed under the old rules."""
-        data = self.index.lexical.data
-        top = float(data.weights[0]) if len(data.weights) else 1.0
-        overlay = curation.Overlay(rules, data.keys.__getitem__, self._policy_blocked,  # type: ignore[attr-defined]
-                          self.policy, popularity=_popularity_of(top),
-                          removed=metrics.get().suggestion_removed)
         object.__setattr__(self, "_overlay", overlay)
+        self._text_blocked.cache_clear()  # type: ignore[attr-defined]
         clear = getattr(self._encoded, "cache_clear", None)  # type: ignore[attr-defined]
         if clear is not None:
             clear()
@@ -148,8 +165,8 @@ class SuggestService:
     def suggest(self, query: str, k: int) -> dict[str, Any]:
         """The answer for one keystroke, computed afresh."""
         overlay = self.overlay
-        removals = overlay.removals() if overlay.filters else None
-        suggestions = self.index.lexical.suggest(query, k, blocked=removals or NOTHING_BLOCKED)
+        blocked = overlay.blocked
+        suggestions = self.index.lexical.suggest(query, k, blocked=blocked)
         # The intent decision reads the index's own suggestions (a generated text has no
         # precomputed log-odds, and the offer should not hinge on one).
         known = suggestions
@@ -163,9 +180,9 @@ class SuggestService:
             vector = layer.encode(query)
         if layer is not None and vector is not None and len(suggestions) < k:
             suggestions = self._fuse(suggestions, layer.neighbours(vector, k + len(suggestions)),
-                                     k, removals or NOTHING_BLOCKED)
-        if removals is not None:
-            removals.report()
+                                     k, blocked)
+        if blocked.met:
+            blocked.report()
         if overlay.curates:
             suggestions = overlay.promote(query, suggestions, k)
         elif len(suggestions) > k:
@@ -214,10 +231,8 @@ class SuggestService:
         assert generator is not None
         taken = set(self.index.lexical.data.keys.many([s.id for s in found if s.id >= 0]))
         taken.update(normalize(s.text) for s in found if s.id < 0)
-        overlay = self.overlay  # read once: set_rules may swap the overlay meanwhile
         for text, logp in generator.complete(key, query[-1].isspace(), n):
-            if text in taken or self._text_blocked(text) or (  # type: ignore[attr-defined]
-                    overlay.filters and overlay.blocks_text(text)):
+            if text in taken or self._text_blocked(text):  # type: ignore[attr-defined]
                 continue
             yield text, logp
 
@@ -248,14 +263,20 @@ class SuggestService:
     def _text_blocked_uncached(self, text: str) -> bool:
         # A generated text is screened as the build screens index entries (the lists and the
         # text model): it is a new combination of words that no build-time screen has seen.
-        return self.policy is not None and self.policy.screened(text) is not None
+        # The curation rules' block apply to it by its key (the text is one); the verdicts
+        # are forgotten when the rules change.
+        if self.policy is not None and self.policy.screened(text) is not None:
+            return True
+        rules = self.overlay.rules
+        return rules.blocks and rules.blocks_key(text)
 
     def _fuse(self, lexical: list[Suggestion], neighbours: list[tuple[int, float]], k: int,
-              blocked: Container[int]) -> list[Suggestion]:
+              blocked: Blocked) -> list[Suggestion]:
         taken = {s.id for s in lexical}
         floor = min((s.score for s in lexical), default=FALLBACK_TOP)
+        removed = blocked.ids
         extra = [(entry, sim * floor) for entry, sim in neighbours
-                 if entry not in taken and entry not in blocked]
+                 if entry not in taken and entry not in removed]
         if not extra:
             return lexical
         texts = self.index.lexical.data.display.many([entry for entry, _ in extra])
