@@ -6,8 +6,10 @@ a slot, the keystrokes where generated completions are asked for and the ranker 
 Before each pass the generator's, the policy verdicts' and the lexical tiers' caches are
 cleared. Reported: the whole ``suggest`` without generation, with the fixed order and with
 the ranker, their per-keystroke differences, and the ranker's own step (features and score).
+With ``--lm FILE``, also the fixed order with the character language model generator in place
+of the n-gram one (``typeahead train-lm``).
 
-    python bench/bench_completion_cost.py --index DIR [--keystrokes 20000]
+    python bench/bench_completion_cost.py --index DIR [--keystrokes 20000] [--lm FILE]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typeahead.corpus import read_rows
 from typeahead.normalize import normalize
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.suggest import load_index
+from typeahead.suggest.charlm import with_char_lm
 from typeahead.suggest.ranker import load_ranker
 from typeahead.suggest.service import SuggestService, leaves_a_slot
 
@@ -52,7 +55,7 @@ def timed(service: SuggestService, query: str) -> int:
     for _ in range(3):
         service.index.lexical.clear_caches()
         if service.index.generator is not None:
-            service.index.generator._first.cache_clear()  # type: ignore[attr-defined]
+            service.index.generator.clear_caches()
         service._text_blocked.cache_clear()  # type: ignore[attr-defined]
         start = time.perf_counter_ns()
         service.suggest(query, K)
@@ -66,6 +69,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--index", type=Path, required=True)
     ap.add_argument("--keystrokes", type=int, default=20_000)
+    ap.add_argument("--lm", type=Path, default=None, help="a character language model too")
     args = ap.parse_args()
     index = load_index(args.index)
     ranker = load_ranker(None, index.manifest["normalization"])
@@ -73,14 +77,18 @@ def main() -> int:
     plain = SuggestService(index=index, results_k=0, policy=policy, generated=False)
     fixed = SuggestService(index=index, results_k=0, policy=policy)
     ranked = SuggestService(index=index, results_k=0, policy=policy, ranker=ranker)
+    lm = SuggestService(index=with_char_lm(index, args.lm), results_k=0, policy=policy) \
+        if args.lm else None
     typed = keystrokes(index.lexical, args.keystrokes)
-    for service in (plain, fixed, ranked):
+    for service in (plain, fixed, ranked, *([lm] if lm else [])):
         service.warm()
-    none, a, b, own = [], [], [], []
+    none, a, b, own, c = [], [], [], [], []
     for query in typed:
         none.append(timed(plain, query))
         a.append(timed(fixed, query))
         b.append(timed(ranked, query))
+        if lm is not None:
+            c.append(timed(lm, query))
         key = index.lexical.key(query)
         candidates = ranked.candidates(key, query, index.lexical.suggest(query, K))
         start = time.perf_counter_ns()
@@ -88,13 +96,14 @@ def main() -> int:
         ranker.order(key, candidates)
         own.append(time.perf_counter_ns() - start)
     print(f"{len(typed)} keystrokes where the in-order matches leave a slot")
-    for name, values in (("suggest, no generation", none), ("suggest, fixed order", a),
-                         ("suggest, ranked", b),
-                         ("ranker step (features + score)", own)):
+    rows = [("suggest, no generation", none), ("suggest, fixed order", a),
+            ("suggest, ranked", b), ("ranker step (features + score)", own)]
+    for name, values in rows + ([("suggest, character LM, fixed", c)] if c else []):
         s = summary_us(values)
         print(f"{name:>32}: p50 {s['p50']:.1f} us, p99 {s['p99']:.1f} us, mean {s['mean']:.1f} us")
     for name, high, low in (("ranked - fixed", b, a), ("fixed - no generation", a, none),
-                            ("ranked - no generation", b, none)):
+                            ("ranked - no generation", b, none),
+                            *([("character LM - no generation", c, none)] if c else [])):
         diff = np.array(high) - np.array(low)
         print(f"{name + ', per keystroke':>32}: p50 {np.percentile(diff, 50) / 1000:.1f} us, "
               f"p99 {np.percentile(diff, 99) / 1000:.1f} us, mean {diff.mean() / 1000:.1f} us")

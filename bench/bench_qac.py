@@ -14,7 +14,10 @@ index ("seen") and not ("unseen") apart):
 None of these figures chose anything: choices were made on a dev split carved from the
 training rows (see docs/suggest.md).
 
-    python bench/bench_qac.py [--quick] [--json FILE]
+With ``--lm FILE`` (``typeahead train-lm`` on rows 1-800,000), the served tables also show the
+service with the character language model generator in place of the n-gram one.
+
+    python bench/bench_qac.py [--quick] [--json FILE] [--lm FILE]
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ def table_rows(name: str, results: dict[str, dict[str, Any]]) -> list[list[objec
     return rows
 
 
-def aol_tables(tmp: Path, quick: bool) -> dict[str, dict[str, dict[str, Any]]]:
+def aol_tables(tmp: Path, quick: bool, lm: Path | None = None
+               ) -> dict[str, dict[str, dict[str, Any]]]:
     log = [(r.text, r.weight) for r in read_rows(AOL, text_col="query", weight_col=HELD_OUT)
            if r.weight > 0]
     trec = [(r.text, 1.0) for r in read_rows(TREC, text_col="query")]
@@ -114,6 +118,8 @@ def aol_tables(tmp: Path, quick: bool) -> dict[str, dict[str, dict[str, Any]]]:
         lexical, index = qac_suggest(index_dir, "lexical")
         fixed, _ = qac_suggest(index_dir, "service", ranker=False)
         service, _ = qac_suggest(index_dir, "service", ranker=True)
+        char_lm = qac_suggest(index_dir, "service", ranker=False, lm=lm)[0] \
+            if lm and floor == 3.0 else None
         seen = served_keys(index)
         top = mpc(AOL, TRAIN, floor)
         for target, rows in targets:
@@ -123,6 +129,9 @@ def aol_tables(tmp: Path, quick: bool) -> dict[str, dict[str, dict[str, Any]]]:
                 "service, fixed order (+ generated)": score(rows, fixed, seen),
                 "service (+ generated, ranked)": score(rows, service, seen),
             }
+            if char_lm is not None:
+                out[f"{target}, {name}"]["service, fixed order (+ character LM generated)"] = \
+                    score(rows, char_lm, seen)
     return out
 
 
@@ -154,10 +163,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a tenth of the targets")
     ap.add_argument("--books-only", action="store_true", help="only the books checks")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--lm", type=Path, default=None,
+                    help="a character language model (typeahead train-lm) to compare")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-qac-") as raw:
         tmp = Path(raw)
-        tables = {} if args.books_only else aol_tables(tmp, args.quick)
+        tables = {} if args.books_only else aol_tables(tmp, args.quick, args.lm)
         book_rows = books(tmp)
     header = ["targets, dictionary", "system", *(f"MRR@{K} L={n}" for n in LENGTHS),
               *(f"success L={n}" for n in LENGTHS), "unseen MRR 2/4/6"]

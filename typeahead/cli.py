@@ -28,6 +28,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("distill", "typeahead.train.distill_cli"),
     ("train-intent", "typeahead.train.intent_cli"),
     ("train-ranker", "typeahead.train.completion"),
+    ("train-lm", "typeahead.train.charlm"),
     ("worker", "typeahead.generation.worker"),
     ("prewarm", "typeahead.generation.prewarm"),
 )

@@ -48,6 +48,11 @@ class Settings:
     # Off by default: +1% MRR for about +1 ms p99 over HTTP at 1,000 req/s (docs/completion.md).
     completion_ranker: bool = False
     completion_ranker_file: Path | None = None  # None: the packaged model
+    # The character language model (typeahead train-lm --out) that completes in place of the
+    # n-gram generator, over the same safe pieces; None: the n-gram generator. It costs
+    # milliseconds a keystroke where the n-gram generator costs microseconds
+    # (docs/completion.md), and the completion ranker is not used with it.
+    completion_lm_file: Path | None = None
     suggest_cache_size: int = 50_000  # per-process LRU of whole answers; 0 disables
     # Answer plain keystroke requests beneath aiohttp's framework (typeahead.http.fastpath);
     # false: every request goes through aiohttp (the same answers, at about twice the CPU).

@@ -30,6 +30,7 @@ from typeahead.normalize import normalize
 from typeahead.numbers import int_arg, parse_int
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.suggest import LexicalEngine, LoadedIndex, load_index
+from typeahead.suggest.charlm import with_char_lm
 from typeahead.suggest.ranker import ranker_for
 from typeahead.suggest.service import SuggestService
 
@@ -153,10 +154,11 @@ def served_keys(index: LoadedIndex) -> frozenset[str]:
     return frozenset(keys.many(list(range(len(keys)))))
 
 
-def qac_suggest(index_dir: Path, mode: str, ranker: bool | None = None
-                ) -> tuple[Suggest, LoadedIndex]:
+def qac_suggest(index_dir: Path, mode: str, ranker: bool | None = None,
+                lm: Path | None = None) -> tuple[Suggest, LoadedIndex]:
     """The suggest function ``mode`` names, over the index at ``index_dir``; ``ranker``
-    turns the completion ranker on or off (None: as the settings say)."""
+    turns the completion ranker on or off (None: as the settings say); ``lm``: complete with
+    this character language model (None: as the settings say)."""
     if mode == "lexical":
         index = load_index(index_dir)  # the whole index is checked, as serve would
         return engine_suggest(index.lexical), index
@@ -165,6 +167,7 @@ def qac_suggest(index_dir: Path, mode: str, ranker: bool | None = None
     settings = Settings.from_env()
     index = load_index(index_dir, verify=settings.verify_index, semantic=settings.semantic,
                        student_dir=settings.student_dir)
+    index = with_char_lm(index, lm or settings.completion_lm_file)
     # Instant results and intent never change the suggestions: left out, they cost nothing.
     service = SuggestService(index=index, semantic=settings.semantic, results_k=0,
                              policy=SuggestionPolicy.load(settings.safety_allow),

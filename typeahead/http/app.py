@@ -47,6 +47,7 @@ from typeahead.safety.policy import SuggestionPolicy
 from typeahead.safety.rules import RuleSet
 from typeahead.settings import Settings
 from typeahead.suggest import LoadedIndex, SuggestService, load_index
+from typeahead.suggest.charlm import with_char_lm
 from typeahead.suggest.ranker import ranker_for
 
 log = logging.getLogger("typeahead.http")
@@ -365,6 +366,7 @@ def load_service(settings: Settings, index_dir: Path | None = None,
     index: LoadedIndex = load_index(index_dir or settings.index_dir,
                                     verify=settings.verify_index, semantic=settings.semantic,
                                     student_dir=settings.student_dir)
+    index = with_char_lm(index, settings.completion_lm_file)
     service = SuggestService(index=index, intent=load_intent(settings, index),
                              intent_threshold=settings.intent_threshold,
                              semantic=settings.semantic, results_k=settings.results_k,

@@ -34,6 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +52,17 @@ FILES = ("words", "total", "start", "end", "succ_off", "succ", "succ_w", "stop",
          "next_lp", "endings", "endings_lp")
 ENDINGS = 8  # likeliest query endings kept per word
 _LAST = "\U0010ffff"  # sorts after every character a word may continue with
+
+
+class Completer(Protocol):
+    """What the service asks of a generator: this module's n-gram ``Generator`` or the
+    character model's (``typeahead.suggest.charlm``)."""
+
+    def complete(self, key: str, complete: bool, k: int) -> Iterator[tuple[str, float]]: ...
+
+    def clear_caches(self) -> None: ...
+
+    def __len__(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,10 @@ class Generator:
 
     def __len__(self) -> int:
         return len(self._text)
+
+    def clear_caches(self) -> None:
+        """Forget the fragments' completions (benchmarks time cache-missing keystrokes)."""
+        self._first.cache_clear()  # type: ignore[attr-defined]
 
     def complete(self, key: str, complete: bool, k: int) -> Iterator[tuple[str, float]]:
         """Up to ``k`` generated completions of the normalised ``key`` with their log

@@ -44,7 +44,7 @@ from typeahead.normalize import display_form, fold_punctuation, normalize
 from typeahead.safety.policy import SuggestionPolicy
 from typeahead.safety.screen import Blocked, screen
 from typeahead.suggest.fuzzy import FuzzyVocab
-from typeahead.suggest.generated import MIN_PIECES, Generator, build_generator
+from typeahead.suggest.generated import MIN_PIECES, Completer, Generator, build_generator
 from typeahead.suggest.lexical import LexicalData, LexicalEngine
 from typeahead.suggest.prefix import PrefixArray, build_prefix_array
 from typeahead.suggest.semantic import SemanticLayer, load_semantic
@@ -55,7 +55,8 @@ FORMAT_VERSION = 1
 # default). A longer log entry is no query anyone typed, and would make every answer it
 # appears in as large as it is; it is skipped and counted as "too_long".
 MAX_ENTRY_CHARS = 200
-FOLD_TAG = "+fold-punctuation"
+NORMALIZATION = "nfkc+casefold+strip-accents+collapse-whitespace"  # of every index's keys
+FOLD_TAG = "+fold-punctuation"  # added where punctuation is folded too
 ARTICLES = frozenset(("the", "a", "an"))  # leading articles a title is also found without
 Progress = Callable[[str], None]
 
@@ -160,8 +161,7 @@ def build_index(rows: Iterable[Row], out: Path, options: BuildOptions, source: P
                        "bytes": source.stat().st_size},
             "options": {"text_col": options.text_col, "weight_col": options.weight_col,
                         "min_count": options.min_count, "format": options.fmt},
-            "normalization": "nfkc+casefold+strip-accents+collapse-whitespace"
-                             + (FOLD_TAG if options.fold_punctuation else ""),
+            "normalization": NORMALIZATION + (FOLD_TAG if options.fold_punctuation else ""),
             "leading_articles": options.leading_articles,
             "counts": {"rows": counts["rows"], "empty": counts["empty"],
                        "too_long": counts["too_long"],
@@ -283,7 +283,7 @@ class LoadedIndex:
     lexical: LexicalEngine
     load_seconds: float
     semantic: SemanticLayer | None = None
-    generator: Generator | None = None
+    generator: Completer | None = None  # the n-gram Generator unless a service swaps it
 
     @property
     def entries(self) -> int:

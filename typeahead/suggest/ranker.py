@@ -32,6 +32,7 @@ import numpy.typing as npt
 import orjson
 
 from typeahead.errors import ArtifactError
+from typeahead.suggest.generated import Generator
 from typeahead.suggest.lexical import IN_ORDER, Suggestion
 
 log = logging.getLogger("typeahead.suggest")
@@ -219,6 +220,10 @@ def ranker_for(index: Any, enabled: bool, path: Path | None) -> CompletionRanker
     """The learned order for ``index`` (a ``LoadedIndex``): None when turned off or when the
     index has no generator (the lexical tiers' own order is the one it was trained against)."""
     if not enabled or index.generator is None:
+        return None
+    if not isinstance(index.generator, Generator):
+        log.warning("the completion ranker was trained on the n-gram generator's candidates; "
+                    "with the character model suggestions keep the fixed tier order")
         return None
     return load_ranker(path, index.manifest["normalization"])
 
