@@ -40,6 +40,14 @@ csv.field_size_limit(FIELD_LIMIT)
 PARQUET_BATCH = 65_536  # rows converted to Python at a time
 
 
+def add_column_arguments(p: Any, weight_help: str) -> None:
+    """The flags naming a query log's text and count columns and its format (a command's
+    own flag names the file)."""
+    p.add_argument("--text-col", required=True)
+    p.add_argument("--weight-col", default=None, help=weight_help)
+    p.add_argument("--format", choices=FORMATS, default=None)
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     text: str

@@ -65,6 +65,21 @@ def read_manifest(directory: Path, *, kind: str, version: int) -> dict[str, Any]
     return manifest
 
 
+def check_model(raw: dict[str, Any], *, what: str, kind: str, version: int,
+                normalization: str, path: Path, command: str) -> None:
+    """What a completion model file (the ranker, the character language model) must match:
+    its kind, its format version and the key normalisation of the index it serves."""
+    if raw.get("kind") != kind:
+        raise ArtifactError(f"{what} {path}: not a {what} (kind {raw.get('kind')!r})")
+    if raw.get("format_version") != version:
+        raise ArtifactError(f"{what} {path}: format version {raw.get('format_version')!r}, "
+                            f"this release reads {version}; train it again with "
+                            f"typeahead {command}")
+    if raw.get("normalization") != normalization:
+        raise ArtifactError(f"{what} {path}: trained for keys normalised as "
+                            f"{raw.get('normalization')!r}, the index's are {normalization!r}")
+
+
 def read_format_manifest(root: Path, fmt: str, what: str) -> dict[str, Any]:
     """Read ``root/manifest.json`` of an artefact whose manifest names its ``format`` string
     (student, vector index, documents index); ``what`` names the artefact in errors."""

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from typeahead.corpus import FORMATS, read_rows
+from typeahead.corpus import add_column_arguments, read_rows
 from typeahead.errors import ConfigError, DataError
 from typeahead.eval.intent import add_intent_parser
 from typeahead.eval.retrieval import add_retrieval_parser
@@ -49,9 +49,7 @@ def add_qac_parser(kinds: Any) -> None:
     p = kinds.add_parser("qac", help="query auto-completion MRR/success per prefix length")
     p.add_argument("--index", type=Path, required=True)
     p.add_argument("--log", type=Path, required=True, help="query log (TSV/CSV/JSONL, .gz ok)")
-    p.add_argument("--text-col", required=True)
-    p.add_argument("--weight-col", default=None, help="count column (default: 1 per row)")
-    p.add_argument("--format", choices=FORMATS, default=None)
+    add_column_arguments(p, "count column (default: 1 per row)")
     p.add_argument("--prefix-lengths", default="2,4,6", type=_lengths)
     p.add_argument("--k", type=int_arg(), default=10)
     p.add_argument("--mode", choices=("lexical", "service"), default="lexical",

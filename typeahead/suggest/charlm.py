@@ -31,6 +31,7 @@ import numpy.typing as npt
 import orjson
 
 from typeahead.errors import ArtifactError
+from typeahead.manifest import check_model
 from typeahead.suggest.generated import MAX_APPENDED, Generator
 from typeahead.suggest.index import NORMALIZATION, LoadedIndex
 
@@ -114,17 +115,11 @@ class CharLM:
         except (OSError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
             raise ArtifactError(f"character language model {path}: cannot read it ({exc})"
                                 ) from exc
-        if not isinstance(meta, dict) or meta.get("kind") != KIND:
-            raise ArtifactError(f"character language model {path}: not one (kind "
-                                f"{meta.get('kind') if isinstance(meta, dict) else None!r})")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"character language model {path}: format version "
-                                f"{meta.get('format_version')!r}, this release reads "
-                                f"{FORMAT_VERSION}; train it again with typeahead train-lm")
-        if meta.get("normalization") != normalization:
-            raise ArtifactError(f"character language model {path}: trained on keys normalised "
-                                f"as {meta.get('normalization')!r}, the index's are "
-                                f"{normalization!r}")
+        if not isinstance(meta, dict):
+            raise ArtifactError(f"character language model {path}: its manifest is not an "
+                                "object")
+        check_model(meta, what="character language model", kind=KIND, version=FORMAT_VERSION,
+                    normalization=normalization, path=path, command="train-lm")
         model = cls(**{k: v.astype(np.float32) for k, v in arrays.items()}, manifest=meta)
         model.check(path)
         return model

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import orjson
 
 from typeahead.errors import ArtifactError
+from typeahead.manifest import check_model
 from typeahead.suggest.generated import Generator
 from typeahead.suggest.lexical import IN_ORDER, Suggestion
 
@@ -235,17 +236,9 @@ def manifest(normalization: str, **extra: Any) -> dict[str, Any]:
 
 
 def check_manifest(raw: dict[str, Any], normalization: str, path: Path) -> None:
-    if raw.get("kind") != KIND:
-        raise ArtifactError(f"completion ranker {path}: not a completion ranker "
-                            f"(kind {raw.get('kind')!r})")
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"completion ranker {path}: format version "
-                            f"{raw.get('format_version')!r}, this release reads "
-                            f"{FORMAT_VERSION}; train it again with typeahead train-ranker")
+    check_model(raw, what="completion ranker", kind=KIND, version=FORMAT_VERSION,
+                normalization=normalization, path=path, command="train-ranker")
     if raw.get("features") != list(FEATURES):
         raise ArtifactError(f"completion ranker {path}: trained on features "
                             f"{raw.get('features')!r}, this release computes {list(FEATURES)}; "
                             "train it again with typeahead train-ranker")
-    if raw.get("normalization") != normalization:
-        raise ArtifactError(f"completion ranker {path}: trained for keys normalised as "
-                            f"{raw.get('normalization')!r}, the index's are {normalization!r}")

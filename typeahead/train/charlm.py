@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from typeahead.corpus import FORMATS, read_rows
+from typeahead.corpus import add_column_arguments, read_rows
 from typeahead.errors import ConfigError, DataError, MissingExtraError
 from typeahead.manifest import sha256_file
 from typeahead.normalize import normalize
@@ -45,9 +45,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
         description="Train a character-level GRU language model on a query log's normalised "
                     "queries (drawn by count) and write it as a numpy model file (.npz).")
     p.add_argument("--corpus", type=Path, required=True, help="query log (TSV/CSV/JSONL)")
-    p.add_argument("--text-col", required=True)
-    p.add_argument("--weight-col", default=None, help="count column of the training rows")
-    p.add_argument("--format", choices=FORMATS, default=None)
+    add_column_arguments(p, "count column of the training rows")
     p.add_argument("--out", type=Path, required=True, help="model file to write (.npz)")
     p.add_argument("--hidden", type=int_arg(), default=HIDDEN, help="GRU units")
     p.add_argument("--minutes", type=float, default=20.0,

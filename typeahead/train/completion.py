@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from typeahead.corpus import FORMATS, Row, read_rows
+from typeahead.corpus import Row, add_column_arguments, read_rows
 from typeahead.errors import ConfigError, DataError, MissingExtraError
 from typeahead.eval.qac import evaluate_qac, service_suggest
 from typeahead.manifest import sha256_file
@@ -58,9 +58,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
         description="Train the learned completion order on a dev split of a query log's "
                     "training rows and write the model file (JSON with its manifest).")
     p.add_argument("--corpus", type=Path, required=True, help="query log (TSV/CSV/JSONL)")
-    p.add_argument("--text-col", required=True)
-    p.add_argument("--weight-col", default=None, help="count column of the training rows")
-    p.add_argument("--format", choices=FORMATS, default=None)
+    add_column_arguments(p, "count column of the training rows")
     p.add_argument("--min-count", type=float, default=3.0, help="the served index's floor")
     p.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="model file to write")
     p.add_argument("--trees", type=int_arg(), default=TREES)
