@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1.5,
                    help="a window's p99 may be this times the baseline p99 ...")
     p.add_argument("--slack-ms", type=float, default=5.0, help="... plus this (ms)")
+    p.add_argument("--refuse-ms", type=float, default=100.0,
+                   help="/v1/generate answers 503 within this while Redis is down (ms)")
     p.add_argument("--json", type=Path, help="write the rows as JSON")
     p.add_argument("--markdown", type=Path, help="write the table as Markdown")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config(args: argparse.Namespace) -> Config:
-    cfg = Config(quick=args.quick)
+    cfg = Config(quick=args.quick, refuse_ms=args.refuse_ms)
     if args.quick:
         cfg.outage_s, cfg.sse_streams, cfg.slow_clients, cfg.hold_s = 3.0, 300, 40, 3.0
     if args.outage is not None:
@@ -130,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         chosen(args)
     except UsageError as exc:
         parser.error(str(exc))
+    if args.refuse_ms <= 0:
+        parser.error(f"--refuse-ms must be positive, got {args.refuse_ms:g}")
     if args.redis_cluster and (reason := cluster_support()) is not None:
         parser.error(f"--redis-cluster needs redis-server and redis-cli: {reason}")
     # The stand-in logs every stream a killed worker abandons; that is the point, not news.

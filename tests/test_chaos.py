@@ -34,8 +34,11 @@ def test_quick_chaos_suite(tmp_path: Path) -> None:
     proc = subprocess.run(
         # 300 idle streams: more than redis-py's default pool of 100 per API process, which
         # each stream used to hold (the quick default of 150 predates the shared reader).
+        # Latency bounds are loose on a shared CI machine: the behaviour is what is checked
+        # (a refusal, not a wait for Redis), the 100 ms figure by `make chaos`.
         [sys.executable, "-m", "chaos", "--quick", "--streams", "300", "--rate", "50",
-         "--tolerance", "1000", "--slack-ms", "10000", "--json", str(out)],
+         "--tolerance", "1000", "--slack-ms", "10000", "--refuse-ms", "1000",
+         "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=280,
     )
     rows = _rows(out, proc)
